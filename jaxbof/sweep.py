@@ -1,0 +1,419 @@
+"""The sweep engine: the one place that jits, vmaps and schedules grids of training runs.
+
+Cells are grouped into buckets of equal compiled shape: (GRAM, n, width), whose step cost does
+not depend on d, or (DIRECT, n, width, d). Each bucket runs by continuous batching: B slots train
+in lock-step for a chunk of K steps; between chunks, finished slots are measured, reported and
+refilled from the bucket's queue, so models with very different step counts share a batch
+without waiting for the slowest (performance.md). Programs that do not depend on n (key
+derivation, the M-dimensional measurements) are compiled once and shared by all buckets.
+
+Buckets are processed by a small pool of worker threads (one per CPU core on CPU, where a
+batched step of these sizes runs best on one core): while one worker trains, another compiles
+its next bucket. Scheduling never changes a result: every number depends only on the cell.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxbof import metrics
+from jaxbof.data import sample_train
+from jaxbof.grid import Cell, Grid, Protocol, cell_coords, choose_param
+from jaxbof.model import init_weights, outer_weights
+from jaxbof.train import (Hyper, Param, TrainState, direct_problem, final_outputs, gd_step,
+                          gram_problem, hinge_loss_from_outputs, init_state)
+
+
+# ----------------------------------------------------------------------------- device programs
+
+
+class Extras(NamedTuple):
+    """Per-model quantities the final measurements need (never d-sized in the Gram case)."""
+
+    S0_mxm: jax.Array  # W_0 W_0^T
+    W0v_m: jax.Array  # W_0 v
+    Xv_n: jax.Array  # X v
+    v_d: jax.Array | None  # signal vector (direct parameterization only)
+    y_true_n: jax.Array
+    corrupt_n: jax.Array
+    gamma: jax.Array
+    d: jax.Array
+    test_key: jax.Array
+
+
+class Slot(NamedTuple):
+    problem: object  # train.Problem
+    state: TrainState
+    extras: Extras
+
+
+class Scalars(NamedTuple):
+    """Per-cell traced inputs of `prepare` (arrays with a leading job axis)."""
+
+    keys: jax.Array  # [3, 2]: data, init and test keys (from `cell_keys`)
+    n: jax.Array
+    d: jax.Array
+    gamma: jax.Array
+    noise_rate: jax.Array
+    alpha: jax.Array
+    eta: jax.Array
+    init_std: jax.Array
+    stop: jax.Array
+    max_steps: jax.Array
+    corruption: jax.Array
+    signal: jax.Array
+    outer: jax.Array
+
+
+def cell_keys(base_key, coords):
+    """Data, init and test keys of one cell from its uint32 coordinates (grid.cell_coords).
+
+    data: (n, d, gamma, noise rate, seed); init: (d, width, seed); test: all six.
+    """
+    data_key, init_key, test_key = jax.random.split(base_key, 3)
+    for i in (0, 1, 2, 3, 4):
+        data_key = jax.random.fold_in(data_key, coords[i])
+    for i in (1, 5, 4):
+        init_key = jax.random.fold_in(init_key, coords[i])
+    for i in range(6):
+        test_key = jax.random.fold_in(test_key, coords[i])
+    return jnp.stack([data_key, init_key, test_key])
+
+
+def prepare(sc: Scalars, *, n_pad: int, d_pad: int, width: int, param: Param) -> Slot:
+    """Sample one cell's data and initialisation and set up its training problem."""
+    data_key, init_key, test_key = sc.keys
+    td = sample_train(data_key, sc.n, sc.d, sc.gamma, sc.noise_rate, n_pad=n_pad, d_pad=d_pad,
+                      corruption=sc.corruption, signal=sc.signal)
+    W0 = init_weights(init_key, width, sc.d, sc.init_std, d_pad=d_pad)
+    a = outer_weights(width, sc.outer, dtype=W0.dtype)
+    hyper = Hyper(sc.alpha, sc.eta, sc.stop, sc.max_steps)
+    if param == Param.GRAM:
+        problem, v = gram_problem(td.X_nxd, W0, td.y_obs_n, td.mask_n, a, hyper), None
+    else:
+        problem, v = direct_problem(td.X_nxd, td.y_obs_n, td.mask_n, a, hyper), td.v_d
+    extras = Extras(W0 @ W0.T, W0 @ td.v_d, td.X_nxd @ td.v_d, v, td.y_true_n, td.corrupt_n,
+                    sc.gamma, sc.d, test_key)
+    return Slot(problem, init_state(problem, W0), extras)
+
+
+def advance(slots: Slot, keep_b, num_steps) -> tuple[Slot, jax.Array]:
+    """Up to num_steps GD steps of every slot in lock-step (slots without a job, keep_b False,
+    are frozen); returns early once all are done. Returns (slots, steps executed)."""
+    st = slots.state
+    slots = slots._replace(state=st._replace(done=st.done | ~keep_b))
+
+    def cond(carry):
+        s, i = carry
+        return (i < num_steps) & ~jnp.all(s.state.done)
+
+    def body(carry):
+        s, i = carry
+        return s._replace(state=jax.vmap(gd_step)(s.problem, s.state)), i + 1
+
+    return jax.lax.while_loop(cond, body, (slots, jnp.zeros((), jnp.int32)))
+
+
+def refill(slots: Slot, fresh: Slot, load_b, src_b) -> Slot:
+    """Replace the slots where load_b is True by rows src_b of a freshly prepared batch."""
+    def pick(old, new):
+        return jnp.where(load_b.reshape((-1,) + (1,) * (old.ndim - 1)), new[src_b], old)
+    return jax.tree.map(pick, slots, fresh)
+
+
+def measure_train(slot: Slot) -> tuple[dict, jax.Array, jax.Array]:
+    """Training-set measurements and the moments (W W^T, W v) of one trained model."""
+    p, st, ex = slot.problem, slot.state, slot.extras
+    f = final_outputs(p, st.theta)
+    if p.X_nxd is None:
+        WWt, Wv = metrics.gram_moments(st.theta, p.G_nxn, p.H0_nxm, ex.S0_mxm, ex.W0v_m, ex.Xv_n)
+    else:
+        WWt, Wv = metrics.direct_moments(st.theta, ex.v_d)
+    fit = (f * p.y_n > 0) & ex.corrupt_n
+    out = dict(
+        train_error=metrics.error_rate(f, p.y_n, p.mask_n),
+        train_error_clean=metrics.error_rate(f, ex.y_true_n, p.mask_n),
+        hinge_loss=hinge_loss_from_outputs(f, p.y_n, p.mask_n),
+        min_margin=jnp.min(jnp.where(p.mask_n, f * p.y_n, jnp.inf)),
+        n_corrupt=jnp.sum(ex.corrupt_n),
+        corrupt_fit=jnp.sum(fit) / jnp.maximum(jnp.sum(ex.corrupt_n), 1),
+    )
+    return out, WWt, Wv
+
+
+def measure_weights(WWt, Wv, a_m, alpha, gamma, d, test_key, n_test: int) -> dict:
+    """Theory quantities and the Monte Carlo test error from the moments (no n- or d-sized input)."""
+    ws = metrics.weight_stats(WWt, Wv, a_m, alpha)
+    err = metrics.test_error_mc(test_key, WWt, Wv, a_m, alpha, gamma, d, n_test)
+    return dict(test_error=err, **ws._asdict())
+
+
+# ----------------------------------------------------------------------------- scheduling
+
+
+@dataclasses.dataclass(frozen=True)
+class Engine:
+    """How a sweep is executed. None of these changes any result."""
+
+    slots: int | None = None  # models trained in lock-step per bucket; None: by platform
+    chunk: int = 64  # GD steps between host checks
+    workers: int | None = None  # buckets in flight at once; None: by platform
+    max_margin: bool = True  # compute ||w*|| and the linear baseline (host, float64)
+
+    def __post_init__(self):
+        for name in ("slots", "chunk", "workers"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ValueError(f"{name}={v!r} must be >= 1")
+
+
+class SweepStats(NamedTuple):
+    models: int
+    wall_s: float
+    compile_s: float  # summed over programs; overlaps training when workers > 1
+    flops_executed: float  # GD-step FLOPs run, padding and idle slots included
+    flops_useful: float  # GD-step FLOPs of the cheapest exact algorithm for the steps needed
+    buckets: int
+
+
+class _Bucket(NamedTuple):
+    param: Param
+    n_pad: int
+    d_pad: int
+    width: int
+
+
+def step_flops(param: Param, n: int, d: int, width: int) -> float:
+    """FLOPs of one GD step (its dense products): 2 n^2 M (Gram) or 4 n d M (direct)."""
+    return 2.0 * n * n * width if param == Param.GRAM else 4.0 * n * d * width
+
+
+def _scalars(cells: Sequence[Cell], keys, protocol: Protocol, dtype) -> Scalars:
+    def arr(f, dt=dtype):
+        return np.array([f(c) for c in cells], dt)
+    return Scalars(
+        keys=keys,
+        n=arr(lambda c: c.n, np.int32), d=arr(lambda c: c.d, np.int32),
+        gamma=arr(lambda c: c.gamma), noise_rate=arr(lambda c: c.noise_rate),
+        alpha=arr(lambda c: c.alpha),
+        eta=arr(lambda c: protocol.lr_scale / (c.width * c.n)),
+        init_std=arr(lambda c: protocol.init_scale / (c.width * math.sqrt(c.d))),
+        stop=arr(lambda c: int(protocol.stop), np.int32),
+        max_steps=arr(lambda c: protocol.max_steps, np.int32),
+        corruption=arr(lambda c: int(protocol.corruption), np.int32),
+        signal=arr(lambda c: int(protocol.signal), np.int32),
+        outer=arr(lambda c: int(protocol.outer), np.int32),
+    )
+
+
+def _platform_defaults() -> tuple[int, int]:
+    """(slots, workers): small batches on one core each on CPU; one big batch on accelerators."""
+    if jax.default_backend() == "cpu":
+        return 8, max(1, min(4, os.cpu_count() or 1))
+    return 512, 1
+
+
+class _Compiler:
+    """Ahead-of-time compiled programs, cached by shape and timed; safe across worker threads."""
+
+    def __init__(self, protocol: Protocol, B: int, chunk: int, dtype):
+        self.protocol, self.B, self.chunk, self.dtype = protocol, B, chunk, dtype
+        self.base_key = jax.random.PRNGKey(protocol.seed)
+        self._cache: dict = {}
+        self._lock = threading.Lock()
+        self.compile_s = 0.0
+
+    def _get(self, name, make):
+        with self._lock:
+            entry = self._cache.setdefault(name, [threading.Lock(), None])
+        with entry[0]:
+            if entry[1] is None:
+                t0 = time.perf_counter()
+                entry[1] = make()
+                with self._lock:
+                    self.compile_s += time.perf_counter() - t0
+        return entry[1]
+
+    def keys(self):
+        coords = jax.ShapeDtypeStruct((self.B, 6), jnp.uint32)
+        return self._get("keys", lambda: jax.jit(jax.vmap(cell_keys, in_axes=(None, 0))).lower(
+            self.base_key, coords).compile())
+
+    def bucket(self, b: _Bucket):
+        """(prepare, refill, advance, measure_train) for one bucket shape."""
+        def make():
+            prep = jax.vmap(lambda sc: prepare(sc, n_pad=b.n_pad, d_pad=b.d_pad, width=b.width,
+                                               param=b.param))
+            cell = Cell(b.n_pad, b.d_pad, 1.0, 0.1, 0.1, 0.1, b.width, 0)
+            example = _scalars([cell] * self.B, jnp.zeros((self.B, 3, 2), jnp.uint32),
+                               self.protocol, self.dtype)
+            shape = jax.eval_shape(prep, example)
+            bools = jax.ShapeDtypeStruct((self.B,), bool)
+            ints = jax.ShapeDtypeStruct((self.B,), jnp.int32)
+            return (jax.jit(prep).lower(example).compile(),
+                    jax.jit(refill).lower(shape, shape, bools, ints).compile(),
+                    jax.jit(advance).lower(shape, bools, jnp.int32(self.chunk)).compile(),
+                    jax.jit(jax.vmap(measure_train)).lower(shape).compile())
+        return self._get(("bucket",) + tuple(b), make)
+
+    def weights(self, width: int, dtype):
+        def make():
+            n_test = self.protocol.n_test
+            f = jax.vmap(lambda *a: measure_weights(*a, n_test))
+            B, M = self.B, width
+            s = jax.ShapeDtypeStruct
+            return jax.jit(f).lower(s((B, M, M), dtype), s((B, M), dtype), s((B, M), dtype),
+                                    s((B,), self.dtype), s((B,), self.dtype), s((B,), jnp.int32),
+                                    s((B, 2), jnp.uint32)).compile()
+        return self._get(("weights", width, jnp.dtype(dtype).name), make)
+
+
+def run_cells(cells: Sequence[Cell], protocol: Protocol = Protocol(), engine: Engine = Engine(), *,
+              on_rows: Callable[[list[dict]], None] | None = None,
+              dtype=jnp.float32) -> tuple[list[dict], SweepStats]:
+    """Train every cell once and measure it. Returns (rows, stats). Rows arrive in completion
+    order; `on_rows` is called (from one thread at a time) with each batch of finished rows as
+    soon as they are measured, so a caller can save them before the sweep ends."""
+    t_start = time.perf_counter()
+    groups: dict[tuple, list[Cell]] = {}
+    for c in cells:
+        param = choose_param(c, protocol)
+        key = (param, c.n, c.width) if param == Param.GRAM else (param, c.n, c.width, c.d)
+        groups.setdefault(key, []).append(c)
+    slots, workers = _platform_defaults()
+    slots, workers = engine.slots or slots, engine.workers or workers
+    B = min(slots, max((len(g) for g in groups.values()), default=1))
+    compiler = _Compiler(protocol, B, engine.chunk, dtype)
+
+    def cost(key):  # biggest buckets first, so the last bucket to finish is a short one
+        g = groups[key]
+        return sum(step_flops(key[0], c.n, c.d, c.width) * c.n for c in g)
+
+    rows: list[dict] = []
+    out_lock = threading.Lock()
+    flops = [0.0, 0.0]
+
+    def emit(new_rows, fe, fu):
+        with out_lock:
+            rows.extend(new_rows)
+            flops[0] += fe
+            flops[1] += fu
+            if on_rows is not None and new_rows:
+                on_rows(new_rows)
+
+    def run_one(key):
+        group = groups[key]
+        param, n, width = key[:3]
+        d_pad = key[3] if param == Param.DIRECT else max(c.d for c in group)
+        _run_bucket(_Bucket(param, n, d_pad, width), group, compiler, engine, emit)
+
+    order = sorted(groups, key=cost, reverse=True)
+    if workers == 1 or len(order) == 1:
+        for key in order:
+            run_one(key)
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for fut in [pool.submit(run_one, key) for key in order]:
+                fut.result()
+    stats = SweepStats(len(rows), time.perf_counter() - t_start, compiler.compile_s, flops[0],
+                       flops[1], len(groups))
+    return rows, stats
+
+
+def _run_bucket(bucket: _Bucket, group: list[Cell], compiler: _Compiler, engine: Engine, emit):
+    B, protocol, dtype = compiler.B, compiler.protocol, compiler.dtype
+    keys_fn = compiler.keys()
+    prep, refill_fn, advance_fn, measure_fn = compiler.bucket(bucket)
+    pending = deque(group)
+    fresh, fresh_cells, fresh_pos = None, [], 0
+    slot_cell: list[Cell | None] = [None] * B
+    slots = None
+    per_step = step_flops(bucket.param, bucket.n_pad, bucket.d_pad, bucket.width)
+    while True:
+        free = [s for s in range(B) if slot_cell[s] is None]
+        while free and (pending or fresh_pos < len(fresh_cells)):
+            if fresh_pos >= len(fresh_cells):
+                fresh_cells = [pending.popleft() for _ in range(min(B, len(pending)))]
+                padded = fresh_cells + [fresh_cells[0]] * (B - len(fresh_cells))
+                keys = keys_fn(compiler.base_key, np.stack([cell_coords(c) for c in padded]))
+                fresh = prep(_scalars(padded, keys, protocol, dtype))
+                fresh_pos = 0
+            load = np.zeros(B, bool)
+            src = np.zeros(B, np.int32)
+            while free and fresh_pos < len(fresh_cells):
+                s = free.pop(0)
+                load[s], src[s], slot_cell[s] = True, fresh_pos, fresh_cells[fresh_pos]
+                fresh_pos += 1
+            slots = refill_fn(fresh if slots is None else slots, fresh, load, src)
+        occupied = np.array([c is not None for c in slot_cell])
+        if not occupied.any():
+            return
+        slots, iters = advance_fn(slots, occupied, np.int32(engine.chunk))
+        flops_exec = int(iters) * B * per_step
+        done = np.asarray(slots.state.done) & occupied
+        if not done.any():
+            emit([], flops_exec, 0.0)
+            continue
+        train_out, WWt, Wv = measure_fn(slots)
+        p, ex = slots.problem, slots.extras
+        weights_fn = compiler.weights(bucket.width, WWt.dtype)
+        w_out = weights_fn(WWt, Wv, p.a_m, p.hyper.alpha, ex.gamma, ex.d, ex.test_key)
+        out = jax.tree.map(np.asarray, {**train_out, **w_out})
+        st = jax.tree.map(np.asarray, slots.state)
+        y, xv = np.asarray(p.y_n), np.asarray(ex.Xv_n)
+        G = np.asarray(p.G_nxn) if p.G_nxn is not None else None
+        X = np.asarray(p.X_nxd) if p.X_nxd is not None else None
+        new_rows, flops_use = [], 0.0
+        for s in np.flatnonzero(done):
+            cell = slot_cell[s]
+            flops_use += int(st.steps[s]) * step_flops(bucket.param, cell.n, cell.d, cell.width)
+            if G is not None:
+                Gs = G[s, :cell.n, :cell.n]
+            else:
+                Xs = X[s, :cell.n, :cell.d].astype(np.float64)
+                Gs = Xs @ Xs.T
+            new_rows.append(_row(cell, bucket.param, protocol, engine, st, out, s, Gs,
+                                 y[s, :cell.n], xv[s, :cell.n]))
+            slot_cell[s] = None
+        emit(new_rows, flops_exec, flops_use)
+
+
+def _row(cell: Cell, param: Param, protocol: Protocol, engine: Engine, st, out, s, G, y, xv) -> dict:
+    row = dict(cell._asdict())
+    row.update(param=param.name.lower(), steps=int(st.steps[s]), converged=bool(st.converged[s]),
+               diverged=bool(st.diverged[s]))
+    for k, v in out.items():
+        row[k] = int(v[s]) if k == "n_corrupt" else float(v[s])
+    if engine.max_margin:
+        mm = metrics.max_margin(G, y)
+        row["wstar_norm"] = mm.norm if mm.ok else math.nan
+        row["linear_test_error"] = metrics.max_margin_linear_error(mm, y, xv, cell.gamma, cell.d)
+    else:
+        row["wstar_norm"] = row["linear_test_error"] = math.nan
+    row["margin_factor"] = row["w_norm"] / row["wstar_norm"]
+    eta = protocol.lr_scale / (cell.width * cell.n)
+    row.update(metrics.implied_constants(
+        w_norm=row["w_norm"], wstar_norm=row["wstar_norm"], steps=row["steps"], eta=eta,
+        alpha=cell.alpha, width=cell.width, gamma=cell.gamma, k=row["n_corrupt"], snr=row["snr"],
+        d=cell.d))
+    return row
+
+
+def run_grid(grid: Grid, protocol: Protocol = Protocol(), engine: Engine = Engine(), *,
+             skip: Iterable[Cell] = (), on_rows=None, dtype=jnp.float32):
+    """Run every cell of `grid` not in `skip` (e.g. cells already on disk). Returns (rows, stats)."""
+    done = set(skip)
+    cells = [c for c in grid.cells() if c not in done]
+    return run_cells(cells, protocol, engine, on_rows=on_rows, dtype=dtype)
