@@ -8,7 +8,10 @@ All samplers are pure functions of an explicit key and handle ONE data set; call
 vmap. Randomness is drawn per sample (key = fold_in(key, i)) and per row of length ``d_pad``, and
 JAX's partitionable threefry makes a row of length d a prefix of the same row of length
 d_pad > d. Hence a data set padded to (n_pad, d_pad) holds, in its first n rows and d columns,
-exactly the unpadded data set: padding never changes the randomness of a grid cell.
+the unpadded data set: padding never changes the randomness of a grid cell. With Signal.E1 the
+match is bitwise. With Signal.RANDOM the draws (labels, corrupt set, Gaussian rows) are still
+identical, but ||g|| and <w, v> are XLA reductions whose rounding depends on the padded length
+(and on FMA fusion under jit), so X and v agree only to a few ulp.
 """
 
 from __future__ import annotations

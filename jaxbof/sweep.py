@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import threading
 import time
 from collections import deque
@@ -33,7 +32,7 @@ from jaxbof.data import sample_train
 from jaxbof.grid import Cell, Grid, Protocol, cell_coords, choose_param
 from jaxbof.model import init_weights, outer_weights
 from jaxbof.train import (Hyper, Param, TrainState, direct_problem, final_outputs, gd_step,
-                          gram_problem, hinge_loss_from_outputs, init_state)
+                          gram_problem, hinge_loss_from_outputs, init_state, matmul_t)
 
 
 # ----------------------------------------------------------------------------- device programs
@@ -104,14 +103,43 @@ def prepare(sc: Scalars, *, n_pad: int, d_pad: int, width: int, param: Param) ->
         problem, v = gram_problem(td.X_nxd, W0, td.y_obs_n, td.mask_n, a, hyper), None
     else:
         problem, v = direct_problem(td.X_nxd, td.y_obs_n, td.mask_n, a, hyper), td.v_d
-    extras = Extras(W0 @ W0.T, W0 @ td.v_d, td.X_nxd @ td.v_d, v, td.y_true_n, td.corrupt_n,
-                    sc.gamma, sc.d, test_key)
+    v_1xd = td.v_d[None, :]
+    extras = Extras(matmul_t(W0, W0), matmul_t(W0, v_1xd)[:, 0], matmul_t(td.X_nxd, v_1xd)[:, 0], v,
+                    td.y_true_n, td.corrupt_n, sc.gamma, sc.d, test_key)
     return Slot(problem, init_state(problem, W0), extras)
 
 
-def advance(slots: Slot, keep_b, num_steps) -> tuple[Slot, jax.Array]:
-    """Up to num_steps GD steps of every slot in lock-step (slots without a job, keep_b False,
-    are frozen); returns early once all are done. Returns (slots, steps executed)."""
+def crop(slot: Slot, n: int, d: int) -> Slot:
+    """Cut a slot prepared at a larger (n_pad, d_pad) down to (n, d). Exact: data are padded
+    with zeros and drawn so that the small draw is a prefix of the large one (data.py)."""
+    p, st, ex = slot.problem, slot.state, slot.extras
+    direct = p.X_nxd is not None
+    p = p._replace(y_n=p.y_n[:n], mask_n=p.mask_n[:n],
+                   X_nxd=p.X_nxd[:n, :d] if direct else None,
+                   G_nxn=None if direct else p.G_nxn[:n, :n],
+                   H0_nxm=None if direct else p.H0_nxm[:n])
+    st = st._replace(theta=st.theta[:, :d] if direct else st.theta[:, :n])
+    ex = ex._replace(Xv_n=ex.Xv_n[:n], y_true_n=ex.y_true_n[:n], corrupt_n=ex.corrupt_n[:n],
+                     v_d=ex.v_d[:d] if direct else None)
+    return Slot(p, st, ex)
+
+
+def cycle(slots: Slot, fresh: Slot, load_b, src_b, keep_b, num_steps):
+    """One scheduling cycle of a bucket, batched over B slots:
+
+    1. load rows src_b of a freshly prepared batch into the slots where load_b (cropping it to the
+       bucket's shape), 2. freeze slots without a job (keep_b False), 3. run up to num_steps GD
+    steps in lock-step, returning early once all are done, 4. measure the slots that stopped.
+    Returns (slots, steps executed, training-set measurements, W W^T, W v).
+    """
+    X = slots.problem.X_nxd
+    n, d = slots.extras.Xv_n.shape[1], None if X is None else X.shape[2]
+    fresh = jax.vmap(lambda s: crop(s, n, d))(fresh)
+
+    def pick(old, new):
+        return jnp.where(load_b.reshape((-1,) + (1,) * (old.ndim - 1)), new[src_b], old)
+
+    slots = jax.tree.map(pick, slots, fresh)
     st = slots.state
     slots = slots._replace(state=st._replace(done=st.done | ~keep_b))
 
@@ -123,18 +151,17 @@ def advance(slots: Slot, keep_b, num_steps) -> tuple[Slot, jax.Array]:
         s, i = carry
         return s._replace(state=jax.vmap(gd_step)(s.problem, s.state)), i + 1
 
-    return jax.lax.while_loop(cond, body, (slots, jnp.zeros((), jnp.int32)))
+    slots, iters = jax.lax.while_loop(cond, body, (slots, jnp.zeros((), jnp.int32)))
+    finished = jnp.any(slots.state.done & keep_b)
+    measure = jax.vmap(measure_train)
+    shapes = jax.eval_shape(measure, slots)
+    out = jax.lax.cond(finished, measure,
+                       lambda _: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes), slots)
+    return slots, iters, out
 
 
-def refill(slots: Slot, fresh: Slot, load_b, src_b) -> Slot:
-    """Replace the slots where load_b is True by rows src_b of a freshly prepared batch."""
-    def pick(old, new):
-        return jnp.where(load_b.reshape((-1,) + (1,) * (old.ndim - 1)), new[src_b], old)
-    return jax.tree.map(pick, slots, fresh)
-
-
-def measure_train(slot: Slot) -> tuple[dict, jax.Array, jax.Array]:
-    """Training-set measurements and the moments (W W^T, W v) of one trained model."""
+def measure_train(slot: Slot) -> dict:
+    """Training-set measurements and the moments WWt = W W^T, Wv = W v of one trained model."""
     p, st, ex = slot.problem, slot.state, slot.extras
     f = final_outputs(p, st.theta)
     if p.X_nxd is None:
@@ -149,8 +176,9 @@ def measure_train(slot: Slot) -> tuple[dict, jax.Array, jax.Array]:
         min_margin=jnp.min(jnp.where(p.mask_n, f * p.y_n, jnp.inf)),
         n_corrupt=jnp.sum(ex.corrupt_n),
         corrupt_fit=jnp.sum(fit) / jnp.maximum(jnp.sum(ex.corrupt_n), 1),
+        WWt=WWt, Wv=Wv,
     )
-    return out, WWt, Wv
+    return out
 
 
 def measure_weights(WWt, Wv, a_m, alpha, gamma, d, test_key, n_test: int) -> dict:
@@ -169,11 +197,11 @@ class Engine:
 
     slots: int | None = None  # models trained in lock-step per bucket; None: by platform
     chunk: int = 64  # GD steps between host checks
-    workers: int | None = None  # buckets in flight at once; None: by platform
+    compile_ahead: bool = True  # compile the next buckets on a second thread while training
     max_margin: bool = True  # compute ||w*|| and the linear baseline (host, float64)
 
     def __post_init__(self):
-        for name in ("slots", "chunk", "workers"):
+        for name in ("slots", "chunk"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"{name}={v!r} must be >= 1")
@@ -182,17 +210,10 @@ class Engine:
 class SweepStats(NamedTuple):
     models: int
     wall_s: float
-    compile_s: float  # summed over programs; overlaps training when workers > 1
+    compile_s: float  # summed over programs; overlaps training when compiled ahead
     flops_executed: float  # GD-step FLOPs run, padding and idle slots included
     flops_useful: float  # GD-step FLOPs of the cheapest exact algorithm for the steps needed
     buckets: int
-
-
-class _Bucket(NamedTuple):
-    param: Param
-    n_pad: int
-    d_pad: int
-    width: int
 
 
 def step_flops(param: Param, n: int, d: int, width: int) -> float:
@@ -218,11 +239,54 @@ def _scalars(cells: Sequence[Cell], keys, protocol: Protocol, dtype) -> Scalars:
     )
 
 
-def _platform_defaults() -> tuple[int, int]:
-    """(slots, workers): small batches on one core each on CPU; one big batch on accelerators."""
-    if jax.default_backend() == "cpu":
-        return 8, max(1, min(4, os.cpu_count() or 1))
-    return 512, 1
+def default_slots() -> int:
+    """Models per compiled batch: a few on CPU (the step already fills the core), many on
+    accelerators (one big batch)."""
+    return 8 if jax.default_backend() == "cpu" else 512
+
+
+class _Shape(NamedTuple):
+    param: Param
+    n: int
+    d: int  # the bucket's d (DIRECT) or the largest d of the cells prepared at this shape
+    width: int
+
+
+def _prep_shapes(groups: dict[_Shape, list[Cell]]) -> dict[_Shape, _Shape]:
+    """Map each bucket to the (larger) shape its cells are sampled at, so that one compiled
+    sampler serves many buckets. Buckets of one (param, width), sorted by n, are cut into
+    contiguous runs by dynamic programming on a cost model: a compile (~1.5 s on the 2-core
+    CPU) against the extra random draws of padding (~1.3e8 normals per s)."""
+    compile_cost, draw_cost = 1.5, 1.0 / 1.3e8
+    out: dict[_Shape, _Shape] = {}
+    families: dict[tuple, list[_Shape]] = {}
+    for b in groups:
+        families.setdefault((b.param, b.width), []).append(b)
+    for (param, width), bs in families.items():
+        bs.sort(key=lambda b: (b.n, b.d))
+        size = len(bs)
+
+        def shape(i, j):  # buckets bs[i:j] sampled together
+            return _Shape(param, max(b.n for b in bs[i:j]), max(b.d for b in bs[i:j]), width)
+
+        def cost(i, j):
+            sh = shape(i, j)
+            cells = sum(len(groups[b]) for b in bs[i:j])
+            return compile_cost + cells * sh.n * (sh.d + 2 + width) * draw_cost
+
+        best, cut = [0.0] + [math.inf] * size, [0] * (size + 1)
+        for j in range(1, size + 1):
+            for i in range(j):
+                c = best[i] + cost(i, j)
+                if c < best[j]:
+                    best[j], cut[j] = c, i
+        j = size
+        while j > 0:
+            i = cut[j]
+            for b in bs[i:j]:
+                out[b] = shape(i, j)
+            j = i
+    return out
 
 
 class _Compiler:
@@ -246,34 +310,40 @@ class _Compiler:
                     self.compile_s += time.perf_counter() - t0
         return entry[1]
 
+    def _scalars_example(self, sh: _Shape) -> Scalars:
+        cell = Cell(sh.n, sh.d, 1.0, 0.1, 0.1, 0.1, sh.width, 0)
+        return _scalars([cell] * self.B, np.zeros((self.B, 3, 2), np.uint32), self.protocol,
+                        self.dtype)
+
+    def _prepare_fn(self, sh: _Shape):
+        return jax.vmap(lambda sc: prepare(sc, n_pad=sh.n, d_pad=sh.d, width=sh.width,
+                                           param=sh.param))
+
     def keys(self):
         coords = jax.ShapeDtypeStruct((self.B, 6), jnp.uint32)
         return self._get("keys", lambda: jax.jit(jax.vmap(cell_keys, in_axes=(None, 0))).lower(
             self.base_key, coords).compile())
 
-    def bucket(self, b: _Bucket):
-        """(prepare, refill, advance, measure_train) for one bucket shape."""
+    def prepare(self, sh: _Shape):
+        return self._get(("prepare",) + tuple(sh), lambda: jax.jit(self._prepare_fn(sh)).lower(
+            self._scalars_example(sh)).compile())
+
+    def slot_shapes(self, sh: _Shape):
+        return jax.eval_shape(self._prepare_fn(sh), self._scalars_example(sh))
+
+    def cycle(self, bucket: _Shape, prep_shape: _Shape):
         def make():
-            prep = jax.vmap(lambda sc: prepare(sc, n_pad=b.n_pad, d_pad=b.d_pad, width=b.width,
-                                               param=b.param))
-            cell = Cell(b.n_pad, b.d_pad, 1.0, 0.1, 0.1, 0.1, b.width, 0)
-            example = _scalars([cell] * self.B, jnp.zeros((self.B, 3, 2), jnp.uint32),
-                               self.protocol, self.dtype)
-            shape = jax.eval_shape(prep, example)
-            bools = jax.ShapeDtypeStruct((self.B,), bool)
-            ints = jax.ShapeDtypeStruct((self.B,), jnp.int32)
-            return (jax.jit(prep).lower(example).compile(),
-                    jax.jit(refill).lower(shape, shape, bools, ints).compile(),
-                    jax.jit(advance).lower(shape, bools, jnp.int32(self.chunk)).compile(),
-                    jax.jit(jax.vmap(measure_train)).lower(shape).compile())
-        return self._get(("bucket",) + tuple(b), make)
+            b = jax.ShapeDtypeStruct((self.B,), bool)
+            return jax.jit(cycle).lower(self.slot_shapes(bucket), self.slot_shapes(prep_shape),
+                                        b, jax.ShapeDtypeStruct((self.B,), jnp.int32), b,
+                                        jnp.int32(self.chunk)).compile()
+        return self._get(("cycle",) + tuple(bucket) + tuple(prep_shape), make)
 
     def weights(self, width: int, dtype):
         def make():
             n_test = self.protocol.n_test
             f = jax.vmap(lambda *a: measure_weights(*a, n_test))
-            B, M = self.B, width
-            s = jax.ShapeDtypeStruct
+            B, M, s = self.B, width, jax.ShapeDtypeStruct
             return jax.jit(f).lower(s((B, M, M), dtype), s((B, M), dtype), s((B, M), dtype),
                                     s((B,), self.dtype), s((B,), self.dtype), s((B,), jnp.int32),
                                     s((B, 2), jnp.uint32)).compile()
@@ -287,19 +357,17 @@ def run_cells(cells: Sequence[Cell], protocol: Protocol = Protocol(), engine: En
     order; `on_rows` is called (from one thread at a time) with each batch of finished rows as
     soon as they are measured, so a caller can save them before the sweep ends."""
     t_start = time.perf_counter()
-    groups: dict[tuple, list[Cell]] = {}
+    groups: dict[_Shape, list[Cell]] = {}
     for c in cells:
         param = choose_param(c, protocol)
-        key = (param, c.n, c.width) if param == Param.GRAM else (param, c.n, c.width, c.d)
-        groups.setdefault(key, []).append(c)
-    slots, workers = _platform_defaults()
-    slots, workers = engine.slots or slots, engine.workers or workers
+        groups.setdefault(_Shape(param, c.n, c.d if param == Param.DIRECT else 0, c.width),
+                          []).append(c)
+    groups = {(b._replace(d=max(c.d for c in g)) if b.param == Param.GRAM else b): g
+              for b, g in groups.items()}
+    prep_shape = _prep_shapes(groups)
+    slots = engine.slots or default_slots()
     B = min(slots, max((len(g) for g in groups.values()), default=1))
     compiler = _Compiler(protocol, B, engine.chunk, dtype)
-
-    def cost(key):  # biggest buckets first, so the last bucket to finish is a short one
-        g = groups[key]
-        return sum(step_flops(key[0], c.n, c.d, c.width) * c.n for c in g)
 
     rows: list[dict] = []
     out_lock = threading.Lock()
@@ -313,62 +381,63 @@ def run_cells(cells: Sequence[Cell], protocol: Protocol = Protocol(), engine: En
             if on_rows is not None and new_rows:
                 on_rows(new_rows)
 
-    def run_one(key):
-        group = groups[key]
-        param, n, width = key[:3]
-        d_pad = key[3] if param == Param.DIRECT else max(c.d for c in group)
-        _run_bucket(_Bucket(param, n, d_pad, width), group, compiler, engine, emit)
+    def cost(b):  # biggest buckets first, so the last bucket to finish is a short one
+        return sum(step_flops(b.param, c.n, c.d, c.width) * c.n for c in groups[b])
 
     order = sorted(groups, key=cost, reverse=True)
-    if workers == 1 or len(order) == 1:
-        for key in order:
-            run_one(key)
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for fut in [pool.submit(run_one, key) for key in order]:
-                fut.result()
+
+    def compile_bucket(b):
+        shapes = compiler.slot_shapes(b)
+        return (compiler.keys(), compiler.prepare(prep_shape[b]), compiler.cycle(b, prep_shape[b]),
+                compiler.weights(b.width, shapes.extras.S0_mxm.dtype), shapes)
+
+    # Compile ahead on a second thread (XLA compiles without the GIL) while buckets train here.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        compiled = [pool.submit(compile_bucket, b) if engine.compile_ahead else None
+                    for b in order]
+        for b, fut in zip(order, compiled):
+            progs = fut.result() if fut is not None else compile_bucket(b)
+            _run_bucket(b, groups[b], compiler.B, protocol, engine, progs, dtype, emit,
+                        compiler.base_key)
     stats = SweepStats(len(rows), time.perf_counter() - t_start, compiler.compile_s, flops[0],
                        flops[1], len(groups))
     return rows, stats
 
 
-def _run_bucket(bucket: _Bucket, group: list[Cell], compiler: _Compiler, engine: Engine, emit):
-    B, protocol, dtype = compiler.B, compiler.protocol, compiler.dtype
-    keys_fn = compiler.keys()
-    prep, refill_fn, advance_fn, measure_fn = compiler.bucket(bucket)
+def _run_bucket(bucket: _Shape, group: list[Cell], B: int, protocol: Protocol, engine: Engine,
+                programs, dtype, emit, base_key):
+    keys_fn, prep, cycle_fn, weights_fn, slot_shapes = programs
     pending = deque(group)
     fresh, fresh_cells, fresh_pos = None, [], 0
     slot_cell: list[Cell | None] = [None] * B
-    slots = None
-    per_step = step_flops(bucket.param, bucket.n_pad, bucket.d_pad, bucket.width)
+    slots = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), slot_shapes)
+    per_step = step_flops(bucket.param, bucket.n, bucket.d, bucket.width)
     while True:
+        load = np.zeros(B, bool)
+        src = np.zeros(B, np.int32)
         free = [s for s in range(B) if slot_cell[s] is None]
-        while free and (pending or fresh_pos < len(fresh_cells)):
-            if fresh_pos >= len(fresh_cells):
-                fresh_cells = [pending.popleft() for _ in range(min(B, len(pending)))]
-                padded = fresh_cells + [fresh_cells[0]] * (B - len(fresh_cells))
-                keys = keys_fn(compiler.base_key, np.stack([cell_coords(c) for c in padded]))
-                fresh = prep(_scalars(padded, keys, protocol, dtype))
-                fresh_pos = 0
-            load = np.zeros(B, bool)
-            src = np.zeros(B, np.int32)
-            while free and fresh_pos < len(fresh_cells):
-                s = free.pop(0)
-                load[s], src[s], slot_cell[s] = True, fresh_pos, fresh_cells[fresh_pos]
-                fresh_pos += 1
-            slots = refill_fn(fresh if slots is None else slots, fresh, load, src)
+        if free and fresh_pos >= len(fresh_cells) and pending:
+            fresh_cells = [pending.popleft() for _ in range(min(B, len(pending)))]
+            padded = fresh_cells + [fresh_cells[0]] * (B - len(fresh_cells))
+            keys = keys_fn(base_key, np.stack([cell_coords(c) for c in padded]))
+            fresh = prep(_scalars(padded, keys, protocol, dtype))
+            fresh_pos = 0
+        while free and fresh_pos < len(fresh_cells):
+            s = free.pop(0)
+            load[s], src[s], slot_cell[s] = True, fresh_pos, fresh_cells[fresh_pos]
+            fresh_pos += 1
         occupied = np.array([c is not None for c in slot_cell])
         if not occupied.any():
             return
-        slots, iters = advance_fn(slots, occupied, np.int32(engine.chunk))
+        slots, iters, train_out = cycle_fn(slots, fresh, load, src, occupied,
+                                           np.int32(engine.chunk))
         flops_exec = int(iters) * B * per_step
         done = np.asarray(slots.state.done) & occupied
         if not done.any():
             emit([], flops_exec, 0.0)
             continue
-        train_out, WWt, Wv = measure_fn(slots)
         p, ex = slots.problem, slots.extras
-        weights_fn = compiler.weights(bucket.width, WWt.dtype)
+        WWt, Wv = train_out.pop("WWt"), train_out.pop("Wv")
         w_out = weights_fn(WWt, Wv, p.a_m, p.hyper.alpha, ex.gamma, ex.d, ex.test_key)
         out = jax.tree.map(np.asarray, {**train_out, **w_out})
         st = jax.tree.map(np.asarray, slots.state)

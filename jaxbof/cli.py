@@ -1,0 +1,266 @@
+"""Command line: a thin layer over jaxbof.sweep, jaxbof.store and jaxbof.plots.
+
+  jaxbof reproduce karhadkar-fig1 [--quick] [--out DIR]
+  jaxbof reproduce karhadkar-fig2 [--quick] [--out DIR]
+  jaxbof sweep classification --n 50:150:10 --d-over-n 1:10 --seeds 5 [...] --out DIR
+  jaxbof plot DIR
+
+Bad arguments print one line `jaxbof: error: ...` and exit with code 2. Rerunning a command on
+the same --out resumes it: cells already in DIR/results.csv are not trained again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import math
+import platform
+import sys
+from fractions import Fraction
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A bad argument: reported in one line, exit code 2."""
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+def _number(text: str, kind, name: str):
+    try:
+        value = kind(Fraction(text)) if kind is float else kind(text)
+    except (ValueError, ZeroDivisionError):
+        raise UsageError(f"--{name}: {text!r} is not a valid {kind.__name__}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UsageError(f"--{name}: {text!r} must be finite")
+    return value
+
+
+def parse_values(text: str, kind=float, name: str = "value", allow_per_n: bool = False) -> tuple:
+    """'start:stop:step' (inclusive; step 1 if omitted) or a comma list. With allow_per_n,
+    entries may be 'c/n' (gamma = c / n)."""
+    text = text.strip()
+    if not text:
+        raise UsageError(f"--{name}: empty value")
+    if ":" in text:
+        parts = text.split(":")
+        if len(parts) not in (2, 3):
+            raise UsageError(f"--{name}: {text!r} must be start:stop or start:stop:step")
+        start, stop = (_number(p, kind, name) for p in parts[:2])
+        step = _number(parts[2], kind, name) if len(parts) == 3 else kind(1)
+        if step <= 0:
+            raise UsageError(f"--{name}: step {parts[2]!r} must be > 0")
+        if stop < start:
+            raise UsageError(f"--{name}: stop {parts[1]!r} is below start {parts[0]!r}")
+        count = (stop - start) / step
+        if abs(count - round(count)) > 1e-9:
+            raise UsageError(f"--{name}: {text!r}: (stop - start) is not a multiple of step")
+        if round(count) + 1 > 100_000:
+            raise UsageError(f"--{name}: {text!r} has more than 100000 values")
+        vals = [start + i * step for i in range(round(count) + 1)]
+        return tuple(round(v, 12) if kind is float else v for v in vals)
+    out = []
+    for item in text.split(","):
+        item = item.strip()
+        if allow_per_n and item.replace(" ", "").endswith("/n"):
+            _number(item.replace(" ", "")[:-2], float, name)
+            out.append(item.replace(" ", ""))
+        else:
+            out.append(_number(item, kind, name))
+    return tuple(out)
+
+
+def _enum_choice(enum_cls, text: str, name: str):
+    try:
+        return enum_cls[text.upper().replace("-", "_")]
+    except KeyError:
+        allowed = ", ".join(m.name.lower() for m in enum_cls)
+        raise UsageError(f"--{name}: {text!r} is not one of {allowed}") from None
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, no traceback
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="jaxbof", description="Benign overfitting in leaky-ReLU networks, in JAX.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def run_options(q):
+        q.add_argument("--out", default=None, help="results directory (resumed if it exists)")
+        q.add_argument("--x64", action="store_true", help="train in float64 (default float32)")
+        q.add_argument("--slots", type=int, default=None, help="models per compiled batch")
+        q.add_argument("--chunk", type=int, default=64, help="GD steps between host checks")
+        q.add_argument("--no-plots", action="store_true")
+        q.add_argument("--no-progress", action="store_true")
+
+    r = sub.add_parser("reproduce", help="run a published protocol")
+    r.add_argument("experiment", help="karhadkar-fig1 or karhadkar-fig2")
+    r.add_argument("--quick", action="store_true", help="a small grid that runs in seconds")
+    run_options(r)
+
+    s = sub.add_parser("sweep", help="run a custom grid")
+    s.add_argument("kind", help="classification")
+    s.add_argument("--n", default="50:150:10")
+    s.add_argument("--d-over-n", default="1:10")
+    s.add_argument("--seeds", default="5")
+    s.add_argument("--gamma", default="5/n", help="values, ranges or c/n (gamma = c / n)")
+    s.add_argument("--alpha", default="0.1")
+    s.add_argument("--noise-rate", default="0.1")
+    s.add_argument("--width", default="64")
+    s.add_argument("--stop", default="zero_error", help="zero_error or zero_loss")
+    s.add_argument("--corruption", default="bernoulli", help="bernoulli or exact")
+    s.add_argument("--outer", default="alternating", help="alternating or all_negative")
+    s.add_argument("--signal", default="e1", help="e1 or random")
+    s.add_argument("--max-steps", default="200000")
+    s.add_argument("--n-test", default="1000")
+    s.add_argument("--init-scale", default="1", help="init std = init_scale / (M sqrt d)")
+    s.add_argument("--lr-scale", default="1", help="step size = lr_scale / (M n)")
+    s.add_argument("--seed", default="0", help="base seed of the whole sweep")
+    run_options(s)
+
+    pl = sub.add_parser("plot", help="plot a results directory")
+    pl.add_argument("dir")
+    return p
+
+
+def _sweep_preset(args):
+    from jaxbof.data import Corruption, Signal
+    from jaxbof.experiments import Preset
+    from jaxbof.grid import Grid, Protocol
+    from jaxbof.model import Outer
+    from jaxbof.train import Stop
+
+    if args.kind != "classification":
+        raise UsageError(f"sweep: unknown kind {args.kind!r}; allowed: classification")
+    seeds = _number(args.seeds, int, "seeds")
+    try:
+        grid = Grid(n=parse_values(args.n, int, "n"),
+                    d_over_n=parse_values(args.d_over_n, float, "d-over-n"),
+                    gamma=parse_values(args.gamma, float, "gamma", allow_per_n=True),
+                    alpha=parse_values(args.alpha, float, "alpha"),
+                    noise_rate=parse_values(args.noise_rate, float, "noise-rate"),
+                    width=parse_values(args.width, int, "width"), seeds=seeds)
+        protocol = Protocol(
+            corruption=_enum_choice(Corruption, args.corruption, "corruption"),
+            outer=_enum_choice(Outer, args.outer, "outer"),
+            signal=_enum_choice(Signal, args.signal, "signal"),
+            stop=_enum_choice(Stop, args.stop, "stop"),
+            init_scale=_number(args.init_scale, float, "init-scale"),
+            lr_scale=_number(args.lr_scale, float, "lr-scale"),
+            max_steps=_number(args.max_steps, int, "max-steps"),
+            n_test=_number(args.n_test, int, "n-test"),
+            seed=_number(args.seed, int, "seed"))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return Preset("classification-sweep", "custom classification grid", grid, protocol)
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def _run(preset, args) -> int:
+    import jax
+
+    if args.x64:
+        jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+    from tqdm import tqdm
+
+    import jaxbof
+    from jaxbof import plots, store, sweep
+
+    try:
+        engine = sweep.Engine(slots=args.slots, chunk=args.chunk)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    out = args.out or f"runs/{preset.name}"
+    precision = "float64" if args.x64 else "float32"
+    config = {
+        "experiment": {"name": preset.name, "description": preset.description,
+                       "grid": preset.grid, "protocol": preset.protocol, "precision": precision},
+        "run": {"jaxbof": jaxbof.__version__, "jax": jax.__version__,
+                "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(),
+                "python": platform.python_version(), "host": platform.node(),
+                "engine": engine, "started": datetime.datetime.now().isoformat(timespec="seconds")},
+    }
+    try:
+        writer = store.ResultsWriter(out, config)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    with writer:
+        done = store.completed_cells(store.load_results(out))
+        cells = [c for c in preset.grid.cells() if c not in done]
+        print(f"{preset.name}: {len(cells)} models to train ({len(done)} already in {out}), "
+              f"{precision} on {jax.default_backend()}", file=sys.stderr)
+        bar = tqdm(total=len(cells), unit="model", disable=args.no_progress or not cells,
+                   file=sys.stderr)
+
+        def on_rows(rows):
+            writer.write(rows)
+            bar.update(len(rows))
+
+        dtype = jnp.float64 if args.x64 else jnp.float32
+        _, stats = sweep.run_cells(cells, preset.protocol, engine, on_rows=on_rows, dtype=dtype)
+        bar.close()
+    rows = store.load_results(out)
+    flagged = sum(store.is_flagged(r) for r in rows)
+    print(f"trained {stats.models} models in {stats.wall_s:.1f} s "
+          f"(compile {stats.compile_s:.1f} s, {stats.buckets} shape buckets); "
+          f"{len(rows)} rows in {out}/results.csv; {flagged} flagged (not converged/diverged)",
+          file=sys.stderr)
+    _print_table(rows)
+    if not args.no_plots:
+        for path in plots.plot_dir(out):
+            print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def _print_table(rows) -> None:
+    from jaxbof import store
+
+    agg = store.aggregate(rows, by=("n", "d_over_n", "gamma"))
+    print("n,d_over_n,gamma,mean_test_error,sem,count,flagged")
+    for (n, r, g), s in agg.items():
+        print(f"{n},{r:g},{g:.6g},{s.mean:.4f},{s.sem:.4f},{s.count},{s.flagged}")
+
+
+def main(argv=None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "plot":
+            from jaxbof import plots
+            try:
+                paths = plots.plot_dir(args.dir)
+            except (ValueError, FileNotFoundError) as e:
+                raise UsageError(str(e)) from None
+            for path in paths:
+                print(f"wrote {path}")
+            return 0
+        for name in ("slots", "chunk"):
+            v = getattr(args, name)
+            if v is not None and v < 1:
+                raise UsageError(f"--{name}: {v} must be >= 1")
+        if args.command == "reproduce":
+            from jaxbof.experiments import preset
+            try:
+                chosen = preset(args.experiment, args.quick)
+            except ValueError as e:
+                raise UsageError(str(e)) from None
+        else:
+            chosen = _sweep_preset(args)
+        return _run(chosen, args)
+    except UsageError as e:
+        print(f"jaxbof: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,299 @@
+"""Results on disk: one directory per experiment, holding config.json and results.csv.
+
+results.csv has one row per trained model (the sweep's rows, columns `COLUMNS`). Rows are
+appended and fsync'ed batch by batch, so an interrupted sweep loses nothing it reported; a
+crash in the middle of a write leaves at most one incomplete final line, which readers ignore
+and the next writer removes. Floats are written with repr, so they read back bit for bit (nan
+and inf included); bools are written as 1/0.
+
+config.json records what the rows mean. Resuming a directory with a different experiment is an
+error naming the keys that differ, so results of two protocols are never mixed in one file.
+This module needs no JAX (grid.Cell is imported only where a Cell is built).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import enum
+import io
+import json
+import math
+import os
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+CONFIG = "config.json"
+RESULTS = "results.csv"
+
+COORDINATES = ["n", "d", "d_over_n", "gamma", "alpha", "noise_rate", "width", "seed"]
+COLUMNS = COORDINATES + [
+    "param", "steps", "converged", "diverged",
+    "train_error", "train_error_clean", "hinge_loss", "min_margin", "n_corrupt", "corrupt_fit",
+    "test_error", "w_norm", "A_1", "A_m1", "A_min", "z_norm", "snr", "A_lin", "zlin_norm",
+    "snr_lin", "wstar_norm", "linear_test_error", "margin_factor", "thm31_norm_C",
+    "thm31_steps_C", "lemB3_C", "snr_normalized",
+]
+INT_COLUMNS = frozenset({"n", "d", "width", "seed", "steps", "n_corrupt"})
+BOOL_COLUMNS = frozenset({"converged", "diverged"})
+STR_COLUMNS = frozenset({"param"})
+# every other column is a float
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def jsonable(obj):
+    """obj with enums as their names, dataclasses/NamedTuples as dicts, tuples as lists and
+    numpy scalars as Python numbers, i.e. exactly what json.load gives back."""
+    if isinstance(obj, enum.Enum):
+        return obj.name
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple) and hasattr(obj, "_asdict"):
+        return {k: jsonable(v) for k, v in obj._asdict().items()}
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _diff(old, new, prefix: str) -> list[str]:
+    """Dotted paths where two JSON values differ (nan equals nan)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new)):
+            path = f"{prefix}.{k}" if prefix else k
+            if k not in old or k not in new:
+                out.append(path)
+            else:
+                out += _diff(old[k], new[k], path)
+        return out
+    if isinstance(old, float) and isinstance(new, float) and math.isnan(old) and math.isnan(new):
+        return []
+    if type(old) is bool or type(new) is bool:  # True == 1 in Python, not in a config
+        return [] if type(old) is type(new) and old == new else [prefix]
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [p for i, (a, b) in enumerate(zip(old, new)) for p in _diff(a, b, f"{prefix}[{i}]")]
+    return [] if old == new else [prefix]
+
+
+def load_config(directory) -> dict | None:
+    path = Path(directory) / CONFIG
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _format(column: str, value) -> str:
+    if column in BOOL_COLUMNS:
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"column {column}: expected a bool, got {value!r}")
+        return "1" if value else "0"
+    if column in INT_COLUMNS:
+        if int(value) != value:
+            raise TypeError(f"column {column}: expected an integer, got {value!r}")
+        return str(int(value))
+    if column in STR_COLUMNS:
+        text = str(value)
+        if "\n" in text or "\r" in text:
+            raise ValueError(f"column {column}: line breaks not allowed in {text!r}")
+        return text
+    return repr(float(value))  # shortest string that reads back to the same float
+
+
+class ResultsWriter:
+    """Appends sweep rows to DIR/results.csv; opening it writes or checks DIR/config.json.
+
+    config: {"experiment": ..., "run": ...} or any JSON-able dict. Every top-level key except
+    those in `ignore` (run metadata: dates, host, versions) must match an existing config.json,
+    else ValueError naming the differing keys. A matching existing config.json is left as is.
+    Use as a context manager; `write` can be passed as the sweep's on_rows callback.
+    """
+
+    def __init__(self, directory, config: Mapping, *, ignore: Iterable[str] = ("run",)):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        config = jsonable(dict(config))
+        ignore = set(ignore)
+        results = self.directory / RESULTS
+        old = load_config(self.directory)
+        if old is None:
+            if results.exists() and results.stat().st_size > 0:
+                raise ValueError(f"{results} exists without {CONFIG}: cannot tell what it holds")
+            text = json.dumps(config, indent=2, sort_keys=True) + "\n"
+            _write_atomic(self.directory / CONFIG, text)
+        else:
+            keep = lambda c: {k: v for k, v in c.items() if k not in ignore}  # noqa: E731
+            differ = _diff(keep(old), keep(config), "")
+            if differ:
+                raise ValueError(f"{self.directory / CONFIG} describes a different experiment; "
+                                 f"differing keys: {', '.join(differ)}")
+        self._lock = threading.Lock()
+        self._file = open(results, "a+b")
+        self._repair()
+
+    def _repair(self) -> None:
+        """Drop an incomplete final line (a crash mid-write), then check or write the header."""
+        f = self._file
+        f.seek(0)
+        data = f.read()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            f.truncate(end)
+            data = data[:end]
+        header = ",".join(COLUMNS)
+        if data:
+            first = data[: data.find(b"\n")].decode()
+            if first != header:
+                raise ValueError(f"{f.name}: header does not match store.COLUMNS "
+                                 f"(on disk: {first!r})")
+        else:
+            f.write((header + "\n").encode())
+            self._sync()
+
+    def _sync(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def write(self, rows: Sequence[Mapping]) -> int:
+        """Append rows (dicts with exactly the keys COLUMNS) and fsync. Returns the count."""
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        for row in rows:
+            missing = [c for c in COLUMNS if c not in row]
+            extra = [k for k in row if k not in COLUMNS]
+            if missing or extra:
+                raise ValueError(f"row does not match store.COLUMNS: missing {missing}, "
+                                 f"unknown {extra}")
+            w.writerow([_format(c, row[c]) for c in COLUMNS])
+        with self._lock:
+            self._file.write(buf.getvalue().encode())
+            self._sync()
+        return len(rows)
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._sync()
+            self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _parse(column: str, text: str):
+    if column in BOOL_COLUMNS:
+        if text in ("1", "True", "true"):
+            return True
+        if text in ("0", "False", "false"):
+            return False
+        raise ValueError(f"column {column}: not a bool: {text!r}")
+    if column in INT_COLUMNS:
+        return int(text)
+    if column in STR_COLUMNS or column not in COLUMNS:
+        return text
+    return float(text) if text else math.nan
+
+
+def load_results(directory) -> list[dict]:
+    """Rows of DIR/results.csv with their types (int, float, bool, str); an incomplete final
+    line (a crash mid-write) is ignored. Columns unknown to this version are kept as str."""
+    path = Path(directory) / RESULTS
+    if not path.exists():
+        return []
+    text = path.read_text()
+    end = text.rfind("\n") + 1
+    lines = text[:end].splitlines()
+    if not lines:
+        return []
+    header = next(csv.reader([lines[0]]))
+    rows = []
+    for i, fields in enumerate(csv.reader(lines[1:]), start=2):
+        if len(fields) != len(header):
+            raise ValueError(f"{path}:{i}: {len(fields)} fields, header has {len(header)}")
+        rows.append({c: _parse(c, t) for c, t in zip(header, fields)})
+    return rows
+
+
+def cell_of(row: Mapping):
+    """The grid.Cell of a row, typed like grid.Grid.cells() builds it (so equality works)."""
+    from jaxbof.grid import Cell  # grid imports JAX; store itself does not need it
+
+    return Cell(int(row["n"]), int(row["d"]), float(row["d_over_n"]), float(row["gamma"]),
+                float(row["alpha"]), float(row["noise_rate"]), int(row["width"]), int(row["seed"]))
+
+
+def completed_cells(rows: Iterable[Mapping]) -> set:
+    """Cells with a stored row, converged or not (a rerun would reproduce the same result);
+    pass as run_grid(..., skip=completed_cells(load_results(dir)))."""
+    return {cell_of(r) for r in rows}
+
+
+# ----------------------------------------------------------------------------- summaries
+
+
+class Summary(NamedTuple):
+    mean: float  # over valid runs; nan if there are none
+    sem: float  # standard error of the mean, std(ddof=1) / sqrt(count); nan if count < 2
+    count: int  # valid runs: converged and not diverged
+    flagged: int  # runs left out: not converged within max_steps, or diverged
+
+
+def is_flagged(row: Mapping) -> bool:
+    return (not row["converged"]) or bool(row["diverged"])
+
+
+def aggregate(rows: Iterable[Mapping], by: str | Sequence[str] = ("n", "d_over_n"),
+              value: str = "test_error") -> dict:
+    """{key: Summary} of `value` grouped by the columns `by`, sorted by key.
+
+    key is the tuple of the `by` values (the value itself when `by` is one column name).
+    Flagged runs (not converged, or diverged) are counted, never averaged in.
+    """
+    single = isinstance(by, str)
+    cols = (by,) if single else tuple(by)
+    groups: dict = {}
+    for r in rows:
+        key = r[cols[0]] if single else tuple(r[c] for c in cols)
+        vals, flagged = groups.setdefault(key, ([], [0]))
+        if is_flagged(r):
+            flagged[0] += 1
+        else:
+            vals.append(float(r[value]))
+    out = {}
+    for key in sorted(groups):
+        vals, flagged = groups[key]
+        x = np.asarray(vals, np.float64)
+        mean = float(x.mean()) if len(x) else math.nan
+        sem = float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) >= 2 else math.nan
+        out[key] = Summary(mean, sem, len(x), flagged[0])
+    return out

@@ -1,0 +1,137 @@
+"""Results on disk: exact round trip, crash tolerance, resume checks, summaries."""
+
+import math
+
+import numpy as np
+import pytest
+
+from jaxbof import store
+from jaxbof.grid import Grid, Protocol
+
+
+def make_row(n=50, d_over_n=2.0, seed=0, gamma=0.1, test_error=0.05, converged=True,
+             diverged=False, **over):
+    row = {c: 0.25 for c in store.COLUMNS}
+    row.update(n=n, d=round(n * d_over_n), d_over_n=d_over_n, gamma=gamma, alpha=0.1,
+               noise_rate=0.1, width=64, seed=seed, param="gram", steps=123,
+               converged=converged, diverged=diverged, n_corrupt=5, test_error=test_error)
+    row.update(over)
+    return row
+
+
+CONFIG = {"experiment": {"name": "t", "protocol": {"max_steps": 10, "n_test": 1000}},
+          "run": {"started": "today"}}
+
+
+def same(a, b):
+    return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a)
+                      and math.isnan(b))
+
+
+def test_round_trip_types_and_values(tmp_path):
+    rows = [
+        make_row(seed=0, test_error=float(np.float32(0.1)), snr=math.nan, A_1=-math.inf,
+                 w_norm=1e-300, min_margin=np.float32(1.0000001)),
+        make_row(seed=np.int32(1), n=np.int64(60), converged=np.bool_(False), diverged=True,
+                 param="direct", test_error=0.0, hinge_loss=1 / 3),
+    ]
+    with store.ResultsWriter(tmp_path, CONFIG) as w:
+        w.write(rows[:1])
+        w.write(rows[1:])
+    back = store.load_results(tmp_path)
+    assert len(back) == 2
+    for r, b in zip(rows, back):
+        assert list(b) == store.COLUMNS
+        for c in store.COLUMNS:
+            want = (bool if c in store.BOOL_COLUMNS else int if c in store.INT_COLUMNS
+                    else str if c in store.STR_COLUMNS else float)
+            assert type(b[c]) is want, c
+            expect = want(r[c])
+            assert same(b[c], expect), (c, b[c], expect)
+
+
+def test_truncated_last_line_ignored_and_repaired(tmp_path):
+    rows = [make_row(seed=s, test_error=s / 7) for s in range(3)]
+    with store.ResultsWriter(tmp_path, CONFIG) as w:
+        w.write(rows)
+    path = tmp_path / store.RESULTS
+    full = path.read_text()
+    with open(path, "a") as f:  # a crash half-way through the next row
+        f.write(full.splitlines()[1][:17])
+    assert [r["test_error"] for r in store.load_results(tmp_path)] == [0, 1 / 7, 2 / 7]
+    with store.ResultsWriter(tmp_path, CONFIG) as w:  # resuming drops the partial line
+        w.write([make_row(seed=9)])
+    back = store.load_results(tmp_path)
+    assert [r["seed"] for r in back] == [0, 1, 2, 9]
+    assert path.read_text().startswith(full)
+
+
+def test_config_mismatch_names_the_key(tmp_path):
+    store.ResultsWriter(tmp_path, CONFIG).close()
+    # run metadata may differ on resume
+    store.ResultsWriter(tmp_path, {**CONFIG, "run": {"started": "tomorrow"}}).close()
+    other = {"experiment": {"name": "t", "protocol": {"max_steps": 20, "n_test": 1000}},
+             "run": {}}
+    with pytest.raises(ValueError, match=r"experiment\.protocol\.max_steps"):
+        store.ResultsWriter(tmp_path, other)
+    assert store.load_config(tmp_path) == CONFIG
+
+
+def test_config_with_dataclasses_and_enums_resumes(tmp_path):
+    cfg = {"experiment": {"protocol": Protocol(), "grid": Grid(n=(50,), d_over_n=(1.0,))}}
+    store.ResultsWriter(tmp_path, cfg).close()
+    store.ResultsWriter(tmp_path, cfg).close()
+    assert store.load_config(tmp_path)["experiment"]["protocol"]["stop"] == "ZERO_ERROR"
+    with pytest.raises(ValueError, match=r"experiment\.protocol\.n_test"):
+        store.ResultsWriter(tmp_path, {"experiment": {"protocol": Protocol(n_test=5),
+                                                      "grid": Grid(n=(50,), d_over_n=(1.0,))}})
+
+
+def test_rows_must_match_columns(tmp_path):
+    row = make_row()
+    del row["snr"]
+    with store.ResultsWriter(tmp_path, CONFIG) as w, pytest.raises(ValueError, match="snr"):
+        w.write([row])
+
+
+def test_results_without_config_refused(tmp_path):
+    (tmp_path / store.RESULTS).write_text("n\n1\n")
+    with pytest.raises(ValueError, match="config.json"):
+        store.ResultsWriter(tmp_path, CONFIG)
+
+
+def test_completed_cells_equal_grid_cells(tmp_path):
+    grid = Grid(n=(50, 70), d_over_n=(1.0, 1.5, 2.3), gamma=("5/n", 0.07), seeds=2)
+    cells = grid.cells()
+    rows = [make_row(**c._asdict()) for c in cells]
+    with store.ResultsWriter(tmp_path, CONFIG) as w:
+        w.write(rows)
+    done = store.completed_cells(store.load_results(tmp_path))
+    assert done == set(cells)
+    assert [c for c in grid.cells() if c not in done] == []
+
+
+def test_aggregate_excludes_and_counts_flagged():
+    rng = np.random.default_rng(0)
+    rows, kept = [], {}
+    for n in (50, 60):
+        for r in (1.0, 2.0):
+            vals = rng.uniform(0, 0.1, 5)
+            kept[(n, r)] = vals
+            rows += [make_row(n=n, d_over_n=r, seed=s, test_error=float(v))
+                     for s, v in enumerate(vals)]
+    rows.append(make_row(n=50, d_over_n=1.0, seed=7, test_error=0.9, converged=False))
+    rows.append(make_row(n=50, d_over_n=1.0, seed=8, test_error=0.9, diverged=True))
+    rows.append(make_row(n=60, d_over_n=3.0, seed=0, test_error=0.9, converged=False))
+    agg = store.aggregate(rows)
+    assert list(agg) == sorted(agg)
+    for key, vals in kept.items():
+        s = agg[key]
+        assert s.count == 5
+        np.testing.assert_allclose(s.mean, np.mean(vals), rtol=1e-12)
+        np.testing.assert_allclose(s.sem, np.std(vals, ddof=1) / np.sqrt(5), rtol=1e-12)
+    assert agg[(50, 1.0)].flagged == 2 and agg[(60, 2.0)].flagged == 0
+    only_flagged = agg[(60, 3.0)]
+    assert only_flagged.count == 0 and only_flagged.flagged == 1 and math.isnan(only_flagged.mean)
+    by_dn = store.aggregate(rows, by="d_over_n", value="test_error")
+    assert set(by_dn) == {1.0, 2.0, 3.0} and by_dn[1.0].count == 10
