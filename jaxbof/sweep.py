@@ -26,6 +26,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from jaxbof import metrics
 from jaxbof.data import sample_train
@@ -118,7 +119,7 @@ def crop(slot: Slot, n: int, d: int) -> Slot:
                    X_nxd=p.X_nxd[:n, :d] if direct else None,
                    G_nxn=None if direct else p.G_nxn[:n, :n],
                    H0_nxm=None if direct else p.H0_nxm[:n])
-    st = st._replace(theta=st.theta[:, :d] if direct else st.theta[:, :n])
+    st = st._replace(theta=st.theta[:, :d] if direct else st.theta[:, :n], f_n=st.f_n[:n])
     ex = ex._replace(Xv_n=ex.Xv_n[:n], y_true_n=ex.y_true_n[:n], corrupt_n=ex.corrupt_n[:n],
                      v_d=ex.v_d[:d] if direct else None)
     return Slot(p, st, ex)
@@ -129,8 +130,7 @@ def cycle(slots: Slot, fresh: Slot, load_b, src_b, keep_b, num_steps):
 
     1. load rows src_b of a freshly prepared batch into the slots where load_b (cropping it to the
        bucket's shape), 2. freeze slots without a job (keep_b False), 3. run up to num_steps GD
-    steps in lock-step, returning early once all are done, 4. measure the slots that stopped.
-    Returns (slots, steps executed, training-set measurements, W W^T, W v).
+    steps in lock-step, returning early once all are done. Returns (slots, steps executed).
     """
     X = slots.problem.X_nxd
     n, d = slots.extras.Xv_n.shape[1], None if X is None else X.shape[2]
@@ -151,17 +151,12 @@ def cycle(slots: Slot, fresh: Slot, load_b, src_b, keep_b, num_steps):
         s, i = carry
         return s._replace(state=jax.vmap(gd_step)(s.problem, s.state)), i + 1
 
-    slots, iters = jax.lax.while_loop(cond, body, (slots, jnp.zeros((), jnp.int32)))
-    finished = jnp.any(slots.state.done & keep_b)
-    measure = jax.vmap(measure_train)
-    shapes = jax.eval_shape(measure, slots)
-    out = jax.lax.cond(finished, measure,
-                       lambda _: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes), slots)
-    return slots, iters, out
+    return jax.lax.while_loop(cond, body, (slots, jnp.zeros((), jnp.int32)))
 
 
 def measure_train(slot: Slot) -> dict:
-    """Training-set measurements and the moments WWt = W W^T, Wv = W v of one trained model."""
+    """Training-set measurements and the moments WWt = W W^T, Wv = W v of one trained model
+    (device version, one model; the sweep uses measure_train_host, tested equal)."""
     p, st, ex = slot.problem, slot.state, slot.extras
     f = final_outputs(p, st.theta)
     if p.X_nxd is None:
@@ -179,6 +174,33 @@ def measure_train(slot: Slot) -> dict:
         WWt=WWt, Wv=Wv,
     )
     return out
+
+
+def measure_train_host(slots: Slot, s: int) -> dict:
+    """measure_train for slot s of a batch, on the host in float64 from the state's outputs f and
+    (Gram case) C, G, H_0: cheap for the few slots that stop in a chunk, and nothing to compile."""
+    p, st, ex = slots.problem, slots.state, slots.extras
+    f64 = lambda x: np.asarray(x)[s].astype(np.float64)  # noqa: E731
+    mask = np.asarray(p.mask_n)[s]
+    f, y, y_true = f64(st.f_n)[mask], f64(p.y_n)[mask], f64(ex.y_true_n)[mask]
+    corrupt = np.asarray(ex.corrupt_n)[s][mask]
+    if p.G_nxn is not None:
+        WWt, Wv = metrics.gram_moments(f64(st.theta), f64(p.G_nxn), f64(p.H0_nxm), f64(ex.S0_mxm),
+                                       f64(ex.W0v_m), f64(ex.Xv_n))
+    else:
+        WWt, Wv = metrics.direct_moments(f64(st.theta), f64(ex.v_d))
+    margins = y * f
+    pred = np.where(f > 0, 1.0, -1.0)
+    k = int(corrupt.sum())
+    return dict(
+        train_error=float(np.mean(pred != y)),
+        train_error_clean=float(np.mean(pred != y_true)),
+        hinge_loss=float(np.sum(np.maximum(0.0, 1.0 - margins))),
+        min_margin=float(margins.min()),
+        n_corrupt=k,
+        corrupt_fit=float(np.sum((margins > 0) & corrupt) / max(k, 1)),
+        WWt=WWt, Wv=Wv,
+    )
 
 
 def measure_weights(WWt, Wv, a_m, alpha, gamma, d, test_key, n_test: int) -> dict:
@@ -289,25 +311,32 @@ def _prep_shapes(groups: dict[_Shape, list[Cell]]) -> dict[_Shape, _Shape]:
     return out
 
 
+_PROGRAMS: dict = {}  # compiled programs of this process, shared by all sweeps
+_PROGRAMS_LOCK = threading.Lock()
+
+
 class _Compiler:
-    """Ahead-of-time compiled programs, cached by shape and timed; safe across worker threads."""
+    """Ahead-of-time compiled programs, cached (for the process) by everything their compiled
+    form depends on, and timed; safe across threads."""
 
     def __init__(self, protocol: Protocol, B: int, chunk: int, dtype):
         self.protocol, self.B, self.chunk, self.dtype = protocol, B, chunk, dtype
         self.base_key = jax.random.PRNGKey(protocol.seed)
-        self._cache: dict = {}
         self._lock = threading.Lock()
+        self._static = (B, chunk, jnp.dtype(dtype).name, protocol.n_test)
         self.compile_s = 0.0
+        self.timings: dict = {}  # seconds per compiled program
 
     def _get(self, name, make):
-        with self._lock:
-            entry = self._cache.setdefault(name, [threading.Lock(), None])
+        with _PROGRAMS_LOCK:
+            entry = _PROGRAMS.setdefault((name, self._static), [threading.Lock(), None])
         with entry[0]:
             if entry[1] is None:
                 t0 = time.perf_counter()
                 entry[1] = make()
                 with self._lock:
                     self.compile_s += time.perf_counter() - t0
+                    self.timings[name] = time.perf_counter() - t0
         return entry[1]
 
     def _scalars_example(self, sh: _Shape) -> Scalars:
@@ -329,7 +358,8 @@ class _Compiler:
             self._scalars_example(sh)).compile())
 
     def slot_shapes(self, sh: _Shape):
-        return jax.eval_shape(self._prepare_fn(sh), self._scalars_example(sh))
+        return self._get(("shapes",) + tuple(sh), lambda: jax.eval_shape(
+            self._prepare_fn(sh), self._scalars_example(sh)))
 
     def cycle(self, bucket: _Shape, prep_shape: _Shape):
         def make():
@@ -392,7 +422,9 @@ def run_cells(cells: Sequence[Cell], protocol: Protocol = Protocol(), engine: En
                 compiler.weights(b.width, shapes.extras.S0_mxm.dtype), shapes)
 
     # Compile ahead on a second thread (XLA compiles without the GIL) while buckets train here.
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    # The host's float64 measurements are tiny: one BLAS thread, so that BLAS workers do not
+    # spin against XLA's threads for the cores.
+    with ThreadPoolExecutor(max_workers=1) as pool, threadpool_limits(1, user_api="blas"):
         compiled = [pool.submit(compile_bucket, b) if engine.compile_ahead else None
                     for b in order]
         for b, fut in zip(order, compiled):
@@ -429,23 +461,28 @@ def _run_bucket(bucket: _Shape, group: list[Cell], B: int, protocol: Protocol, e
         occupied = np.array([c is not None for c in slot_cell])
         if not occupied.any():
             return
-        slots, iters, train_out = cycle_fn(slots, fresh, load, src, occupied,
-                                           np.int32(engine.chunk))
+        slots, iters = cycle_fn(slots, fresh, load, src, occupied, np.int32(engine.chunk))
         flops_exec = int(iters) * B * per_step
         done = np.asarray(slots.state.done) & occupied
         if not done.any():
             emit([], flops_exec, 0.0)
             continue
+        finished = np.flatnonzero(done)
+        train = {s: measure_train_host(slots, s) for s in finished}
+        M = bucket.width
+        WWt = np.zeros((B, M, M), slot_shapes.extras.S0_mxm.dtype)
+        Wv = np.zeros((B, M), WWt.dtype)
+        for s in finished:
+            WWt[s], Wv[s] = train[s].pop("WWt"), train[s].pop("Wv")
         p, ex = slots.problem, slots.extras
-        WWt, Wv = train_out.pop("WWt"), train_out.pop("Wv")
-        w_out = weights_fn(WWt, Wv, p.a_m, p.hyper.alpha, ex.gamma, ex.d, ex.test_key)
-        out = jax.tree.map(np.asarray, {**train_out, **w_out})
+        w_out = jax.tree.map(np.asarray, weights_fn(WWt, Wv, p.a_m, p.hyper.alpha, ex.gamma, ex.d,
+                                                    ex.test_key))
         st = jax.tree.map(np.asarray, slots.state)
         y, xv = np.asarray(p.y_n), np.asarray(ex.Xv_n)
         G = np.asarray(p.G_nxn) if p.G_nxn is not None else None
         X = np.asarray(p.X_nxd) if p.X_nxd is not None else None
         new_rows, flops_use = [], 0.0
-        for s in np.flatnonzero(done):
+        for s in finished:
             cell = slot_cell[s]
             flops_use += int(st.steps[s]) * step_flops(bucket.param, cell.n, cell.d, cell.width)
             if G is not None:
@@ -453,6 +490,7 @@ def _run_bucket(bucket: _Shape, group: list[Cell], B: int, protocol: Protocol, e
             else:
                 Xs = X[s, :cell.n, :cell.d].astype(np.float64)
                 Gs = Xs @ Xs.T
+            out = {**train[s], **{k: v[s] for k, v in w_out.items()}}
             new_rows.append(_row(cell, bucket.param, protocol, engine, st, out, s, Gs,
                                  y[s, :cell.n], xv[s, :cell.n]))
             slot_cell[s] = None
@@ -464,7 +502,7 @@ def _row(cell: Cell, param: Param, protocol: Protocol, engine: Engine, st, out, 
     row.update(param=param.name.lower(), steps=int(st.steps[s]), converged=bool(st.converged[s]),
                diverged=bool(st.diverged[s]))
     for k, v in out.items():
-        row[k] = int(v[s]) if k == "n_corrupt" else float(v[s])
+        row[k] = int(v) if k == "n_corrupt" else float(v)
     if engine.max_margin:
         mm = metrics.max_margin(G, y)
         row["wstar_norm"] = mm.norm if mm.ok else math.nan

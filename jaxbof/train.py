@@ -65,6 +65,7 @@ class TrainState(NamedTuple):
     done: jax.Array  # stopped (converged, diverged or out of steps)
     converged: jax.Array  # the stopping rule was met
     diverged: jax.Array  # a non-finite output appeared
+    f_n: jax.Array  # network outputs on the training inputs at theta (as of the last check)
 
 
 def direct_problem(X_nxd, y_n, mask_n, a_m, hyper: Hyper) -> Problem:
@@ -112,7 +113,8 @@ def init_state(problem: Problem, W0_mxd) -> TrainState:
     else:
         theta = jnp.zeros((problem.a_m.shape[0], problem.y_n.shape[0]), problem.H0_nxm.dtype)
     false = jnp.zeros((), bool)
-    return TrainState(theta, jnp.zeros((), jnp.int32), false, false, false)
+    f = jnp.zeros(problem.y_n.shape, theta.dtype)
+    return TrainState(theta, jnp.zeros((), jnp.int32), false, false, false, f)
 
 
 def preacts(problem: Problem, theta) -> jax.Array:
@@ -134,7 +136,8 @@ def hinge_loss(W_mxd, a_m, alpha, X_nxd, y_n, mask_n):
 
 
 def loss_grad_preacts(H_nxm, y_n, mask_n, a_m, alpha):
-    """dL/dH_nxm with the subgradient conventions of the paper: sigma'(0) = 1, hinge'(0) = -1."""
+    """dL/dH_nxm with the subgradient conventions sigma'(0) = 1 (the paper's) and 0 at the hinge's
+    kink: a margin of exactly 1 counts as fitted, as in the zero_loss stopping rule."""
     f = network_from_preacts(H_nxm, a_m, alpha)
     active = (y_n * f < 1.0) & mask_n
     g_n = jnp.where(active, -y_n, 0.0)
@@ -168,6 +171,7 @@ def gd_step(problem: Problem, state: TrainState) -> TrainState:
         done=done,
         converged=jnp.where(state.done, state.converged, converged),
         diverged=jnp.where(state.done, state.diverged, diverged),
+        f_n=jnp.where(state.done, state.f_n, f),
     )
 
 

@@ -125,7 +125,7 @@ def test_bernoulli_corruption_rate(rate):
     assert abs(frac - rate) < 4 * np.sqrt(rate * (1 - rate) / n)
     # flips are independent of the true label
     y = np.asarray(td.y_true_n)[:n]
-    assert abs(c[:n][y > 0].mean() - c[:n][y < 0].mean()) < 5 * np.sqrt(2 * rate / n * 2)
+    assert abs(c[:n][y > 0].mean() - c[:n][y < 0].mean()) < 5 * np.sqrt(4 * rate * (1 - rate) / n)
 
 
 @pytest.mark.parametrize("corruption", [Corruption.BERNOULLI, Corruption.EXACT])
