@@ -33,7 +33,8 @@ from jaxbof.data import sample_train
 from jaxbof.grid import Cell, Grid, Protocol, cell_coords, choose_param
 from jaxbof.model import init_weights, outer_weights
 from jaxbof.train import (Hyper, Param, TrainState, direct_problem, final_outputs, gd_step,
-                          gram_problem, hinge_loss_from_outputs, init_state, matmul_t)
+                          gram_problem, hinge_loss_from_outputs, init_state)
+from jaxbof.numerics import matmul_t
 
 
 # ----------------------------------------------------------------------------- device programs
@@ -139,19 +140,20 @@ def cycle(slots: Slot, fresh: Slot, load_b, src_b, keep_b, num_steps):
     def pick(old, new):
         return jnp.where(load_b.reshape((-1,) + (1,) * (old.ndim - 1)), new[src_b], old)
 
-    slots = jax.tree.map(pick, slots, fresh)
+    slots = jax.lax.cond(jnp.any(load_b), lambda: jax.tree.map(pick, slots, fresh), lambda: slots)
     st = slots.state
     slots = slots._replace(state=st._replace(done=st.done | ~keep_b))
 
     def cond(carry):
-        s, i = carry
-        return (i < num_steps) & ~jnp.all(s.state.done)
+        state, i = carry
+        return (i < num_steps) & ~jnp.all(state.done)
 
-    def body(carry):
-        s, i = carry
-        return s._replace(state=jax.vmap(gd_step)(s.problem, s.state)), i + 1
+    def body(carry):  # only the training state is carried; the problem is loop-invariant
+        state, i = carry
+        return jax.vmap(gd_step)(slots.problem, state), i + 1
 
-    return jax.lax.while_loop(cond, body, (slots, jnp.zeros((), jnp.int32)))
+    state, iters = jax.lax.while_loop(cond, body, (slots.state, jnp.zeros((), jnp.int32)))
+    return slots._replace(state=state), iters
 
 
 def measure_train(slot: Slot) -> dict:

@@ -1,4 +1,4 @@
-"""Metrics: max-margin classifier, closed-form and Monte Carlo test errors, moments, weight stats."""
+"""Metrics: max-margin classifier, closed-form and Monte Carlo test errors, moments, stats."""
 
 import math
 

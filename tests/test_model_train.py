@@ -172,7 +172,7 @@ def numpy_gd(X, y, W0, a, alpha, eta, stop, max_steps):
         W = W - eta * dH.T @ X
 
 
-@pytest.mark.parametrize("stop", [Stop.ZERO_LOSS, Stop.ZERO_ERROR])
+@pytest.mark.parametrize("stop", [Stop.ZERO_LOSS, Stop.ZERO_ERROR], ids=["zero_loss", "zero_error"])
 def test_run_matches_numpy_reference(stop):
     td, W0, a, hp = setup(1, stop=stop)
     p, s0 = direct(td, W0, a, hp)

@@ -1,0 +1,83 @@
+"""The command line end to end on a 2 x 2 x 2 grid, resuming, and bad input (exit code 2)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from jaxbof import cli, store
+
+GRID_ARGS = ["sweep", "classification", "--n", "12,16", "--d-over-n", "1:2", "--seeds", "2",
+             "--gamma", "0.3", "--width", "4", "--n-test", "100", "--no-progress"]
+REQUIRED = ["n", "d", "d_over_n", "gamma", "alpha", "noise_rate", "width", "seed", "steps",
+            "converged", "train_error", "test_error", "hinge_loss", "w_norm", "snr",
+            "wstar_norm"]
+
+
+def test_sweep_end_to_end_then_resume_then_plot(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(GRID_ARGS + ["--out", str(out)]) == 0
+    rows = store.load_results(out)
+    assert len(rows) == 8
+    assert {(r["n"], r["d"], r["seed"]) for r in rows} == {
+        (n, round(r * n), s) for n in (12, 16) for r in (1, 2) for s in (0, 1)}
+    header = (out / "results.csv").read_text().splitlines()[0].split(",")
+    assert all(c in header for c in REQUIRED)
+    assert all(r["converged"] and r["train_error"] == 0.0 for r in rows)
+    config = json.loads((out / "config.json").read_text())
+    run = config["run"]
+    assert run["jax"] and run["jaxbof"] and run["device"] and run["backend"]
+    assert config["experiment"]["precision"] == "float32"
+    assert config["experiment"]["protocol"]["stop"] == "ZERO_ERROR"
+    assert (out / "heatmap.png").stat().st_size > 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("n,d_over_n,gamma,mean_test_error") and len(table) == 5
+
+    # rerunning resumes: nothing is trained again and no row is duplicated
+    assert cli.main(GRID_ARGS + ["--out", str(out), "--no-plots"]) == 0
+    assert "0 models to train (8 already" in capsys.readouterr().err
+    assert len(store.load_results(out)) == 8
+
+    # the same directory with another protocol is refused
+    assert cli.main(GRID_ARGS + ["--out", str(out), "--stop", "zero_loss"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jaxbof: error:") and "protocol.stop" in err
+
+    (out / "heatmap.png").unlink()
+    assert cli.main(["plot", str(out)]) == 0
+    assert (out / "heatmap.png").exists()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["sweep", "classification", "--n", "0"], "n=0"),
+    (["sweep", "classification", "--n", "abc"], "'abc'"),
+    (["sweep", "classification", "--d-over-n", "3:1"], "below start"),
+    (["sweep", "classification", "--n", "10:20:3"], "multiple of step"),
+    (["sweep", "classification", "--gamma", "1.5"], "gamma=1.5"),
+    (["sweep", "classification", "--alpha", "2"], "alpha=2.0"),
+    (["sweep", "classification", "--noise-rate", "0.7"], "noise rate=0.7"),
+    (["sweep", "classification", "--stop", "never"], "'never' is not one of zero_loss"),
+    (["sweep", "classification", "--seeds", "0"], "seeds=0"),
+    (["sweep", "classification", "--max-steps", "0"], "max_steps=0"),
+    (["sweep", "regression"], "unknown kind 'regression'"),
+    (["sweep", "classification", "--chunk", "0"], "--chunk"),
+    (["reproduce", "karhadkar-fig9"], "unknown experiment 'karhadkar-fig9'"),
+    (["reproduce"], "experiment"),
+    (["frobnicate"], "invalid choice"),
+    (["plot", "/nonexistent/dir"], "no results"),
+])
+def test_bad_input_exits_2_with_one_line(args, needle, capsys):
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("jaxbof: error:") and needle in err, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_console_entry_point_exit_code():
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-m", "jaxbof.cli", "sweep", "classification",
+                           "--alpha", "-1"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("jaxbof: error:") and "Traceback" not in proc.stderr
