@@ -21,7 +21,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxbof.numerics import dot
+from jaxbof.numerics import dot, matmul_t
 
 
 class Corruption(enum.IntEnum):
@@ -69,11 +69,11 @@ def _sample_rows(key, idx, d, v_d, d_pad: int):
     def one(i):
         g = jax.random.normal(jax.random.fold_in(key, i), (2 + d_pad,))
         y = jnp.where(g[0] >= 0, 1.0, -1.0).astype(g.dtype)
-        u = jax.scipy.special.ndtr(g[1])
-        w = g[2:] * col_mask
-        return y, u, (w - dot(w, v_d) * v_d) / jnp.sqrt(d).astype(g.dtype)
+        return y, jax.scipy.special.ndtr(g[1]), g[2:] * col_mask
 
-    return jax.vmap(one)(idx)
+    y, u, W = jax.vmap(one)(idx)
+    proj = matmul_t(W, v_d[None, :])[:, 0]  # padding-invariant <w_i, v>
+    return y, u, (W - proj[:, None] * v_d[None, :]) / jnp.sqrt(d).astype(W.dtype)
 
 
 def sample_train(key, n, d, gamma, noise_rate, *, n_pad: int, d_pad: int,
