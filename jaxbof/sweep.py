@@ -120,7 +120,7 @@ def crop(slot: Slot, n: int, d: int) -> Slot:
                    X_nxd=p.X_nxd[:n, :d] if direct else None,
                    G_nxn=None if direct else p.G_nxn[:n, :n],
                    H0_nxm=None if direct else p.H0_nxm[:n])
-    st = st._replace(theta=st.theta[:, :d] if direct else st.theta[:, :n], f_n=st.f_n[:n])
+    st = st._replace(theta=st.theta[:, :d] if direct else st.theta[:n], f_n=st.f_n[:n])
     ex = ex._replace(Xv_n=ex.Xv_n[:n], y_true_n=ex.y_true_n[:n], corrupt_n=ex.corrupt_n[:n],
                      v_d=ex.v_d[:d] if direct else None)
     return Slot(p, st, ex)
@@ -162,7 +162,7 @@ def measure_train(slot: Slot) -> dict:
     p, st, ex = slot.problem, slot.state, slot.extras
     f = final_outputs(p, st.theta)
     if p.X_nxd is None:
-        WWt, Wv = metrics.gram_moments(st.theta, p.G_nxn, p.H0_nxm, ex.S0_mxm, ex.W0v_m, ex.Xv_n)
+        WWt, Wv = metrics.gram_moments(st.theta.T, p.G_nxn, p.H0_nxm, ex.S0_mxm, ex.W0v_m, ex.Xv_n)
     else:
         WWt, Wv = metrics.direct_moments(st.theta, ex.v_d)
     fit = (f * p.y_n > 0) & ex.corrupt_n
@@ -187,7 +187,7 @@ def measure_train_host(slots: Slot, s: int) -> dict:
     f, y, y_true = f64(st.f_n)[mask], f64(p.y_n)[mask], f64(ex.y_true_n)[mask]
     corrupt = np.asarray(ex.corrupt_n)[s][mask]
     if p.G_nxn is not None:
-        WWt, Wv = metrics.gram_moments(f64(st.theta), f64(p.G_nxn), f64(p.H0_nxm), f64(ex.S0_mxm),
+        WWt, Wv = metrics.gram_moments(f64(st.theta).T, f64(p.G_nxn), f64(p.H0_nxm), f64(ex.S0_mxm),
                                        f64(ex.W0v_m), f64(ex.Xv_n))
     else:
         WWt, Wv = metrics.direct_moments(f64(st.theta), f64(ex.v_d))

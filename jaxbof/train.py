@@ -4,8 +4,9 @@ L(W) = sum_i max(0, 1 - yhat_i f(W, x_i)) (Karhadkar et al., Section 2), only W 
 Two exact parameterizations of the same trajectory (performance.md):
 
 * DIRECT: the state is W_mxd; a step costs two n x d x M products.
-* GRAM:   W_t = W_0 + C_t X, the state is C_mxn. With G = X X^T and H_0 = X W_0^T computed once,
-  the pre-activations are H_t = H_0 + G C_t^T (2 n^2 M FLOPs) and a step updates only C.
+* GRAM:   W_t = W_0 + C_t X, the state is C_t^T (stored n x M, so that neither product nor
+  update needs a transpose). With G = X X^T and H_0 = X W_0^T computed once, the
+  pre-activations are H_t = H_0 + G C_t^T (2 n^2 M FLOPs) and a step updates only C.
 
 Everything here is pure and handles one model; the sweep vmaps and jits it. Padded samples
 (mask False) have zero rows in X, G and H_0 and never contribute to the loss or the update.
@@ -61,7 +62,7 @@ class Problem(NamedTuple):
 
 
 class TrainState(NamedTuple):
-    theta: jax.Array  # W_mxd (DIRECT) or C_mxn (GRAM)
+    theta: jax.Array  # W_mxd (DIRECT) or C^T, n x M (GRAM)
     steps: jax.Array  # GD updates performed
     done: jax.Array  # stopped (converged, diverged or out of steps)
     converged: jax.Array  # the stopping rule was met
@@ -80,11 +81,11 @@ def gram_problem(X_nxd, W0_mxd, y_n, mask_n, a_m, hyper: Hyper) -> Problem:
 
 
 def init_state(problem: Problem, W0_mxd) -> TrainState:
-    """Start of training: theta = W_0 (DIRECT) or C = 0 (GRAM)."""
+    """Start of training: theta = W_0 (DIRECT) or C^T = 0 (GRAM)."""
     if problem.param == Param.DIRECT:
         theta = W0_mxd
     else:
-        theta = jnp.zeros((problem.a_m.shape[0], problem.y_n.shape[0]), problem.H0_nxm.dtype)
+        theta = jnp.zeros_like(problem.H0_nxm)
     false = jnp.zeros((), bool)
     f = jnp.zeros(problem.y_n.shape, theta.dtype)
     return TrainState(theta, jnp.zeros((), jnp.int32), false, false, false, f)
@@ -94,7 +95,7 @@ def preacts(problem: Problem, theta) -> jax.Array:
     """H_nxm = X W^T, in either parameterization."""
     if problem.param == Param.DIRECT:
         return problem.X_nxd @ theta.T
-    return problem.H0_nxm + problem.G_nxn @ theta.T
+    return problem.H0_nxm + problem.G_nxn @ theta
 
 
 def hinge_loss_from_outputs(f_n, y_n, mask_n):
@@ -134,12 +135,13 @@ def gd_step(problem: Problem, state: TrainState) -> TrainState:
     done = state.done | converged | diverged | (state.steps >= hp.max_steps)
 
     dH = loss_grad_preacts(H, problem.y_n, problem.mask_n, problem.a_m, hp.alpha)
+    step = jnp.where(done, 0.0, hp.eta).astype(dH.dtype)  # a stopped run no longer moves
     if problem.param == Param.DIRECT:
-        theta = state.theta - hp.eta * (dH.T @ problem.X_nxd)
+        theta = state.theta - step * (dH.T @ problem.X_nxd)
     else:
-        theta = state.theta - hp.eta * dH.T
+        theta = state.theta - step * dH
     return TrainState(
-        theta=jnp.where(done, state.theta, theta),
+        theta=theta,
         steps=state.steps + (~done).astype(state.steps.dtype),
         done=done,
         converged=jnp.where(state.done, state.converged, converged),
@@ -167,7 +169,7 @@ def final_weights(problem: Problem, theta, W0_mxd, X_nxd):
     """W_mxd of the trained network (W_0 + C X in the Gram parameterization)."""
     if problem.param == Param.DIRECT:
         return theta
-    return W0_mxd + theta @ X_nxd
+    return W0_mxd + theta.T @ X_nxd
 
 
 def final_outputs(problem: Problem, theta):
