@@ -119,7 +119,7 @@ def main():
     if scaling:
         m, t = np.array(scaling, float).T
         slope, icpt = np.polyfit(m, t, 1)
-        print("scaling: " + ", ".join(f"{int(a)} models {b:.1f} s" for a, b in scaling)
+        print("scaling (programs already compiled): " + ", ".join(f"{int(a)} models {b:.1f} s" for a, b in scaling)
               + f"; slope {slope * 1e3:.1f} ms/model, intercept {icpt:.1f} s")
 
 
