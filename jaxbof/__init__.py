@@ -1,3 +1,22 @@
-"""jaxbof: benign overfitting in two-layer (leaky) ReLU networks, verified by experiment in JAX."""
+"""jaxbof: benign overfitting in two-layer (leaky) ReLU networks, verified by experiment in JAX.
+
+Public API (the command line `jaxbof` sits on top of it):
+
+    from jaxbof import Grid, Protocol, Engine, run_grid
+    rows, stats = run_grid(Grid(n=(50, 100), d_over_n=(1.0, 5.0), seeds=2), Protocol())
+"""
 
 __version__ = "0.1.0"
+
+from jaxbof.data import Corruption, Signal, sample_test, sample_train
+from jaxbof.experiments import FIG1, FIG1_QUICK, FIG2, FIG2_QUICK, preset
+from jaxbof.grid import Cell, Grid, Protocol
+from jaxbof.model import Outer, apply, init_weights, outer_weights
+from jaxbof.sweep import Engine, SweepStats, run_cells, run_grid
+from jaxbof.train import Param, Stop
+
+__all__ = [
+    "Cell", "Corruption", "Engine", "FIG1", "FIG1_QUICK", "FIG2", "FIG2_QUICK", "Grid", "Outer",
+    "Param", "Protocol", "Signal", "Stop", "SweepStats", "apply", "init_weights",
+    "outer_weights", "preset", "run_cells", "run_grid", "sample_test", "sample_train",
+]

@@ -443,7 +443,16 @@ def _run_bucket(bucket: _Shape, group: list[Cell], B: int, protocol: Protocol, e
                 programs, dtype, emit, base_key):
     keys_fn, prep, cycle_fn, weights_fn, slot_shapes = programs
     pending = deque(group)
+    def launch():  # dispatch (asynchronously) the sampling of the next B queued cells
+        if not pending:
+            return None
+        cells = [pending.popleft() for _ in range(min(B, len(pending)))]
+        padded = cells + [cells[0]] * (B - len(cells))
+        keys = keys_fn(base_key, np.stack([cell_coords(c) for c in padded]))
+        return cells, prep(_scalars(padded, keys, protocol, dtype))
+
     fresh, fresh_cells, fresh_pos = None, [], 0
+    upcoming = launch()
     slot_cell: list[Cell | None] = [None] * B
     slots = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), slot_shapes)
     per_step = step_flops(bucket.param, bucket.n, bucket.d, bucket.width)
@@ -451,12 +460,9 @@ def _run_bucket(bucket: _Shape, group: list[Cell], B: int, protocol: Protocol, e
         load = np.zeros(B, bool)
         src = np.zeros(B, np.int32)
         free = [s for s in range(B) if slot_cell[s] is None]
-        if free and fresh_pos >= len(fresh_cells) and pending:
-            fresh_cells = [pending.popleft() for _ in range(min(B, len(pending)))]
-            padded = fresh_cells + [fresh_cells[0]] * (B - len(fresh_cells))
-            keys = keys_fn(base_key, np.stack([cell_coords(c) for c in padded]))
-            fresh = prep(_scalars(padded, keys, protocol, dtype))
-            fresh_pos = 0
+        if free and fresh_pos >= len(fresh_cells) and upcoming is not None:
+            (fresh_cells, fresh), fresh_pos = upcoming, 0
+            upcoming = launch()  # sampled while the coming chunks train
         while free and fresh_pos < len(fresh_cells):
             s = free.pop(0)
             load[s], src[s], slot_cell[s] = True, fresh_pos, fresh_cells[fresh_pos]
