@@ -204,7 +204,15 @@ def _run(preset, args) -> int:
             bar.update(len(rows))
 
         dtype = jnp.float64 if args.x64 else jnp.float32
-        _, stats = sweep.run_cells(cells, preset.protocol, engine, on_rows=on_rows, dtype=dtype)
+        try:
+            _, stats = sweep.run_cells(cells, preset.protocol, engine, on_rows=on_rows,
+                                       dtype=dtype)
+        except KeyboardInterrupt:
+            bar.close()
+            saved = len(store.load_results(out))
+            print(f"jaxbof: interrupted; {saved} rows are saved in {out}/results.csv; rerun the "
+                  f"same command to resume", file=sys.stderr)
+            return 130
         bar.close()
     rows = store.load_results(out)
     flagged = sum(store.is_flagged(r) for r in rows)

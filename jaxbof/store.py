@@ -8,7 +8,7 @@ and inf included); bools are written as 1/0.
 
 config.json records what the rows mean. Resuming a directory with a different experiment is an
 error naming the keys that differ, so results of two protocols are never mixed in one file.
-This module needs no JAX (grid.Cell is imported only where a Cell is built).
+The module itself imports no JAX (grid.Cell is imported only where a Cell is built).
 """
 
 from __future__ import annotations

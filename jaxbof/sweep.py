@@ -328,7 +328,6 @@ class _Compiler:
         self._lock = threading.Lock()
         self._static = (B, chunk, jnp.dtype(dtype).name, protocol.n_test)
         self.compile_s = 0.0
-        self.timings: dict = {}  # seconds per compiled program
 
     def _get(self, name, make):
         with _PROGRAMS_LOCK:
@@ -339,7 +338,6 @@ class _Compiler:
                 entry[1] = make()
                 with self._lock:
                     self.compile_s += time.perf_counter() - t0
-                    self.timings[name] = time.perf_counter() - t0
         return entry[1]
 
     def _scalars_example(self, sh: _Shape) -> Scalars:
@@ -387,8 +385,8 @@ def run_cells(cells: Sequence[Cell], protocol: Protocol = Protocol(), engine: En
               on_rows: Callable[[list[dict]], None] | None = None,
               dtype=jnp.float32) -> tuple[list[dict], SweepStats]:
     """Train every cell once and measure it. Returns (rows, stats). Rows arrive in completion
-    order; `on_rows` is called (from one thread at a time) with each batch of finished rows as
-    soon as they are measured, so a caller can save them before the sweep ends."""
+    order; `on_rows` is called with each batch of finished rows as soon as they are measured, so
+    a caller can save them before the sweep ends."""
     t_start = time.perf_counter()
     groups: dict[_Shape, list[Cell]] = {}
     for c in cells:
@@ -403,16 +401,14 @@ def run_cells(cells: Sequence[Cell], protocol: Protocol = Protocol(), engine: En
     compiler = _Compiler(protocol, B, engine.chunk, dtype)
 
     rows: list[dict] = []
-    out_lock = threading.Lock()
     flops = [0.0, 0.0]
 
     def emit(new_rows, fe, fu):
-        with out_lock:
-            rows.extend(new_rows)
-            flops[0] += fe
-            flops[1] += fu
-            if on_rows is not None and new_rows:
-                on_rows(new_rows)
+        rows.extend(new_rows)
+        flops[0] += fe
+        flops[1] += fu
+        if on_rows is not None and new_rows:
+            on_rows(new_rows)
 
     def cost(b):  # biggest buckets first, so the last bucket to finish is a short one
         return sum(step_flops(b.param, c.n, c.d, c.width) * c.n for c in groups[b])
@@ -427,13 +423,17 @@ def run_cells(cells: Sequence[Cell], protocol: Protocol = Protocol(), engine: En
     # Compile ahead on a second thread (XLA compiles without the GIL) while buckets train here.
     # The host's float64 measurements are tiny: one BLAS thread, so that BLAS workers do not
     # spin against XLA's threads for the cores.
-    with ThreadPoolExecutor(max_workers=1) as pool, threadpool_limits(1, user_api="blas"):
-        compiled = [pool.submit(compile_bucket, b) if engine.compile_ahead else None
-                    for b in order]
-        for b, fut in zip(order, compiled):
-            progs = fut.result() if fut is not None else compile_bucket(b)
-            _run_bucket(b, groups[b], compiler.B, protocol, engine, progs, dtype, emit,
-                        compiler.base_key)
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        with threadpool_limits(1, user_api="blas"):
+            compiled = [pool.submit(compile_bucket, b) if engine.compile_ahead else None
+                        for b in order]
+            for b, fut in zip(order, compiled):
+                progs = fut.result() if fut is not None else compile_bucket(b)
+                _run_bucket(b, groups[b], compiler.B, protocol, engine, progs, dtype, emit,
+                            compiler.base_key)
+    finally:  # an interrupted sweep does not wait for compiles it will not use
+        pool.shutdown(wait=False, cancel_futures=True)
     stats = SweepStats(len(rows), time.perf_counter() - t_start, compiler.compile_s, flops[0],
                        flops[1], len(groups))
     return rows, stats
