@@ -1,0 +1,192 @@
+"""Sphere spectra: closed forms against independent references (binomials, quadrature, mpmath,
+Monte Carlo, Gram matrices), trace identity and Mercer reconstruction."""
+
+import math
+
+import numpy as np
+import pytest
+
+from jaxbof import spectra as S
+
+NAMES = ("ntk-first-layer", "ntk-both-layers", "relu-nngp")
+
+
+# ------------------------------------------------------------------ multiplicities
+
+def test_multiplicity_matches_harmonic_polynomial_dimension():
+    # dim of degree-k harmonics = dim homogeneous degree k - dim homogeneous degree k - 2
+    for d in (2, 3, 4, 7, 20, 50):
+        k = np.arange(0, 61)
+        direct = [math.comb(j + d - 1, d - 1) - (math.comb(j + d - 3, d - 1) if j >= 2 else 0)
+                  for j in map(int, k)]
+        np.testing.assert_allclose(S.multiplicity(d, k), np.array(direct, float), rtol=1e-12)
+        formula = [1] + [(2 * j + d - 2) * math.comb(j + d - 3, d - 2) // j
+                         for j in map(int, k[1:])]
+        np.testing.assert_allclose(S.multiplicity(d, k), np.array(formula, float), rtol=1e-12)
+    k = np.arange(0, 200)
+    np.testing.assert_allclose(S.multiplicity(3, k), 2 * k + 1, rtol=1e-13)
+    np.testing.assert_allclose(S.multiplicity(2, k), np.where(k == 0, 1, 2), rtol=1e-13)
+
+
+def test_multiplicity_overflow_is_inf_but_log_finite():
+    logn = S.log_multiplicity(10_000, np.array([1000]))
+    assert np.isfinite(logn).all() and logn[0] > 710
+    assert np.isinf(S.multiplicity(10_000, np.array([1000]))).all()
+    np.testing.assert_allclose(S.multiplicity(10_000, 1), 10_000, rtol=1e-12)
+
+
+# ------------------------------------------------------------------ analytic kernels
+
+def test_leaky_kernels_match_monte_carlo():
+    rng = np.random.default_rng(0)
+    n = 400_000
+    for alpha in (0.0, 0.1, 0.5):
+        for u in (-0.7, 0.0, 0.4, 0.95):
+            a = rng.standard_normal(n)
+            b = u * a + np.sqrt(1 - u * u) * rng.standard_normal(n)
+            sig = lambda z: np.maximum(z, alpha * z)  # noqa: E731
+            dsig = lambda z: np.where(z > 0, 1.0, alpha)  # noqa: E731
+            first_mc = u * np.mean(dsig(a) * dsig(b))
+            nngp_mc = np.mean(sig(a) * sig(b))
+            assert abs(S.ntk_first_layer(u, alpha) - first_mc) < 6e-3
+            assert abs(S.relu_nngp(u, alpha) - nngp_mc) < 6e-3
+            assert abs(S.ntk_both_layers(u, alpha) - first_mc - nngp_mc) < 1e-2
+
+
+def test_kernel_values_at_one():
+    assert S.ntk_first_layer(1.0) == pytest.approx(0.5)
+    assert S.relu_nngp(1.0) == pytest.approx(0.5)
+    assert S.relu_nngp(1.0, 0.3) == pytest.approx((1 + 0.3**2) / 2)
+
+
+# ------------------------------------------------------------------ closed forms
+
+@pytest.mark.parametrize("d", [2, 3, 100, 10_000])
+def test_mu1_of_u_kappa0_is_quarter_over_d(d):
+    assert S.eigenvalues("ntk-first-layer", d, 5).eigenvalue[1] == pytest.approx(1 / (4 * d),
+                                                                               rel=1e-14)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("d", [2, 3, 1000, 10_000])
+def test_odd_levels_vanish_exactly_and_even_levels_positive(name, d):
+    spec = S.eigenvalues(name, d, 1000)
+    assert (spec.eigenvalue[3::2] == 0).all()
+    assert (spec.log_eigenvalue[3::2] == -np.inf).all()
+    assert np.isfinite(spec.log_eigenvalue[0::2]).all()
+    assert np.isfinite(spec.log_eigenvalue[1])
+    assert (np.diff(spec.log_eigenvalue[2::2]) < 0).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("d", [2, 3, 5, 10])
+@pytest.mark.parametrize("alpha", [0.0, 0.2])
+def test_closed_form_matches_quadrature(name, d, alpha):
+    kernel = lambda u: S.KERNELS[name](u, alpha)  # noqa: E731
+    cf = S.eigenvalues(name, d, 10, alpha=alpha)
+    q = S.eigenvalues_quadrature(kernel, d, 10)
+    nonzero = cf.eigenvalue > 0
+    assert q.reliable[nonzero].all()
+    np.testing.assert_allclose(q.eigenvalue[nonzero], cf.eigenvalue[nonzero], rtol=1e-10)
+    # exact zeros: quadrature returns rounding noise and flags it
+    assert (np.abs(q.eigenvalue[~nonzero]) <= q.abs_error[~nonzero]).all()
+    assert not q.reliable[~nonzero].any()
+
+
+def test_closed_form_matches_high_precision_quadrature_at_large_d():
+    mp = pytest.importorskip("mpmath")
+    mp.mp.dps = 50
+    d, k = 1000, 20
+    lam = mp.mpf(d - 2) / 2
+    norm = mp.gegenbauer(k, lam, 1)
+    c = mp.gamma(mp.mpf(d) / 2) / (mp.sqrt(mp.pi) * mp.gamma(mp.mpf(d - 1) / 2))
+
+    def integrand(s):  # theta = pi/2 + s, kernel u kappa0(u)
+        t = -mp.sin(s)
+        return (t * (mp.pi / 2 - s) / (2 * mp.pi) * mp.gegenbauer(k, lam, t) / norm
+                * mp.cos(s) ** (d - 2))
+
+    pts = [-mp.pi / 2] + [j / mp.sqrt(d) for j in range(-12, 13)] + [mp.pi / 2]
+    ref = float(c * mp.quad(integrand, pts))
+    assert S.eigenvalues("ntk-first-layer", d, k).eigenvalue[k] == pytest.approx(ref, rel=1e-10)
+
+
+def test_quadrature_flags_cancellation_at_large_d():
+    d = 1000
+    q = S.eigenvalues_quadrature(S.ntk_first_layer, d, 24)
+    cf = S.eigenvalues("ntk-first-layer", d, 24)
+    assert q.reliable[:3].all()
+    np.testing.assert_allclose(q.eigenvalue[:3], cf.eigenvalue[:3], rtol=1e-9)
+    assert not q.reliable[18:].any()
+    assert (np.abs(q.eigenvalue[20] - cf.eigenvalue[20]) <= q.abs_error[20])
+    assert np.isfinite(cf.eigenvalue[20]) and cf.eigenvalue[20] > 0
+    assert cf.eigenvalue[20] < 1e-13 * cf.eigenvalue[0]
+
+
+def test_log_eigenvalues_below_float_range():
+    spec = S.eigenvalues("ntk-both-layers", 10_000, 1000)
+    assert spec.eigenvalue[1000] == 0.0
+    assert np.isfinite(spec.log_eigenvalue[1000]) and spec.log_eigenvalue[1000] < -745
+    shown = spec.eigenvalue > 0
+    assert (spec.eigenvalue[shown] >= np.finfo(np.float64).tiny).all()  # no subnormals
+    np.testing.assert_allclose(np.log(spec.eigenvalue[shown]), spec.log_eigenvalue[shown],
+                               rtol=1e-13)
+
+
+@pytest.mark.parametrize("name", ["ntk-first-layer", "ntk-both-layers"])
+@pytest.mark.parametrize("d", [3, 5])
+def test_even_levels_decay_like_k_to_minus_d(name, d):
+    spec = S.eigenvalues(name, d, 1000)
+    k = np.arange(200, 1001, 2)
+    slope = np.polyfit(np.log(k), spec.log_eigenvalue[k], 1)[0]
+    assert slope == pytest.approx(-d, abs=0.05)
+
+
+# ------------------------------------------------------------------ checks
+
+@pytest.mark.parametrize("d", [3, 5])
+@pytest.mark.parametrize("name", NAMES)
+def test_trace_identity(d, name):
+    spec = S.eigenvalues(name, d, 1000)
+    k1 = float(S.KERNELS[name](1.0))
+    check = S.trace_identity(spec, d, kernel_at_one=k1)
+    assert (np.diff(check.partial_sums) >= 0).all()
+    assert check.partial_sums[-1] < k1
+    assert k1 - check.partial_sums[-1] < 2e-3
+    assert abs(check.total - check.target) < 0.02 * (k1 - check.partial_sums[-1])
+
+
+def test_mercer_reconstruction_d3():
+    spec = S.eigenvalues("ntk-both-layers", 3, 1000)
+    t = np.array([-0.9, -0.3, 0.0, 0.2, 0.7])
+    np.testing.assert_allclose(S.mercer(spec, 3, t), S.ntk_both_layers(t), atol=1e-4)
+    q = S.eigenvalues_quadrature(S.ntk_both_layers, 3, 60)
+    np.testing.assert_allclose(S.mercer(q, 3, t), S.ntk_both_layers(t), atol=2e-3)
+
+
+def test_gram_matrix_clusters_at_eigenvalues():
+    rng = np.random.default_rng(1)
+    n, d = 2000, 3
+    X = rng.standard_normal((n, d))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    K = S.ntk_first_layer(np.clip(X @ X.T, -1, 1)) / n
+    emp = np.sort(np.linalg.eigvalsh(K))[::-1]
+    mu = S.eigenvalues("ntk-first-layer", d, 6).eigenvalue
+    # expected order of the top levels: mu_1 (x3) > mu_0 (x1) > mu_2 (x5) > mu_4 ...
+    levels = np.repeat(np.arange(7), S.multiplicity(d, np.arange(7)).astype(int))
+    expected = np.repeat(mu, S.multiplicity(d, np.arange(7)).astype(int))
+    order = np.argsort(-expected, kind="stable")
+    for lev in (0, 1, 2):
+        idx = np.flatnonzero(levels[order] == lev)
+        assert np.mean(emp[idx]) == pytest.approx(mu[lev], rel=0.1)
+
+
+@pytest.mark.parametrize("d", [3, 100, 10_000])
+@pytest.mark.parametrize("name", NAMES)
+def test_quadrature_error_estimate_bounds_true_error(d, name):
+    cf = S.eigenvalues(name, d, 30)
+    q = S.eigenvalues_quadrature(S.KERNELS[name], d, 30)
+    err = np.abs(q.eigenvalue - cf.eigenvalue)
+    assert (err <= q.abs_error + 1e-10 * cf.eigenvalue).all()  # 1e-10: closed-form rounding
+    assert (err[q.reliable] <= 1e-6 * cf.eigenvalue[q.reliable]).all()
+    assert q.reliable[:3].all()
