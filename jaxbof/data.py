@@ -94,7 +94,10 @@ def sample_train(key, n, d, gamma, noise_rate, *, n_pad: int, d_pad: int,
 
     u = jnp.where(mask_n, u, jnp.inf)
     k = jnp.floor(noise_rate * n + 0.5)
-    rank = jnp.sum(u[None, :] < u[:, None], axis=1)  # rank of u_i among the real samples
+    # rank of u_i among the real samples; ties (possible in float32) broken by index, so that
+    # exactly k samples have rank < k
+    before = (u[None, :] < u[:, None]) | ((u[None, :] == u[:, None]) & (idx[None, :] < idx[:, None]))
+    rank = jnp.sum(before, axis=1)
     corrupt = jnp.where(corruption == Corruption.EXACT, rank < k, u < noise_rate) & mask_n
     y_obs = jnp.where(corrupt, -y_true, y_true)
     return TrainData(X, y_true, y_obs, corrupt, mask_n, v_d)

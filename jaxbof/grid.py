@@ -36,6 +36,10 @@ class Protocol:
         for name in ("init_scale", "lr_scale"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be > 0")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed={self.seed!r} must be in [0, 2^32)")
+        if not 1 <= self.max_steps < 2**31:
+            raise ValueError(f"max_steps={self.max_steps!r} must be in [1, 2^31)")
         if self.max_steps < 1 or self.n_test < 1:
             raise ValueError(f"max_steps={self.max_steps} and n_test={self.n_test} must be >= 1")
 

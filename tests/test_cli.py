@@ -61,6 +61,8 @@ def test_sweep_end_to_end_then_resume_then_plot(tmp_path, capsys):
     (["sweep", "classification", "--stop", "never"], "'never' is not one of zero_loss"),
     (["sweep", "classification", "--seeds", "0"], "seeds=0"),
     (["sweep", "classification", "--max-steps", "0"], "max_steps=0"),
+    (["sweep", "classification", "--max-steps", "3000000000"], "max_steps=3000000000"),
+    (["sweep", "classification", "--seed", "-1"], "seed=-1"),
     (["sweep", "regression"], "unknown kind 'regression'"),
     (["sweep", "classification", "--chunk", "0"], "--chunk"),
     (["reproduce", "karhadkar-fig9"], "unknown experiment 'karhadkar-fig9'"),
