@@ -31,15 +31,16 @@ a sum of non-negative terms, so u kappa_0 is computed without cancellation.
 
 from __future__ import annotations
 
+import enum
 from typing import Callable, NamedTuple
 
 import numpy as np
 from scipy import special
 
 __all__ = [
-    "KERNELS", "QuadratureSpectrum", "Spectrum", "TraceCheck", "eigenvalues",
+    "KERNELS", "Kernel", "LevelFit", "QuadratureSpectrum", "Spectrum", "TraceCheck", "eigenvalues",
     "eigenvalues_quadrature", "gegenbauer", "kappa0", "kappa1", "log_multiplicity", "mercer",
-    "multiplicity", "ntk_both_layers", "ntk_first_layer", "relu_nngp", "trace_identity",
+    "multiplicity", "empirical_levels", "ntk_both_layers", "ntk_first_layer", "relu_nngp", "trace_identity",
 ]
 
 _EPS = np.finfo(np.float64).eps
@@ -124,10 +125,18 @@ def ntk_both_layers(u, alpha: float = 0.0) -> np.ndarray:
     return ntk_first_layer(u, alpha) + relu_nngp(u, alpha)
 
 
-KERNELS: dict[str, Callable] = {
-    "ntk-first-layer": ntk_first_layer,
-    "ntk-both-layers": ntk_both_layers,
-    "relu-nngp": relu_nngp,
+class Kernel(str, enum.Enum):
+    """The analytic kernels with closed-form spectra (values are the command-line names)."""
+
+    NTK_FIRST_LAYER = "ntk-first-layer"  # u kappa0(u)
+    NTK_BOTH_LAYERS = "ntk-both-layers"  # u kappa0(u) + kappa1(u)
+    RELU_NNGP = "relu-nngp"  # kappa1(u)
+
+
+KERNELS: dict[Kernel, Callable] = {
+    Kernel.NTK_FIRST_LAYER: ntk_first_layer,
+    Kernel.NTK_BOTH_LAYERS: ntk_both_layers,
+    Kernel.RELU_NNGP: relu_nngp,
 }
 
 
@@ -242,7 +251,7 @@ def _add_linear(log_mu: np.ndarray, k: int, value: float) -> np.ndarray:
     return out
 
 
-def eigenvalues(kernel_name: str, d: int, k_max: int, alpha: float = 0.0) -> Spectrum:
+def eigenvalues(kernel: Kernel | str, d: int, k_max: int, alpha: float = 0.0) -> Spectrum:
     """Closed-form mu_0..mu_{k_max} on S^{d-1} of 'ntk-first-layer' (u kappa0), 'ntk-both-layers'
     (u kappa0 + kappa1) or 'relu-nngp' (kappa1), with leaky slope `alpha` (0 = ReLU).
 
@@ -250,8 +259,11 @@ def eigenvalues(kernel_name: str, d: int, k_max: int, alpha: float = 0.0) -> Spe
     odd levels k >= 3 are exact zeros. Leaky versions: (1 - alpha)^2 times the ReLU spectrum plus
     alpha/d at k = 1 for each u term (mu_1(u) = 1/d), see the kernel functions.
     """
-    if kernel_name not in KERNELS:
-        raise ValueError(f"unknown kernel {kernel_name!r}; choose from {sorted(KERNELS)}")
+    try:
+        kernel = Kernel(kernel)
+    except ValueError:
+        raise ValueError(f"unknown kernel {kernel!r}; choose from "
+                         f"{', '.join(k.value for k in Kernel)}") from None
     if d < 2:
         raise ValueError(f"d must be >= 2, got {d}")
     k = np.arange(k_max + 2)
@@ -259,9 +271,9 @@ def eigenvalues(kernel_name: str, d: int, k_max: int, alpha: float = 0.0) -> Spe
     log_first = _log_times_t(d, log_k0)                       # u kappa0, k = 0..k_max
     log_nngp = np.log(d) + 2 * _log_lambda_relu(d, k[:-1])    # kappa1
     scale = 2 * np.log(abs(1.0 - alpha)) if alpha != 1.0 else -np.inf
-    if kernel_name == "ntk-first-layer":
+    if kernel == Kernel.NTK_FIRST_LAYER:
         log_mu, n_linear = log_first + scale, 1
-    elif kernel_name == "relu-nngp":
+    elif kernel == Kernel.RELU_NNGP:
         log_mu, n_linear = log_nngp + scale, 1
     else:
         log_mu, n_linear = np.logaddexp(log_first, log_nngp) + scale, 2
@@ -334,3 +346,46 @@ def mercer(eigs, d: int, t) -> np.ndarray:
         coef = _sign(eigs) * np.exp(log_multiplicity(d, k) + log_mu)
     P = gegenbauer(d, len(log_mu) - 1, t)
     return np.tensordot(coef, P, axes=1)
+
+
+# --------------------------------------------------------------------------- empirical side
+
+
+class LevelFit(NamedTuple):
+    """Eigenvalues of an empirical Gram / n grouped into the degree clusters of mu_k."""
+
+    k: np.ndarray  # degree levels with mu_k > 0, in decreasing order of mu_k
+    multiplicity: np.ndarray  # N(d, k): the size of each cluster
+    eigenvalue: np.ndarray  # mu_k
+    empirical_mean: np.ndarray  # mean of the cluster's empirical eigenvalues
+    rel_error: np.ndarray  # |empirical_mean - mu_k| / mu_k
+    sorted_empirical: np.ndarray  # all empirical eigenvalues of K / n, decreasing
+
+
+def empirical_levels(K_nxn, mu_k, d: int) -> LevelFit:
+    """Group the eigenvalues of K/n (K the Gram of n uniform points on S^{d-1}) into clusters:
+    the levels are taken in decreasing order of mu_k (so odd zero levels come last and are left
+    out), each claiming the next N(d, k) sorted eigenvalues, as long as eigenvalues remain.
+
+    mu_k: a Spectrum (from `eigenvalues`) or an array of mu_0..mu_K on S^{d-1}. As n grows the
+    cluster means converge to mu_k (levels with N(d, k) comparable to n converge last).
+    """
+    K = np.asarray(K_nxn, np.float64)
+    n = K.shape[0]
+    lam = np.sort(np.linalg.eigvalsh(0.5 * (K + K.T)) / n)[::-1]
+    mu = np.asarray(mu_k.eigenvalue if isinstance(mu_k, Spectrum) else mu_k, np.float64)
+    levels = np.argsort(-mu, kind="stable")
+    levels = levels[mu[levels] > 0]
+    ks, mult, means = [], [], []
+    start = 0
+    for k in levels:
+        m = int(round(float(multiplicity(d, int(k)))))
+        if start + m > n:
+            break
+        ks.append(int(k))
+        mult.append(m)
+        means.append(lam[start:start + m].mean())
+        start += m
+    ks, mult, means = np.array(ks, int), np.array(mult, int), np.array(means)
+    target = mu[ks]
+    return LevelFit(ks, mult, target, means, np.abs(means - target) / target, lam)

@@ -190,3 +190,18 @@ def test_quadrature_error_estimate_bounds_true_error(d, name):
     assert (err <= q.abs_error + 1e-10 * cf.eigenvalue).all()  # 1e-10: closed-form rounding
     assert (err[q.reliable] <= 1e-6 * cf.eigenvalue[q.reliable]).all()
     assert q.reliable[:3].all()
+
+
+@pytest.mark.parametrize("kernel", list(S.Kernel))
+def test_empirical_levels_of_a_large_gram_match_mu(kernel):
+    """Cluster means of the eigenvalues of K/n (n = 1500 uniform points on S^2) against mu_k."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1500, 3))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    K = S.KERNELS[kernel](np.clip(x @ x.T, -1.0, 1.0))
+    spec = S.eigenvalues(kernel, 3, 12)
+    fit = S.empirical_levels(K, spec, 3)
+    assert list(fit.k[:3]) == list(np.argsort(-spec.eigenvalue)[:3])
+    assert np.all(fit.multiplicity == 2 * fit.k + 1)
+    assert np.all(fit.rel_error[:3] < 0.1), fit.rel_error[:3]
+    np.testing.assert_allclose(fit.sorted_empirical.sum(), K.trace() / 1500, rtol=1e-12)

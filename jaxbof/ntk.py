@@ -1,0 +1,315 @@
+"""Neural tangent kernels: empirical (any scalar-output model) and analytic (infinite width).
+
+Regression two-layer net (Park et al. 2024, arXiv 2410.06191; Du et al. 2019):
+
+    f(theta, x) = (1/sqrt(M)) sum_j a_j sigma(<w_j, x> + b_j),   sigma(z) = max(z, alpha z),
+
+with w_j ~ N(0, I_d), a_j = +-1, b_j ~ N(0, 1) (optional). The empirical NTK of any scalar
+model is K(x, x') = <grad_theta f(x), grad_theta f(x')>, summed over the trainable leaves.
+Three routes compute the Gram K_[n1 x n2] (`Route`): explicit Jacobian contraction (the
+reference), NTK-vector products (jax.vjp then jax.jvp, one Jacobian column block at a time) and
+the closed form of the two-layer net (`structured_ntk`).
+
+Analytic kernels (`analytic_ntk`) are the M -> infinity limits of the empirical NTK at init in
+the 1/sqrt(M) parameterisation, written with the arc-cosine kernels (Cho & Saul 2009) for
+general input norms: for a centred Gaussian pair (z, z') with variances s^2, s'^2 and
+correlation rho,
+
+    E[1(z > 0) 1(z' > 0)] = kappa0(rho),     E[relu(z) relu(z')] = s s' kappa1(rho),
+    kappa0(rho) = (pi - arccos rho) / (2 pi),
+    kappa1(rho) = (rho (pi - arccos rho) + sqrt(1 - rho^2)) / (2 pi).
+
+Here z = <w, x> [+ b], so c = Cov(z, z') = <x, x'> [+ 1], s^2 = |x|^2 [+ 1], rho = c / (s s').
+Unit-norm inputs without bias: rho = u; with bias b ~ N(0, 1): c = u + 1, s^2 = 2, rho = (u+1)/2.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import math
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+__all__ = [
+    "Layers", "Route", "TwoLayerParams", "analytic_ntk", "empirical_ntk_fn",
+    "init_two_layer", "ntk_vector_product_fn", "structured_ntk", "two_layer_apply",
+]
+
+
+# --------------------------------------------------------------------------- the two-layer net
+
+class TwoLayerParams(NamedTuple):
+    """Parameters of the two-layer net: W_mxd (inner), a_m (outer), b_m (bias, or None)."""
+    W_mxd: jax.Array
+    a_m: jax.Array
+    b_m: jax.Array | None = None
+
+
+def init_two_layer(key, width: int, d: int, *, bias: bool = False,
+                   antisymmetric: bool = True, dtype=None) -> TwoLayerParams:
+    """Draw w_j ~ N(0, I_d), a_j = +-1 (Rademacher), b_j ~ N(0, 1) if `bias`.
+
+    antisymmetric (default): draw M/2 neurons, then copy them with w_{j+M/2} = w_j,
+    b_{j+M/2} = b_j, a_{j+M/2} = -a_j, so f(theta_0, x) = 0 for every x (exactly, see
+    `two_layer_apply`). Requires an even width.
+    """
+    if antisymmetric and width % 2 != 0:
+        raise ValueError(f"antisymmetric init needs an even width, got width={width}")
+    dtype = jnp.result_type(float) if dtype is None else dtype
+    w_key, a_key, b_key = jax.random.split(key, 3)
+    m = width // 2 if antisymmetric else width
+    W = jax.random.normal(w_key, (m, d), dtype)
+    a = jax.random.rademacher(a_key, (m,), dtype)
+    b = jax.random.normal(b_key, (m,), dtype) if bias else None
+    if antisymmetric:
+        W = jnp.concatenate([W, W])
+        a = jnp.concatenate([a, -a])
+        b = None if b is None else jnp.concatenate([b, b])
+    return TwoLayerParams(W, a, b)
+
+
+def _act(z, alpha):
+    """sigma(z) = max(z, alpha z) (alpha <= 1)."""
+    return jnp.where(z >= 0, z, alpha * z)
+
+
+def _act_slope(z, alpha):
+    """sigma'(z): 1 for z >= 0 (the autodiff value of jnp.where at 0), alpha below."""
+    return jnp.where(z >= 0, 1.0, alpha).astype(z.dtype)
+
+
+def _preacts(params: TwoLayerParams, x):
+    h = x @ params.W_mxd.T
+    return h if params.b_m is None else h + params.b_m
+
+
+def two_layer_apply(params: TwoLayerParams, x, *, alpha=0.0):
+    """f(theta, x) = (1/sqrt(M)) sum_j a_j sigma(<w_j, x> + b_j); x_d -> scalar, x_nxd -> f_n.
+
+    For even M the sum is taken as sum_{j < M/2} (t_j + t_{j+M/2}), which is the same function
+    but makes f exactly 0 at an antisymmetric init (each pair cancels bit for bit).
+    """
+    t = _act(_preacts(params, x), alpha) * params.a_m
+    M = t.shape[-1]
+    if M % 2 == 0:
+        t = t[..., : M // 2] + t[..., M // 2:]
+    return jnp.sum(t, axis=-1) / math.sqrt(M)
+
+
+# --------------------------------------------------------------------------- empirical NTK
+
+class Route(enum.Enum):
+    """How the empirical NTK Gram is computed (all agree to rounding)."""
+    JACOBIAN = enum.auto()    # per-example Jacobians J1, J2, K = J1 J2^T (reference)
+    NTVP = enum.auto()        # columns K e_j = J1 (J2^T e_j): vjp then jvp, no full Jacobian
+    STRUCTURED = enum.auto()  # closed form, two-layer net only (`structured_ntk`)
+
+
+class Layers(enum.Enum):
+    """Which layers of the two-layer net are trained (the bias, if any, belongs to the first)."""
+    FIRST = enum.auto()
+    BOTH = enum.auto()
+
+
+def _full_mask(trainable, params):
+    """Boolean leaf list (flattened like params) from None, a prefix mask or a callable."""
+    if trainable is None:
+        return [True] * len(jax.tree.leaves(params))
+    mask = trainable(params) if callable(trainable) else trainable
+    full = jax.tree.map(lambda m, sub: jax.tree.map(lambda _: bool(m), sub), mask, params)
+    return jax.tree.leaves(full)
+
+
+def _split(params, trainable):
+    """(theta, rebuild): theta the trainable leaves, rebuild(theta) the full params pytree."""
+    leaves, treedef = jax.tree.flatten(params)
+    mask = _full_mask(trainable, params)
+    if len(mask) != len(leaves):
+        raise ValueError("trainable mask does not match the params pytree")
+    theta = [leaf for leaf, m in zip(leaves, mask) if m]
+
+    def rebuild(theta_):
+        it = iter(theta_)
+        return jax.tree.unflatten(treedef, [next(it) if m else leaf
+                                            for leaf, m in zip(leaves, mask)])
+    return theta, rebuild
+
+
+def _jacobian_block(f, theta, x1, x2):
+    """K = sum over leaves of J1 J2^T with J_i = grad_theta f(x_i) stacked (n, *leaf.shape)."""
+    J1 = jax.vmap(jax.grad(f), (None, 0))(theta, x1)
+    J2 = J1 if x2 is x1 else jax.vmap(jax.grad(f), (None, 0))(theta, x2)
+    K = 0.0
+    for j1, j2 in zip(J1, J2):
+        K = K + j1.reshape(j1.shape[0], -1) @ j2.reshape(j2.shape[0], -1).T
+    return K
+
+
+def _ntvp_block(f, theta, x1, x2):
+    """Columns K[:, j] = J1 v_j with v_j = J2^T e_j = vjp of f(., x2_j) at cotangent 1,
+    pushed forward by jvp of f(., x1); only one params-sized tangent per column is live."""
+    f1 = lambda th: jax.vmap(f, (None, 0))(th, x1)
+
+    def column(x):
+        out, pullback = jax.vjp(lambda th: f(th, x), theta)
+        (v,) = pullback(jnp.ones_like(out))
+        return jax.jvp(f1, (theta,), (v,))[1]
+    return jax.vmap(column)(x2).T
+
+
+def _blocked(block_fn, x1, x2, batch_size):
+    """K_[n1 x n2] from block_fn(x1_b, x2_b) on blocks of `batch_size` rows (padded by
+    repeating the last row, then cut), with lax.map so one block pair is live at a time."""
+    n1, n2 = x1.shape[0], x2.shape[0]
+    b = batch_size
+
+    def blocks(x):
+        n = x.shape[0]
+        pad = -n % b
+        x = jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]) if pad else x
+        return x.reshape((-1, b) + x.shape[1:])
+
+    X1, X2 = blocks(x1), blocks(x2)
+    K = jax.lax.map(lambda a: jax.lax.map(lambda c: block_fn(a, c), X2), X1)  # (B1, B2, b, b)
+    K = K.transpose(0, 2, 1, 3).reshape(X1.shape[0] * b, X2.shape[0] * b)
+    return K[:n1, :n2]
+
+
+def _structured_setup(apply_fn, trainable, params):
+    """(alpha, layers, train_bias) for Route.STRUCTURED, or a ValueError."""
+    alpha = 0.0
+    fn = apply_fn
+    if isinstance(fn, functools.partial):
+        if fn.args or set(fn.keywords) - {"alpha"}:
+            raise ValueError("Route.STRUCTURED supports two_layer_apply (optionally "
+                             "functools.partial(two_layer_apply, alpha=...)) only")
+        alpha = fn.keywords.get("alpha", 0.0)
+        fn = fn.func
+    if fn is not two_layer_apply or not isinstance(params, TwoLayerParams):
+        raise ValueError("Route.STRUCTURED needs apply_fn=two_layer_apply and TwoLayerParams")
+    W_m, a_m, *b_m = _full_mask(trainable, params)
+    if not W_m:
+        raise ValueError("Route.STRUCTURED needs W trainable")
+    return alpha, (Layers.BOTH if a_m else Layers.FIRST), (bool(b_m[0]) if b_m else False)
+
+
+def empirical_ntk_fn(apply_fn: Callable, *, route: Route = Route.JACOBIAN, trainable=None,
+                     batch_size: int | None = None) -> Callable:
+    """ntk(params, x1_n1x..., x2_n2x... = None) -> K_[n1 x n2], K_ij = <df(x1_i), df(x2_j)>.
+
+    apply_fn(params, x): scalar output for a single input x (vmapped here); any params pytree,
+    e.g. a Flax module: apply_fn = lambda p, x: module.apply(p, x[None])[0, 0].
+    trainable: None (all leaves), a pytree prefix of bools, or a callable params -> such a mask;
+    frozen leaves contribute nothing (e.g. TwoLayerParams(True, False, None) = first layer).
+    batch_size: compute the Gram in blocks of that many inputs (memory O(batch_size * P) for the
+    autodiff routes instead of O(n * P)); equal to the unbatched result up to rounding.
+    x2 = None means x2 = x1. Cost: JACOBIAN and NTVP about n1 n2 P + (n1 + n2) cost(f) FLOPs.
+    """
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+    def ntk(params, x1, x2=None):
+        same = x2 is None
+        x2 = x1 if same else x2
+        if route is Route.STRUCTURED:
+            alpha, layers, train_bias = _structured_setup(apply_fn, trainable, params)
+            block = lambda a, c: structured_ntk(params, a, c, layers=layers, alpha=alpha,
+                                                train_bias=train_bias)
+        else:
+            theta, rebuild = _split(params, trainable)
+            f = lambda th, x: apply_fn(rebuild(th), x)
+            inner = {Route.JACOBIAN: _jacobian_block, Route.NTVP: _ntvp_block}[route]
+            block = lambda a, c: inner(f, theta, a, c)
+        if batch_size is None:
+            return block(x1, x1 if same else x2)
+        return _blocked(block, x1, x2, batch_size)
+    return ntk
+
+
+def ntk_vector_product_fn(apply_fn: Callable, *, trainable=None) -> Callable:
+    """mvp(params, x1, x2, v_n2) -> (K v)_n1 = J1 (J2^T v): one vjp through f(., x2) and one jvp
+    through f(., x1), never forming J or K (for iterative eigensolvers, CG on the NTK)."""
+    def mvp(params, x1, x2, v):
+        theta, rebuild = _split(params, trainable)
+        f = lambda th, x: apply_fn(rebuild(th), x)
+        _, pullback = jax.vjp(lambda th: jax.vmap(f, (None, 0))(th, x2), theta)
+        (u,) = pullback(v)
+        return jax.jvp(lambda th: jax.vmap(f, (None, 0))(th, x1), (theta,), (u,))[1]
+    return mvp
+
+
+def structured_ntk(params: TwoLayerParams, x1, x2=None, *, layers: Layers = Layers.FIRST,
+                   alpha=0.0, train_bias: bool = True):
+    """Closed-form empirical NTK of `two_layer_apply`, K_[n1 x n2]; x2 = None means x2 = x1.
+
+    With H = X W^T + b, S = sigma'(H), A = sigma(H):
+      first layer (W, and b if present and train_bias):
+          K = (X1 X2^T [+ 1]) * (S1 diag(a^2) S2^T) / M
+      both layers adds the outer-weight term A1 A2^T / M.
+    Cost about 2 n1 n2 (M + d) + 2 (n1 + n2) M d FLOPs, memory O(n M + n^2).
+    """
+    x2 = x1 if x2 is None else x2
+    M = params.W_mxd.shape[0]
+    H1, H2 = _preacts(params, x1), _preacts(params, x2)
+    S1 = _act_slope(H1, alpha) * params.a_m ** 2
+    G = x1 @ x2.T
+    if params.b_m is not None and train_bias:
+        G = G + 1.0
+    K = G * (S1 @ _act_slope(H2, alpha).T)
+    if layers is Layers.BOTH:
+        K = K + _act(H1, alpha) @ _act(H2, alpha).T
+    return K / M
+
+
+# --------------------------------------------------------------------------- analytic NTK
+
+def kappa0(rho):
+    """(pi - arccos rho) / (2 pi) = E[1(z > 0) 1(z' > 0)] for correlation rho (clipped)."""
+    rho = jnp.clip(rho, -1.0, 1.0)
+    return (jnp.pi - jnp.arccos(rho)) / (2 * jnp.pi)
+
+
+def kappa1(rho):
+    """(rho (pi - arccos rho) + sqrt(1 - rho^2)) / (2 pi) = E[relu(z) relu(z')] at unit
+    variances and correlation rho (clipped)."""
+    rho = jnp.clip(rho, -1.0, 1.0)
+    return (rho * (jnp.pi - jnp.arccos(rho)) + jnp.sqrt(1.0 - rho * rho)) / (2 * jnp.pi)
+
+
+def analytic_ntk(x1, x2=None, *, layers: Layers = Layers.FIRST, alpha=0.0,
+                 bias: bool = False, train_bias: bool = True):
+    """Infinite-width NTK Gram K_[n1 x n2] of `two_layer_apply` at init, x2 = None -> x1.
+
+    z = <w, x> [+ b], w ~ N(0, I_d), b ~ N(0, 1): c = <x, x'> [+ 1], s = sqrt(|x|^2 [+ 1]),
+    rho = c / (s s'). With sigma'(z) = alpha + (1 - alpha) 1(z > 0) and
+    sigma(z) = alpha z + (1 - alpha) relu(z) (E[z relu(z')] = c / 2 by symmetry):
+      E[sigma'(z) sigma'(z')] = alpha + (1 - alpha)^2 kappa0(rho),
+      E[sigma(z) sigma(z')]   = alpha c + (1 - alpha)^2 s s' kappa1(rho),
+      first layer: (<x, x'> [+ 1 if bias and train_bias]) E[sigma' sigma'],
+      both layers: first layer + E[sigma sigma].
+    Unit norms, ReLU, no bias: u kappa0(u) (= 1/2 at u = 1) and u kappa0(u) + kappa1(u) (= 1).
+    Exact for any input norms, not only the sphere (zero inputs without bias excluded).
+    Near rho = 1 the arccos / sqrt(1 - rho^2) terms amplify the rounding of rho to ~sqrt(eps);
+    the diagonal (x2 = None) and exact duplicates are snapped to rho = 1.
+    """
+    same = x2 is None
+    x2 = x1 if same else x2
+    G = x1 @ x2.T
+    sq1, sq2 = jnp.sum(x1 * x1, axis=-1), jnp.sum(x2 * x2, axis=-1)
+    c = G + 1.0 if bias else G
+    if bias:
+        sq1, sq2 = sq1 + 1.0, sq2 + 1.0
+    ss = jnp.sqrt(sq1)[:, None] * jnp.sqrt(sq2)[None, :]
+    rho = c / ss
+    # arccos is ill-conditioned at rho = 1 (an ulp in rho moves it by ~1e-8): snap rounding
+    # noise to 1, and the diagonal of a Gram of x1 with itself exactly
+    rho = jnp.where(jnp.abs(1.0 - rho) <= 4 * jnp.finfo(rho.dtype).eps, 1.0, rho)
+    if same:
+        rho = jnp.where(jnp.eye(rho.shape[0], dtype=bool), 1.0, rho)
+    K = (c if (bias and train_bias) else G) * (alpha + (1.0 - alpha) ** 2 * kappa0(rho))
+    if layers is Layers.BOTH:
+        K = K + alpha * c + (1.0 - alpha) ** 2 * ss * kappa1(rho)
+    return K
