@@ -70,9 +70,11 @@ def log_multiplicity(d: int, k) -> np.ndarray:
 
 
 def multiplicity(d: int, k) -> np.ndarray:
-    """N(d, k) as float64 (inf where it overflows); see `log_multiplicity`."""
+    """N(d, k) as float64 (inf where it overflows); see `log_multiplicity`. An integer, so values
+    below 1e13 (where the relative error of exp(log) is far below 1/N) are rounded to it."""
     with np.errstate(over="ignore"):
-        return np.exp(log_multiplicity(d, k))
+        n = np.exp(log_multiplicity(d, k))
+    return np.where(n < 1e13, np.rint(n), n)
 
 
 def gegenbauer(d: int, k_max: int, t) -> np.ndarray:
@@ -379,7 +381,7 @@ def empirical_levels(K_nxn, mu_k, d: int) -> LevelFit:
     ks, mult, means = [], [], []
     start = 0
     for k in levels:
-        m = int(round(float(multiplicity(d, int(k)))))
+        m = int(multiplicity(d, int(k)))
         if start + m > n:
             break
         ks.append(int(k))

@@ -205,3 +205,12 @@ def test_empirical_levels_of_a_large_gram_match_mu(kernel):
     assert np.all(fit.multiplicity == 2 * fit.k + 1)
     assert np.all(fit.rel_error[:3] < 0.1), fit.rel_error[:3]
     np.testing.assert_allclose(fit.sorted_empirical.sum(), K.trace() / 1500, rtol=1e-12)
+
+
+def test_multiplicity_is_the_exact_integer():
+    from math import comb
+    for d in (2, 3, 7, 50, 300):
+        for k in (0, 1, 2, 5, 17, 40):
+            exact = 1 if k == 0 else (2 if d == 2 else (2 * k + d - 2) * comb(k + d - 3, d - 2) // k)
+            if exact < 1e13:
+                assert S.multiplicity(d, k) == exact, (d, k)
