@@ -4,6 +4,7 @@
   jaxbof reproduce karhadkar-fig2 [--quick] [--out DIR]
   jaxbof sweep classification --n 50:150:10 --d-over-n 1:10 --seeds 5 [...] --out DIR
   jaxbof plot DIR
+  jaxbof spectrum --kernel ntk-first-layer --d D --k-max K [--alpha A] [--empirical-n N] --out DIR
 
 Bad arguments print one line `jaxbof: error: ...` and exit with code 2. Rerunning a command on
 the same --out resumes it: cells already in DIR/results.csv are not trained again.
@@ -124,7 +125,86 @@ def build_parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("plot", help="plot a results directory")
     pl.add_argument("dir")
+
+    sp = sub.add_parser("spectrum", help="kernel eigenvalues on the sphere S^{d-1}")
+    sp.add_argument("--kernel", default="ntk-first-layer",
+                    help="ntk-first-layer, ntk-both-layers or relu-nngp")
+    sp.add_argument("--alpha", default="0", help="leaky-ReLU slope (0 = ReLU)")
+    sp.add_argument("--d", required=True, help="input dimension (sphere S^{d-1})")
+    sp.add_argument("--k-max", required=True, help="highest degree")
+    sp.add_argument("--empirical-n", default=None,
+                    help="also: eigenvalues of the Gram / n of this many uniform points")
+    sp.add_argument("--seed", default="0", help="key of the empirical points")
+    sp.add_argument("--out", required=True)
     return p
+
+
+def _spectrum(args) -> int:
+    import csv
+    from pathlib import Path
+
+    import numpy as np
+
+    from jaxbof import plots, spectra
+
+    try:
+        kernel = spectra.Kernel(args.kernel)
+    except ValueError:
+        allowed = ", ".join(k.value for k in spectra.Kernel)
+        raise UsageError(f"--kernel: {args.kernel!r} is not one of {allowed}") from None
+    d, k_max = _number(args.d, int, "d"), _number(args.k_max, int, "k-max")
+    alpha = _number(args.alpha, float, "alpha")
+    if d < 2:
+        raise UsageError(f"--d: {d} must be >= 2")
+    if not 0 <= k_max <= 100_000:
+        raise UsageError(f"--k-max: {k_max} must be in [0, 100000]")
+    if not 0 <= alpha <= 1:
+        raise UsageError(f"--alpha: {alpha} must be in [0, 1]")
+    n = None if args.empirical_n is None else _number(args.empirical_n, int, "empirical-n")
+    if n is not None and not 1 <= n <= 20_000:
+        raise UsageError(f"--empirical-n: {n} must be in [1, 20000]")
+    seed = _number(args.seed, int, "seed")
+    if not 0 <= seed < 2**32:
+        raise UsageError(f"--seed: {seed} must be in [0, 2^32)")
+
+    spec = spectra.eigenvalues(kernel, d, k_max, alpha=alpha)
+    mult = spectra.multiplicity(d, spec.k)
+    logm = spectra.log_multiplicity(d, spec.k)
+    fit = empirical = None
+    if n is not None:
+        import jax
+
+        jax.config.update("jax_enable_x64", True)  # spectra are float64 (entry point)
+        x = jax.random.normal(jax.random.PRNGKey(seed), (n, d))
+        x = np.asarray(x / jax.numpy.linalg.norm(x, axis=1, keepdims=True), np.float64)
+        K = spectra.KERNELS[kernel](np.clip(x @ x.T, -1.0, 1.0), alpha)
+        fit = spectra.empirical_levels(K, spec, d)
+        empirical = fit.sorted_empirical
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    columns = ["k", "multiplicity", "log_multiplicity", "eigenvalue", "log_eigenvalue"]
+    if fit is not None:
+        columns += ["empirical_mean", "rel_error"]
+        by_k = {int(k): (m, e) for k, m, e in zip(fit.k, fit.empirical_mean, fit.rel_error)}
+    with open(out / "spectrum.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(columns)
+        for i, k in enumerate(spec.k):
+            row = [int(k), repr(float(mult[i])), repr(float(logm[i])),
+                   repr(float(spec.eigenvalue[i])), repr(float(spec.log_eigenvalue[i]))]
+            if fit is not None:
+                row += [repr(float(v)) for v in by_k.get(int(k), (float("nan"),) * 2)]
+            w.writerow(row)
+    title = f"{kernel.value}, alpha={alpha:g}, d={d}" + (f", n={n} points (float64)" if n else "")
+    png = plots.spectrum(spec.k, mult, spec.eigenvalue, out / "spectrum.png", empirical,
+                         title=title, max_index=None if n else 2000)
+    print(f"wrote {out / 'spectrum.csv'}\nwrote {png}")
+    if fit is not None:
+        print("k,multiplicity,eigenvalue,empirical_mean,rel_error")
+        for k, m, mu, e, r in zip(fit.k, fit.multiplicity, fit.eigenvalue, fit.empirical_mean,
+                                  fit.rel_error):
+            print(f"{k},{m},{mu:.6g},{e:.6g},{r:.3g}")
+    return 0
 
 
 def _sweep_preset(args):
@@ -248,6 +328,8 @@ def main(argv=None) -> int:
             for path in paths:
                 print(f"wrote {path}")
             return 0
+        if args.command == "spectrum":
+            return _spectrum(args)
         for name in ("slots", "chunk"):
             v = getattr(args, name)
             if v is not None and v < 1:

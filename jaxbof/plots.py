@@ -363,3 +363,41 @@ def plot_dir(directory, out=None) -> list[str]:
     paths.append(error_vs_dn(rows, out / "error_vs_dn.png", title=extra))
     paths.append(snr_vs_error(rows, out / "snr_vs_error.png", title=extra))
     return paths
+
+
+# ----------------------------------------------------------------------------- sphere spectra
+
+
+def spectrum(k, multiplicity, eigenvalue, path, empirical=None, title: str | None = None,
+             max_index: int | None = None) -> str:
+    """Kernel eigenvalues on the sphere against their index, log scale: the analytic staircase
+    (level mu_k repeated N(d, k) times, levels in decreasing order, zero levels left out) and,
+    if given, the sorted eigenvalues of an empirical Gram / n as points."""
+    k, mult, mu = (np.asarray(a) for a in (k, multiplicity, eigenvalue))
+    order = [i for i in np.argsort(-mu, kind="stable") if mu[i] > 0 and np.isfinite(mult[i])]
+    fig = Figure(figsize=(7.5, 4.8))
+    ax = fig.add_subplot()
+    start = 0
+    limit = max_index or (len(empirical) if empirical is not None else None)
+    for j, i in enumerate(order):
+        stop = start + int(mult[i])
+        if limit is not None and start >= limit:
+            break
+        ax.hlines(mu[i], start + 1, min(stop, limit or stop) + 0.999, colors="C0", lw=2,
+                  label="analytic mu_k, repeated N(d, k) times" if j == 0 else None)
+        if j < 8:
+            ax.annotate(f"k={int(k[i])}", (start + 1, mu[i]), fontsize=7,
+                        xytext=(2, 3), textcoords="offset points")
+        start = stop
+    if empirical is not None:
+        lam = np.asarray(empirical, np.float64)
+        idx = np.arange(1, len(lam) + 1)
+        pos = lam > 0
+        ax.plot(idx[pos], lam[pos], ".", color="C3", ms=3, label="empirical Gram / n eigenvalues")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("eigenvalue index (decreasing order)")
+    ax.set_ylabel("eigenvalue")
+    ax.legend(fontsize=8)
+    ax.set_title("Kernel spectrum on the sphere" + (f"\n{title}" if title else ""), fontsize=9)
+    return _save(fig, path)

@@ -83,3 +83,32 @@ def test_console_entry_point_exit_code():
                            "--alpha", "-1"], capture_output=True, text=True, env=env)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("jaxbof: error:") and "Traceback" not in proc.stderr
+
+
+def test_spectrum_end_to_end(tmp_path, capsys):
+    out = tmp_path / "spec"
+    assert cli.main(["spectrum", "--kernel", "ntk-first-layer", "--d", "3", "--k-max", "8",
+                     "--empirical-n", "600", "--out", str(out)]) == 0
+    lines = (out / "spectrum.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    assert header[:4] == ["k", "multiplicity", "log_multiplicity", "eigenvalue"]
+    assert "empirical_mean" in header and len(lines) == 10
+    row1 = dict(zip(header, lines[2].split(",")))
+    assert float(row1["multiplicity"]) == 3 and float(row1["eigenvalue"]) == 1 / 12  # 1/(4d)
+    assert abs(float(row1["rel_error"])) < 0.1
+    row3 = dict(zip(header, lines[4].split(",")))
+    assert float(row3["eigenvalue"]) == 0.0  # odd degrees >= 3 vanish without a bias
+    assert (out / "spectrum.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--d", "1", "--k-max", "3"], "--d: 1 must be >= 2"),
+    (["--d", "3", "--k-max", "-1"], "--k-max: -1"),
+    (["--d", "3", "--k-max", "3", "--kernel", "rbf"], "'rbf' is not one of ntk-first-layer"),
+    (["--d", "3", "--k-max", "3", "--alpha", "1.5"], "--alpha: 1.5"),
+    (["--d", "3", "--k-max", "3", "--empirical-n", "0"], "--empirical-n: 0"),
+])
+def test_spectrum_bad_input_exits_2(args, needle, tmp_path, capsys):
+    assert cli.main(["spectrum", *args, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("jaxbof: error:") and needle in err and len(err.splitlines()) == 1
