@@ -249,11 +249,14 @@ def structured_ntk(params: TwoLayerParams, x1, x2=None, *, layers: Layers = Laye
       first layer (W, and b if present and train_bias):
           K = (X1 X2^T [+ 1]) * (S1 diag(a^2) S2^T) / M
       both layers adds the outer-weight term A1 A2^T / M.
-    Cost about 2 n1 n2 (M + d) + 2 (n1 + n2) M d FLOPs, memory O(n M + n^2).
+    Cost about 2 n1 n2 (M + d) + 2 (n1 + n2) M d FLOPs (x2 = None: 2 n^2 (M + d) + 2 n M d;
+    both layers add 2 n1 n2 M), memory O(n M + n^2).
     """
-    x2 = x1 if x2 is None else x2
+    same = x2 is None
+    x2 = x1 if same else x2
     M = params.W_mxd.shape[0]
-    H1, H2 = _preacts(params, x1), _preacts(params, x2)
+    H1 = _preacts(params, x1)
+    H2 = H1 if same else _preacts(params, x2)
     S1 = _act_slope(H1, alpha) * params.a_m ** 2
     G = x1 @ x2.T
     if params.b_m is not None and train_bias:
