@@ -214,3 +214,106 @@ def test_multiplicity_is_the_exact_integer():
             exact = 1 if k == 0 else (2 if d == 2 else (2 * k + d - 2) * comb(k + d - 3, d - 2) // k)
             if exact < 1e13:
                 assert S.multiplicity(d, k) == exact, (d, k)
+
+
+# ------------------------------------------------------------------ bias kernels
+
+BIAS_CASES = [(name, alpha, tb) for name in NAMES for alpha in (0.0, 0.1) for tb in (True, False)
+              if not (name == "relu-nngp" and not tb)]
+
+
+def test_bias_kernels_match_monte_carlo_and_analytic_ntk():
+    """z = w.x + b with w ~ N(0, I_d), b ~ N(0, 1): Monte Carlo of the defining expectations,
+    and ntk.analytic_ntk (general input norms) restricted to the sphere."""
+    import jax.numpy as jnp
+    from jaxbof import ntk
+    rng = np.random.default_rng(1)
+    n = 400_000
+    for alpha in (0.0, 0.2):
+        sig = lambda z: np.maximum(z, alpha * z)  # noqa: E731
+        dsig = lambda z: np.where(z > 0, 1.0, alpha)  # noqa: E731
+        for u in (-0.8, 0.1, 0.9):
+            g, h, b = rng.standard_normal((3, n))
+            z, z2 = g + b, u * g + np.sqrt(1 - u * u) * h + b  # <x, w> for unit x, x'
+            e_d = np.mean(dsig(z) * dsig(z2))
+            assert abs(S.ntk_first_layer(u, alpha, bias=True) - (u + 1) * e_d) < 8e-3
+            assert abs(S.ntk_first_layer(u, alpha, bias=True, train_bias=False) - u * e_d) < 6e-3
+            assert abs(S.relu_nngp(u, alpha, bias=True) - np.mean(sig(z) * sig(z2))) < 1.5e-2
+    x = rng.standard_normal((6, 5))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    u = np.clip(x @ x.T, -1, 1)
+    for layers, name in ((ntk.Layers.FIRST, "ntk-first-layer"), (ntk.Layers.BOTH, "ntk-both-layers")):
+        for tb in (True, False):
+            ref = np.asarray(ntk.analytic_ntk(jnp.asarray(x), layers=layers, alpha=0.2, bias=True,
+                                              train_bias=tb))
+            np.testing.assert_allclose(S.kernel_fn(name, 0.2, True, tb)(u), ref, rtol=1e-7,
+                                       atol=1e-9)
+
+
+@pytest.mark.parametrize("d", [2, 3, 10, 50])
+@pytest.mark.parametrize("name,alpha,train_bias", BIAS_CASES)
+def test_bias_spectrum_matches_quadrature(name, alpha, train_bias, d):
+    kernel = S.kernel_fn(name, alpha, True, train_bias)
+    q = S.eigenvalues_quadrature(kernel, d, 40)
+    cf = S.eigenvalues(name, d, 40, alpha, bias=True, train_bias=train_bias)
+    err = np.abs(q.eigenvalue - cf.eigenvalue)
+    assert (err <= 2 * q.abs_error + 1e-11 * cf.eigenvalue).all()
+    assert (err[q.reliable] <= 1e-6 * cf.eigenvalue[q.reliable]).all()
+    assert q.reliable[:4].all()
+
+
+def test_bias_makes_every_level_positive_including_odd():
+    for d in (3, 10, 1000):
+        for name in NAMES:
+            plain = S.eigenvalues(name, d, 30)
+            biased = S.eigenvalues(name, d, 30, bias=True)
+            assert (plain.eigenvalue[3::2] == 0).all()
+            assert (biased.log_eigenvalue > -np.inf).all()
+            if d <= 10:
+                assert (biased.eigenvalue[3::2] > 1e-3 * biased.eigenvalue[2:-1:2]).all()
+
+
+@pytest.mark.parametrize("d", [2, 100, 10_000])
+def test_bias_spectrum_converged_to_1e10_up_to_k1000(d, monkeypatch):
+    """Twice the Gauss-Legendre nodes change no level above 1e-300 mu_0 by more than 1e-10
+    (relative); the integrands are positive, so this bounds the error up to far smaller terms."""
+    ref = S.eigenvalues("ntk-both-layers", d, 1000, bias=True)
+    nodes = S._bias_nodes
+    monkeypatch.setattr(S, "_bias_nodes", lambda d_, k_: 2 * nodes(d_, k_))
+    fine = S.eigenvalues("ntk-both-layers", d, 1000, bias=True)
+    keep = ref.log_eigenvalue > ref.log_eigenvalue[0] + np.log(1e-300)
+    assert keep[:100].all() and (d < 10_000 or not keep.all())
+    assert np.abs(fine.log_eigenvalue - ref.log_eigenvalue)[keep].max() < 1e-10
+
+
+def test_bias_spectrum_matches_high_precision_quadrature_at_large_d():
+    """d = 1000, k = 15: mu_k / mu_0 ~ 1e-30, where float64 quadrature has lost every digit."""
+    mp = pytest.importorskip("mpmath")
+    mp.mp.dps = 60
+    d = 1000
+    lam = mp.mpf(d - 2) / 2
+    c = mp.gamma(mp.mpf(d) / 2) / (mp.sqrt(mp.pi) * mp.gamma(mp.mpf(d - 1) / 2))
+
+    def kernel(t):  # (u + 1) kappa0((1 + u)/2): first layer with a trained bias
+        return (t + 1) * (mp.pi - mp.acos((1 + t) / 2)) / (2 * mp.pi)
+
+    spec = S.eigenvalues("ntk-first-layer", d, 15, bias=True)
+    for k in (3, 15):
+        norm = mp.gegenbauer(k, lam, 1)
+        f = lambda s: (kernel(-mp.sin(s)) * mp.gegenbauer(k, lam, -mp.sin(s)) / norm  # noqa: E731
+                       * mp.cos(s) ** (d - 2))
+        pts = [-mp.pi / 2] + [j / mp.sqrt(d) for j in range(-12, 13)] + [mp.pi / 2]
+        ref = float(c * mp.quad(f, pts))
+        assert spec.eigenvalue[k] == pytest.approx(ref, rel=1e-9)
+    assert spec.eigenvalue[15] < 1e-25 * spec.eigenvalue[0]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bias_trace_identity_and_mercer(name):
+    d = 3
+    spec = S.eigenvalues(name, d, 400, bias=True)
+    k = S.kernel_fn(name, 0.0, True)
+    tr = S.trace_identity(spec, d, float(k(1.0)))
+    assert tr.total == pytest.approx(tr.target, rel=2e-4)
+    t = np.linspace(-1, 0.9, 23)
+    np.testing.assert_allclose(S.mercer(spec, d, t), k(t), atol=2e-4)
