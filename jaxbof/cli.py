@@ -4,7 +4,9 @@
   jaxbof reproduce karhadkar-fig2 [--quick] [--out DIR]
   jaxbof sweep classification --n 50:150:10 --d-over-n 1:10 --seeds 5 [...] --out DIR
   jaxbof plot DIR
-  jaxbof spectrum --kernel ntk-first-layer --d D --k-max K [--alpha A] [--empirical-n N] --out DIR
+  jaxbof reproduce ntk-concentration [--quick] [--out DIR]
+  jaxbof spectrum --kernel ntk-first-layer --d D --k-max K [--alpha A] [--bias]
+                  [--empirical-n N [--width M]] --out DIR
 
 Bad arguments print one line `jaxbof: error: ...` and exit with code 2. Rerunning a command on
 the same --out resumes it: cells already in DIR/results.csv are not trained again.
@@ -99,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--no-progress", action="store_true")
 
     r = sub.add_parser("reproduce", help="run a published protocol")
-    r.add_argument("experiment", help="karhadkar-fig1 or karhadkar-fig2")
+    r.add_argument("experiment", help="karhadkar-fig1, karhadkar-fig2 or ntk-concentration")
     r.add_argument("--quick", action="store_true", help="a small grid that runs in seconds")
     run_options(r)
 
@@ -134,7 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--k-max", required=True, help="highest degree")
     sp.add_argument("--empirical-n", default=None,
                     help="also: eigenvalues of the Gram / n of this many uniform points")
-    sp.add_argument("--seed", default="0", help="key of the empirical points")
+    sp.add_argument("--bias", action="store_true",
+                    help="pre-activation <w, x> + b, b ~ N(0, 1), trained with the first layer")
+    sp.add_argument("--width", default=None,
+                    help="empirical Gram of the width-M net at init (antisymmetric, even M) "
+                         "instead of the analytic kernel; needs --empirical-n")
+    sp.add_argument("--seed", default="0", help="key of the empirical points and weights")
     sp.add_argument("--out", required=True)
     return p
 
@@ -167,7 +174,15 @@ def _spectrum(args) -> int:
     if not 0 <= seed < 2**32:
         raise UsageError(f"--seed: {seed} must be in [0, 2^32)")
 
-    spec = spectra.eigenvalues(kernel, d, k_max, alpha=alpha)
+    width = None if args.width is None else _number(args.width, int, "width")
+    if width is not None:
+        if n is None:
+            raise UsageError("--width: needs --empirical-n (the number of points of the Gram)")
+        if width < 2 or width % 2 or n * width > 10**8:
+            raise UsageError(f"--width: {width} must be even, >= 2 and with n * width <= 1e8 "
+                             f"(n = {n})")
+
+    spec = spectra.eigenvalues(kernel, d, k_max, alpha=alpha, bias=args.bias)
     mult = spectra.multiplicity(d, spec.k)
     logm = spectra.log_multiplicity(d, spec.k)
     fit = empirical = None
@@ -175,9 +190,15 @@ def _spectrum(args) -> int:
         import jax
 
         jax.config.update("jax_enable_x64", True)  # spectra are float64 (entry point)
-        x = jax.random.normal(jax.random.PRNGKey(seed), (n, d))
-        x = np.asarray(x / jax.numpy.linalg.norm(x, axis=1, keepdims=True), np.float64)
-        K = spectra.KERNELS[kernel](np.clip(x @ x.T, -1.0, 1.0), alpha)
+        key = jax.random.PRNGKey(seed)
+        x = jax.random.normal(key, (n, d))
+        x = x / jax.numpy.linalg.norm(x, axis=1, keepdims=True)
+        if width is None:
+            u = np.clip(np.asarray(x, np.float64) @ np.asarray(x, np.float64).T, -1.0, 1.0)
+            K = spectra.kernel_fn(kernel, alpha, args.bias)(u)
+        else:
+            K = np.asarray(_empirical_gram(kernel, x, width, alpha, args.bias,
+                                           jax.random.fold_in(key, width)))
         fit = spectra.empirical_levels(K, spec, d)
         empirical = fit.sorted_empirical
     out = Path(args.out)
@@ -195,7 +216,9 @@ def _spectrum(args) -> int:
             if fit is not None:
                 row += [repr(float(v)) for v in by_k.get(int(k), (float("nan"),) * 2)]
             w.writerow(row)
-    title = f"{kernel.value}, alpha={alpha:g}, d={d}" + (f", n={n} points (float64)" if n else "")
+    title = (f"{kernel.value}, alpha={alpha:g}, d={d}" + (", bias" if args.bias else "")
+             + (f", n={n} points" if n else "")
+             + (f", empirical NTK of width {width}" if width else "") + (" (float64)" if n else ""))
     png = plots.spectrum(spec.k, mult, spec.eigenvalue, out / "spectrum.png", empirical,
                          title=title, max_index=None if n else 2000)
     print(f"wrote {out / 'spectrum.csv'}\nwrote {png}")
@@ -204,6 +227,71 @@ def _spectrum(args) -> int:
         for k, m, mu, e, r in zip(fit.k, fit.multiplicity, fit.eigenvalue, fit.empirical_mean,
                                   fit.rel_error):
             print(f"{k},{m},{mu:.6g},{e:.6g},{r:.3g}")
+    return 0
+
+
+def _empirical_gram(kernel, x, width: int, alpha: float, bias: bool, key):
+    """Gram of the width-`width` two-layer net at init for the analytic `kernel`'s parameters:
+    first layer (and bias) for ntk-first-layer, all for ntk-both-layers, the outer weights alone
+    (the finite-width NNGP) for relu-nngp."""
+    import functools
+
+    from jaxbof import ntk, spectra
+
+    params = ntk.init_two_layer(key, width, x.shape[1], bias=bias, dtype=x.dtype)
+    b = True if bias else None
+    mask = {spectra.Kernel.NTK_FIRST_LAYER: ntk.TwoLayerParams(True, False, b),
+            spectra.Kernel.NTK_BOTH_LAYERS: ntk.TwoLayerParams(True, True, b),
+            spectra.Kernel.RELU_NNGP: ntk.TwoLayerParams(False, True, False if bias else None)}
+    route = ntk.Route.JACOBIAN if kernel == spectra.Kernel.RELU_NNGP else ntk.Route.STRUCTURED
+    fn = ntk.empirical_ntk_fn(functools.partial(ntk.two_layer_apply, alpha=alpha), route=route,
+                              trainable=mask[kernel])
+    return fn(params, x)
+
+
+def _concentration(args) -> int:
+    """jaxbof reproduce ntk-concentration: ||H_M - H_inf||_op / ||H_inf||_op against width."""
+    from pathlib import Path
+
+    import jax
+
+    jax.config.update("jax_enable_x64", True)  # operator norms of kernel differences: float64
+    import jaxbof
+    from jaxbof import concentration, plots, store
+
+    if args.x64 or args.slots is not None:
+        raise UsageError("ntk-concentration always runs in float64 and takes no --x64/--slots")
+    config = concentration.QUICK if args.quick else concentration.Config()
+    name = "ntk-concentration" + ("-quick" if args.quick else "")
+    out = Path(args.out or f"runs/{name}")
+    meta = {
+        "experiment": {"name": name, "config": config._asdict(), "precision": "float64"},
+        "run": {"jaxbof": jaxbof.__version__, "jax": jax.__version__,
+                "backend": jax.default_backend(), "python": platform.python_version(),
+                "started": datetime.datetime.now().isoformat(timespec="seconds")},
+    }
+    try:
+        writer = store.ResultsWriter(out, meta, columns=concentration.COLUMNS)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    done = {(r["n"], r["d"], r["width"], r["seed"]) for r in store.load_results(out)}
+    total = len(config.nd) * len(config.widths) * config.seeds
+    print(f"{name}: {total - len(done)} Grams to compute ({len(done)} already in {out}), "
+          f"float64 on {jax.default_backend()}", file=sys.stderr)
+    with writer:
+        try:
+            concentration.run(config, on_row=lambda row: writer.write([row]), skip=done)
+        except KeyboardInterrupt:
+            print(f"jaxbof: interrupted; {len(store.load_results(out))} rows are saved in "
+                  f"{out}/results.csv; rerun the same command to resume", file=sys.stderr)
+            return 130
+    rows = store.load_results(out)
+    print("n,d,slope,prefactor,widths")
+    for fit in concentration.fit_slopes(rows):
+        print(f"{fit.n},{fit.d},{fit.slope:.4f},{fit.prefactor:.4g},{fit.widths}")
+    if not args.no_plots:
+        for path in plots.plot_dir(out):
+            print(f"wrote {path}", file=sys.stderr)
     return 0
 
 
@@ -334,6 +422,8 @@ def main(argv=None) -> int:
             v = getattr(args, name)
             if v is not None and v < 1:
                 raise UsageError(f"--{name}: {v} must be >= 1")
+        if args.command == "reproduce" and args.experiment == "ntk-concentration":
+            return _concentration(args)
         if args.command == "reproduce":
             from jaxbof.experiments import preset
             try:

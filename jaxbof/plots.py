@@ -341,7 +341,8 @@ def describe(experiment: Mapping | None, default_name: str) -> str:
 def plot_dir(directory, out=None) -> list[str]:
     """Write the plots DIR/results.csv supports into `out` (default DIR); returns their paths.
 
-    heatmap: >= 2 values of n and of d/n; gamma_curve: some n with >= 2 gamma values (gamma =
+    NTK concentration results: concentration.png. Classification: heatmap: >= 2 values of n
+    and of d/n; gamma_curve: some n with >= 2 gamma values (gamma =
     5/n varies across n alone in Figure 1, which is no gamma curve); error_vs_dn and
     snr_vs_error always.
     """
@@ -352,6 +353,9 @@ def plot_dir(directory, out=None) -> list[str]:
         raise ValueError(f"no results in {directory / store.RESULTS}")
     config = store.load_config(directory) or {}
     extra = describe(config.get("experiment"), directory.name)
+    if "rel_op_error" in rows[0]:  # an NTK concentration study (jaxbof.concentration)
+        from jaxbof.concentration import fit_slopes  # imports JAX, which plots otherwise need not
+        return [concentration(rows, fit_slopes(rows), out / "concentration.png", title=extra)]
     paths = []
     if len({r["n"] for r in rows}) >= 2 and len({r["d_over_n"] for r in rows}) >= 2:
         paths.append(heatmap(rows, out / "heatmap.png", title=extra))
@@ -400,4 +404,36 @@ def spectrum(k, multiplicity, eigenvalue, path, empirical=None, title: str | Non
     ax.set_ylabel("eigenvalue")
     ax.legend(fontsize=8)
     ax.set_title("Kernel spectrum on the sphere" + (f"\n{title}" if title else ""), fontsize=9)
+    return _save(fig, path)
+
+
+def concentration(rows, slopes, path, title: str | None = None) -> str:
+    """||H_M - H_inf||_op / ||H_inf||_op against width M on log-log axes, one line per (n, d)
+    (mean over seeds, the seeds as points), with each fitted slope and a reference M^(-1/2)."""
+    fig = Figure(figsize=(6.5, 4.6), layout="constrained")
+    ax = fig.add_subplot()
+    fits = {(s.n, s.d): s for s in slopes}
+    for i, (n, d) in enumerate(sorted({(int(r["n"]), int(r["d"])) for r in rows})):
+        mine = [r for r in rows if int(r["n"]) == n and int(r["d"]) == d]
+        m = np.array([float(r["width"]) for r in mine])
+        y = np.array([float(r["rel_op_error"]) for r in mine])
+        ax.plot(m, y, ".", color=f"C{i}", alpha=0.4, ms=4)
+        widths = np.unique(m)
+        mean = np.array([y[m == w].mean() for w in widths])
+        fit = fits.get((n, d))
+        label = f"n={n}, d={d}" + (f": slope {fit.slope:.3f}" if fit else "")
+        ax.plot(widths, mean, "o-", color=f"C{i}", ms=4, label=label)
+        if fit:
+            ax.plot(widths, fit.prefactor * widths ** fit.slope, ":", color=f"C{i}", lw=1)
+    if rows:
+        m = np.unique([float(r["width"]) for r in rows])
+        y0 = np.median([float(r["rel_op_error"]) for r in rows if float(r["width"]) == m[0]])
+        ax.plot(m, y0 * (m / m[0]) ** -0.5, "k--", lw=1, label="M^(-1/2) reference")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("width M")
+    ax.set_ylabel("||H_M - H_inf||_op / ||H_inf||_op")
+    ax.legend(fontsize=8)
+    ax.set_title("NTK concentration at initialization" + (f"\n{title}" if title else ""),
+                 fontsize=9)
     return _save(fig, path)

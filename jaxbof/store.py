@@ -132,9 +132,13 @@ class ResultsWriter:
     those in `ignore` (run metadata: dates, host, versions) must match an existing config.json,
     else ValueError naming the differing keys. A matching existing config.json is left as is.
     Use as a context manager; `write` can be passed as the sweep's on_rows callback.
+    columns: the CSV header (default the classification COLUMNS; other experiments, e.g.
+    concentration.COLUMNS, pass theirs).
     """
 
-    def __init__(self, directory, config: Mapping, *, ignore: Iterable[str] = ("run",)):
+    def __init__(self, directory, config: Mapping, *, ignore: Iterable[str] = ("run",),
+                 columns: Sequence[str] = COLUMNS):
+        self.columns = tuple(columns)
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         config = jsonable(dict(config))
@@ -165,12 +169,11 @@ class ResultsWriter:
         if end < len(data):
             f.truncate(end)
             data = data[:end]
-        header = ",".join(COLUMNS)
+        header = ",".join(self.columns)
         if data:
             first = data[: data.find(b"\n")].decode()
             if first != header:
-                raise ValueError(f"{f.name}: header does not match store.COLUMNS "
-                                 f"(on disk: {first!r})")
+                raise ValueError(f"{f.name}: header {first!r} on disk, expected {header!r}")
         else:
             f.write((header + "\n").encode())
             self._sync()
@@ -180,16 +183,16 @@ class ResultsWriter:
         os.fsync(self._file.fileno())
 
     def write(self, rows: Sequence[Mapping]) -> int:
-        """Append rows (dicts with exactly the keys COLUMNS) and fsync. Returns the count."""
+        """Append rows (dicts with exactly the keys `columns`) and fsync. Returns the count."""
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         for row in rows:
-            missing = [c for c in COLUMNS if c not in row]
-            extra = [k for k in row if k not in COLUMNS]
+            missing = [c for c in self.columns if c not in row]
+            extra = [k for k in row if k not in self.columns]
             if missing or extra:
-                raise ValueError(f"row does not match store.COLUMNS: missing {missing}, "
+                raise ValueError(f"row does not match the columns: missing {missing}, "
                                  f"unknown {extra}")
-            w.writerow([_format(c, row[c]) for c in COLUMNS])
+            w.writerow([_format(c, row[c]) for c in self.columns])
         with self._lock:
             self._file.write(buf.getvalue().encode())
             self._sync()

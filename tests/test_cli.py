@@ -107,8 +107,47 @@ def test_spectrum_end_to_end(tmp_path, capsys):
     (["--d", "3", "--k-max", "3", "--kernel", "rbf"], "'rbf' is not one of ntk-first-layer"),
     (["--d", "3", "--k-max", "3", "--alpha", "1.5"], "--alpha: 1.5"),
     (["--d", "3", "--k-max", "3", "--empirical-n", "0"], "--empirical-n: 0"),
+    (["--d", "3", "--k-max", "3", "--width", "64"], "--width: needs --empirical-n"),
+    (["--d", "3", "--k-max", "3", "--empirical-n", "10", "--width", "7"], "--width: 7 must be even"),
+    (["--d", "3", "--k-max", "3", "--empirical-n", "10", "--width", "x"], "--width: 'x'"),
 ])
 def test_spectrum_bad_input_exits_2(args, needle, tmp_path, capsys):
     assert cli.main(["spectrum", *args, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("jaxbof: error:") and needle in err and len(err.splitlines()) == 1
+
+
+def test_spectrum_bias_and_finite_width(tmp_path, capsys):
+    """With a bias the odd level k = 3 is positive, and the Gram of a width-4096 net at init
+    clusters at the analytic mu_k (Monte Carlo error ~ 1/sqrt(M) plus finite n)."""
+    out = tmp_path / "spec"
+    assert cli.main(["spectrum", "--kernel", "ntk-both-layers", "--bias", "--d", "3", "--k-max",
+                     "4", "--empirical-n", "500", "--width", "4096", "--out", str(out)]) == 0
+    lines = (out / "spectrum.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    rows = [dict(zip(header, line.split(","))) for line in lines[1:]]
+    assert float(rows[3]["eigenvalue"]) > 1e-3 * float(rows[2]["eigenvalue"])
+    assert all(float(r["rel_error"]) < 0.15 for r in rows[:4])
+    assert (out / "spectrum.png").stat().st_size > 0
+
+
+def test_reproduce_ntk_concentration_quick(tmp_path, capsys):
+    from jaxbof import concentration, store
+
+    out = tmp_path / "conc"
+    assert cli.main(["reproduce", "ntk-concentration", "--quick", "--out", str(out)]) == 0
+    rows = store.load_results(out)
+    q = concentration.QUICK
+    assert len(rows) == len(q.nd) * len(q.widths) * q.seeds
+    assert (out / "concentration.png").stat().st_size > 0
+    printed = capsys.readouterr().out.splitlines()
+    i = printed.index("n,d,slope,prefactor,widths")
+    slopes = [float(line.split(",")[2]) for line in printed[i + 1:i + 1 + len(q.nd)]]
+    assert all(-0.6 < s < -0.4 for s in slopes), slopes
+    # rerun: resumes with nothing to do, same rows
+    assert cli.main(["reproduce", "ntk-concentration", "--quick", "--out", str(out),
+                     "--no-plots"]) == 0
+    assert store.load_results(out) == rows
+    # the full protocol in the same directory is refused, naming what differs
+    assert cli.main(["reproduce", "ntk-concentration", "--out", str(out)]) == 2
+    assert "experiment.config.widths" in capsys.readouterr().err
