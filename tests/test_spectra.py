@@ -317,3 +317,12 @@ def test_bias_trace_identity_and_mercer(name):
     assert tr.total == pytest.approx(tr.target, rel=2e-4)
     t = np.linspace(-1, 0.9, 23)
     np.testing.assert_allclose(S.mercer(spec, d, t), k(t), atol=2e-4)
+
+
+@pytest.mark.parametrize("d", [3, 100, 10_000])
+@pytest.mark.parametrize("bias", [False, True])
+def test_quadrature_error_estimate_is_a_bound_without_slack(d, bias):
+    for name in NAMES:
+        cf = S.eigenvalues(name, d, 60, bias=bias)
+        q = S.eigenvalues_quadrature(S.kernel_fn(name, 0.0, bias), d, 60)
+        assert (np.abs(q.eigenvalue - cf.eigenvalue) <= q.abs_error).all(), name
