@@ -4,6 +4,10 @@ Public API (the command line `jaxbof` sits on top of it):
 
     from jaxbof import Grid, Protocol, Engine, run_grid
     rows, stats = run_grid(Grid(n=(50, 100), d_over_n=(1.0, 5.0), seeds=2), Protocol())
+
+Kernel instruments (modules): `jaxbof.ntk` (empirical NTKs of any model, structured two-layer
+route, analytic infinite-width kernels), `jaxbof.spectra` (eigenvalues of dot-product kernels on
+the sphere) and `jaxbof.concentration` (||H_M - H_inf||_op / ||H_inf||_op against width).
 """
 
 __version__ = "0.1.0"
@@ -14,9 +18,10 @@ from jaxbof.grid import Cell, Grid, Protocol
 from jaxbof.model import Outer, apply, init_weights, outer_weights
 from jaxbof.sweep import Engine, SweepStats, run_cells, run_grid
 from jaxbof.train import Param, Stop
+from jaxbof import concentration, ntk, spectra  # noqa: E402  (modules, after the names above)
 
 __all__ = [
-    "Cell", "Corruption", "Engine", "FIG1", "FIG1_QUICK", "FIG2", "FIG2_QUICK", "Grid", "Outer",
+    "Cell", "Corruption", "concentration", "ntk", "spectra", "Engine", "FIG1", "FIG1_QUICK", "FIG2", "FIG2_QUICK", "Grid", "Outer",
     "Param", "Protocol", "Signal", "Stop", "SweepStats", "apply", "init_weights",
     "outer_weights", "preset", "run_cells", "run_grid", "sample_test", "sample_train",
 ]

@@ -41,7 +41,8 @@ COLUMNS = COORDINATES + [
 INT_COLUMNS = frozenset({"n", "d", "width", "seed", "steps", "n_corrupt"})
 BOOL_COLUMNS = frozenset({"converged", "diverged"})
 STR_COLUMNS = frozenset({"param"})
-# every other column is a float
+# every other column of COLUMNS is a float, and so are these of other experiments' results
+OTHER_FLOAT_COLUMNS = frozenset({"rel_op_error", "h_inf_op_norm"})  # concentration.COLUMNS
 
 
 # ----------------------------------------------------------------------------- config
@@ -222,7 +223,7 @@ def _parse(column: str, text: str):
         raise ValueError(f"column {column}: not a bool: {text!r}")
     if column in INT_COLUMNS:
         return int(text)
-    if column in STR_COLUMNS or column not in COLUMNS:
+    if column in STR_COLUMNS or (column not in COLUMNS and column not in OTHER_FLOAT_COLUMNS):
         return text
     return float(text) if text else math.nan
 

@@ -56,3 +56,11 @@ def test_bad_config_names_the_value(cfg, needle):
     with pytest.raises(ValueError, match=None) as e:
         C.run(cfg)
     assert needle in str(e.value)
+
+
+def test_rows_read_back_typed(tmp_path):
+    from jaxbof import store
+    rows = C.run(C.Config(nd=((10, 3),), widths=(4, 8), seeds=1))
+    with store.ResultsWriter(tmp_path, {"experiment": "t"}, columns=C.COLUMNS) as w:
+        w.write(rows)
+    assert store.load_results(tmp_path) == rows
