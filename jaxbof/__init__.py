@@ -21,7 +21,8 @@ from jaxbof.train import Param, Stop
 from jaxbof import concentration, ntk, spectra  # noqa: E402  (modules, after the names above)
 
 __all__ = [
-    "Cell", "Corruption", "concentration", "ntk", "spectra", "Engine", "FIG1", "FIG1_QUICK", "FIG2", "FIG2_QUICK", "Grid", "Outer",
-    "Param", "Protocol", "Signal", "Stop", "SweepStats", "apply", "init_weights",
-    "outer_weights", "preset", "run_cells", "run_grid", "sample_test", "sample_train",
+    "Cell", "Corruption", "Engine", "FIG1", "FIG1_QUICK", "FIG2", "FIG2_QUICK", "Grid", "Outer",
+    "Param", "Protocol", "Signal", "Stop", "SweepStats", "apply", "concentration", "init_weights",
+    "ntk", "outer_weights", "preset", "run_cells", "run_grid", "sample_test", "sample_train",
+    "spectra",
 ]

@@ -194,7 +194,8 @@ def _spectrum(args) -> int:
         x = jax.random.normal(key, (n, d))
         x = x / jax.numpy.linalg.norm(x, axis=1, keepdims=True)
         if width is None:
-            u = np.clip(np.asarray(x, np.float64) @ np.asarray(x, np.float64).T, -1.0, 1.0)
+            xh = np.asarray(x, np.float64)
+            u = np.clip(xh @ xh.T, -1.0, 1.0)
             K = spectra.kernel_fn(kernel, alpha, args.bias)(u)
         else:
             K = np.asarray(_empirical_gram(kernel, x, width, alpha, args.bias,
