@@ -20,9 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbof import sweep
 from jaxbof.experiments import FIG1, FIG1_QUICK
-from jaxbof.grid import choose_param
+from jaxbof.experiments import classification as sweep
+from jaxbof.grid import cell_coords, choose_param
 from jaxbof.train import run
 
 
@@ -46,8 +46,8 @@ def one_by_one(cells, protocol) -> tuple[float, list[int]]:
     steps = []
     for cell in cells:
         param = choose_param(cell, protocol)
-        keys = keys_fn(key, sweep.cell_coords(cell)[None])
-        sc = jax.tree.map(lambda x: x[0], sweep._scalars([cell], keys, protocol, np.float32))
+        keys = keys_fn(key, cell_coords(cell)[None])
+        sc = jax.tree.map(lambda x: x[0], sweep.scalars([cell], keys, protocol, np.float32))
 
         @jax.jit
         def train_one(sc):
@@ -76,14 +76,14 @@ def main():
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), float32, "
           f"jax {jax.__version__}")
 
-    rows, st = sweep.run_cells(cells, preset.protocol, sweep.Engine(max_margin=False))
+    rows, st = sweep.run_cells(cells, preset.protocol, max_margin=False)
     flagged = sum(not r["converged"] for r in rows)
     steps = np.array([r["steps"] for r in rows])
 
     # model by model on an evenly spread sub-grid, against the engine on the same sub-grid
     sub = cells[:: max(1, len(cells) // args.subgrid)][: args.subgrid]
     loop_s, loop_steps = one_by_one(sub, preset.protocol)
-    sub_rows, sub_st = sweep.run_cells(sub, preset.protocol, sweep.Engine(max_margin=False))
+    sub_rows, sub_st = sweep.run_cells(sub, preset.protocol, max_margin=False)
     by_cell = {tuple(r[k] for k in ("n", "d", "gamma", "seed")): r["steps"] for r in sub_rows}
     same_steps = all(by_cell[(c.n, c.d, c.gamma, c.seed)] == s for c, s in zip(sub, loop_steps))
 
@@ -92,7 +92,7 @@ def main():
     if args.scaling:
         for seeds in (1, 2, 3):
             g = preset.grid.__class__(**{**preset.grid.__dict__, "seeds": seeds})
-            _, s = sweep.run_cells(g.cells(), preset.protocol, sweep.Engine(max_margin=False))
+            _, s = sweep.run_cells(g.cells(), preset.protocol, max_margin=False)
             scaling.append((s.models, s.wall_s))
 
     exec_rate = st.flops_executed / st.wall_s / 1e9

@@ -5,6 +5,10 @@ Public API (the command line `jaxbof` sits on top of it):
     from jaxbof import Grid, Protocol, Engine, run_grid
     rows, stats = run_grid(Grid(n=(50, 100), d_over_n=(1.0, 5.0), seeds=2), Protocol())
 
+Experiments plug into one engine (`jaxbof.engine.run(experiment, cells)`): the classification
+experiment is `jaxbof.experiments.classification`, the regression one
+`jaxbof.experiments.regression`.
+
 Kernel instruments (modules): `jaxbof.ntk` (empirical NTKs of any model, structured two-layer
 route, analytic infinite-width kernels), `jaxbof.spectra` (eigenvalues of dot-product kernels on
 the sphere) and `jaxbof.concentration` (||H_M - H_inf||_op / ||H_inf||_op against width).
@@ -13,15 +17,16 @@ the sphere) and `jaxbof.concentration` (||H_M - H_inf||_op / ||H_inf||_op agains
 __version__ = "0.1.0"
 
 from jaxbof.data import Corruption, Signal, sample_test, sample_train
+from jaxbof.engine import Engine, Experiment, SweepStats
 from jaxbof.experiments import FIG1, FIG1_QUICK, FIG2, FIG2_QUICK, preset
+from jaxbof.experiments.classification import run_cells, run_grid
 from jaxbof.grid import Cell, Grid, Protocol
 from jaxbof.model import Outer, apply, init_weights, outer_weights
-from jaxbof.sweep import Engine, SweepStats, run_cells, run_grid
 from jaxbof.train import Param, Stop
 from jaxbof import concentration, ntk, spectra  # noqa: E402  (modules, after the names above)
 
 __all__ = [
-    "Cell", "Corruption", "Engine", "FIG1", "FIG1_QUICK", "FIG2", "FIG2_QUICK", "Grid", "Outer",
+    "Cell", "Corruption", "Engine", "Experiment", "FIG1", "FIG1_QUICK", "FIG2", "FIG2_QUICK", "Grid", "Outer",
     "Param", "Protocol", "Signal", "Stop", "SweepStats", "apply", "concentration", "init_weights",
     "ntk", "outer_weights", "preset", "run_cells", "run_grid", "sample_test", "sample_train",
     "spectra",

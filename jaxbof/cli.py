@@ -1,15 +1,19 @@
-"""Command line: a thin layer over jaxbof.sweep, jaxbof.store and jaxbof.plots.
+"""Command line: a thin layer over jaxbof.engine, the experiments, jaxbof.store and jaxbof.plots.
 
   jaxbof reproduce karhadkar-fig1 [--quick] [--out DIR]
   jaxbof reproduce karhadkar-fig2 [--quick] [--out DIR]
+  jaxbof reproduce park-regression [--quick] [--out DIR]
   jaxbof sweep classification --n 50:150:10 --d-over-n 1:10 --seeds 5 [...] --out DIR
+  jaxbof sweep regression --n 250,500 --d 5 --width 256,4096 --seeds 3
+                          --target "1:0.5,2:0.5,4:0.5" --noise 0.5 [...] --out DIR
   jaxbof plot DIR
   jaxbof reproduce ntk-concentration [--quick] [--out DIR]
   jaxbof spectrum --kernel ntk-first-layer --d D --k-max K [--alpha A] [--bias]
                   [--empirical-n N [--width M]] --out DIR
 
 Bad arguments print one line `jaxbof: error: ...` and exit with code 2. Rerunning a command on
-the same --out resumes it: cells already in DIR/results.csv are not trained again.
+the same --out resumes it: runs whose last row is in DIR/results.csv are not trained again, and
+a run cut short is trained again with only its missing rows added.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import math
 import platform
 import sys
 from fractions import Fraction
+from pathlib import Path
+from typing import NamedTuple
 
 EXIT_USAGE = 2
 
@@ -101,28 +107,42 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--no-progress", action="store_true")
 
     r = sub.add_parser("reproduce", help="run a published protocol")
-    r.add_argument("experiment", help="karhadkar-fig1, karhadkar-fig2 or ntk-concentration")
+    r.add_argument("experiment",
+                   help="karhadkar-fig1, karhadkar-fig2, park-regression or ntk-concentration")
     r.add_argument("--quick", action="store_true", help="a small grid that runs in seconds")
     run_options(r)
 
     s = sub.add_parser("sweep", help="run a custom grid")
-    s.add_argument("kind", help="classification")
-    s.add_argument("--n", default="50:150:10")
-    s.add_argument("--d-over-n", default="1:10")
-    s.add_argument("--seeds", default="5")
-    s.add_argument("--gamma", default="5/n", help="values, ranges or c/n (gamma = c / n)")
-    s.add_argument("--alpha", default="0.1")
-    s.add_argument("--noise-rate", default="0.1")
-    s.add_argument("--width", default="64")
-    s.add_argument("--stop", default="zero_error", help="zero_error or zero_loss")
-    s.add_argument("--corruption", default="bernoulli", help="bernoulli or exact")
-    s.add_argument("--outer", default="alternating", help="alternating or all_negative")
-    s.add_argument("--signal", default="e1", help="e1 or random")
-    s.add_argument("--max-steps", default="200000")
-    s.add_argument("--n-test", default="1000")
-    s.add_argument("--init-scale", default="1", help="init std = init_scale / (M sqrt d)")
-    s.add_argument("--lr-scale", default="1", help="step size = lr_scale / (M n)")
+    s.add_argument("kind", help="classification or regression")
+    s.add_argument("--n", default=None, help="classification: 50:150:10; regression: 250,500")
+    s.add_argument("--seeds", default=None, help="seeds per cell (5; regression 3)")
+    s.add_argument("--width", default=None, help="classification: 64; regression: 256,4096")
     s.add_argument("--seed", default="0", help="base seed of the whole sweep")
+    s.add_argument("--n-test", default=None, help="Monte Carlo test points per model")
+    c = s.add_argument_group("classification (Karhadkar et al.)")
+    c.add_argument("--d-over-n", default="1:10")
+    c.add_argument("--gamma", default="5/n", help="values, ranges or c/n (gamma = c / n)")
+    c.add_argument("--alpha", default="0.1")
+    c.add_argument("--noise-rate", default="0.1")
+    c.add_argument("--stop", default="zero_error", help="zero_error or zero_loss")
+    c.add_argument("--corruption", default="bernoulli", help="bernoulli or exact")
+    c.add_argument("--outer", default="alternating", help="alternating or all_negative")
+    c.add_argument("--signal", default="e1", help="e1 or random")
+    c.add_argument("--max-steps", default="200000")
+    c.add_argument("--init-scale", default="1", help="init std = init_scale / (M sqrt d)")
+    c.add_argument("--lr-scale", default="1", help="step size = lr_scale / (M n)")
+    g = s.add_argument_group("regression (Park et al.)")
+    g.add_argument("--d", default="5", help="input dimension (sphere S^{d-1})")
+    g.add_argument("--target", default="1:0.5,2:0.5,4:0.5",
+                   help="f* = sum c_k Y_k as degree:coefficient pairs")
+    g.add_argument("--noise", default="0.5", help="label noise level s")
+    g.add_argument("--noise-kind", default="uniform", help="uniform (on [-s, s]) or rademacher")
+    g.add_argument("--init", default="antisymmetric", help="antisymmetric or gaussian")
+    g.add_argument("--bias", action="store_true", help="a bias b ~ N(0, 1), trained")
+    g.add_argument("--train-outer", action="store_true", help="train the outer layer too")
+    g.add_argument("--eta", default=None, help="GD step (default 0.05 / max_k mu_k)")
+    g.add_argument("--t-max", default=None, help="last recorded time t = eta * steps")
+    g.add_argument("--times", default=None, help="log-spaced recording times")
     run_options(s)
 
     pl = sub.add_parser("plot", help="plot a results directory")
@@ -252,12 +272,9 @@ def _empirical_gram(kernel, x, width: int, alpha: float, bias: bool, key):
 
 def _concentration(args) -> int:
     """jaxbof reproduce ntk-concentration: ||H_M - H_inf||_op / ||H_inf||_op against width."""
-    from pathlib import Path
-
     import jax
 
     jax.config.update("jax_enable_x64", True)  # operator norms of kernel differences: float64
-    import jaxbof
     from jaxbof import concentration, plots, store
 
     if args.x64 or args.slots is not None:
@@ -266,15 +283,11 @@ def _concentration(args) -> int:
     name = "ntk-concentration" + ("-quick" if args.quick else "")
     out = Path(args.out or f"runs/{name}")
     meta = {
-        "experiment": {"name": name, "config": config._asdict(), "precision": "float64"},
-        "run": {"jaxbof": jaxbof.__version__, "jax": jax.__version__,
-                "backend": jax.default_backend(), "python": platform.python_version(),
-                "started": datetime.datetime.now().isoformat(timespec="seconds")},
+        "experiment": {"kind": "ntk-concentration", "name": name, "config": config._asdict(),
+                       "precision": "float64"},
+        "run": _run_meta(),
     }
-    try:
-        writer = store.ResultsWriter(out, meta, columns=concentration.COLUMNS)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    writer = _open_writer(out, meta, concentration.SCHEMA)
     done = {(r["n"], r["d"], r["width"], r["seed"]) for r in store.load_results(out)}
     total = len(config.nd) * len(config.widths) * config.seeds
     print(f"{name}: {total - len(done)} Grams to compute ({len(done)} already in {out}), "
@@ -296,23 +309,27 @@ def _concentration(args) -> int:
     return 0
 
 
-def _sweep_preset(args):
+_CLASSIFICATION_ONLY = ("d_over_n", "gamma", "alpha", "noise_rate", "stop", "corruption",
+                        "outer", "signal", "max_steps", "init_scale", "lr_scale")
+_REGRESSION_ONLY = ("d", "target", "noise", "noise_kind", "init", "bias", "train_outer", "eta",
+                    "t_max", "times")
+
+
+def _classification_sweep(args):
     from jaxbof.data import Corruption, Signal
     from jaxbof.experiments import Preset
     from jaxbof.grid import Grid, Protocol
     from jaxbof.model import Outer
     from jaxbof.train import Stop
 
-    if args.kind != "classification":
-        raise UsageError(f"sweep: unknown kind {args.kind!r}; allowed: classification")
-    seeds = _number(args.seeds, int, "seeds")
+    seeds = _number(args.seeds or "5", int, "seeds")
     try:
-        grid = Grid(n=parse_values(args.n, int, "n"),
+        grid = Grid(n=parse_values(args.n or "50:150:10", int, "n"),
                     d_over_n=parse_values(args.d_over_n, float, "d-over-n"),
                     gamma=parse_values(args.gamma, float, "gamma", allow_per_n=True),
                     alpha=parse_values(args.alpha, float, "alpha"),
                     noise_rate=parse_values(args.noise_rate, float, "noise-rate"),
-                    width=parse_values(args.width, int, "width"), seeds=seeds)
+                    width=parse_values(args.width or "64", int, "width"), seeds=seeds)
         protocol = Protocol(
             corruption=_enum_choice(Corruption, args.corruption, "corruption"),
             outer=_enum_choice(Outer, args.outer, "outer"),
@@ -321,17 +338,128 @@ def _sweep_preset(args):
             init_scale=_number(args.init_scale, float, "init-scale"),
             lr_scale=_number(args.lr_scale, float, "lr-scale"),
             max_steps=_number(args.max_steps, int, "max-steps"),
-            n_test=_number(args.n_test, int, "n-test"),
+            n_test=_number(args.n_test or "1000", int, "n-test"),
             seed=_number(args.seed, int, "seed"))
     except ValueError as e:
         raise UsageError(str(e)) from None
-    return Preset("classification-sweep", "custom classification grid", grid, protocol)
+    return _classification_study(Preset("classification-sweep", "custom classification grid", grid,
+                                        protocol))
+
+
+class Study(NamedTuple):
+    """What one run command trains: the experiment's kind, a name, its axes and protocol (as
+    written to config.json) and the cells."""
+
+    kind: str
+    name: str
+    description: str
+    grid: object
+    protocol: object
+    cells: tuple
+
+
+def _classification_study(preset) -> Study:
+    return Study("classification", preset.name, preset.description, preset.grid,
+                 preset.protocol, tuple(preset.grid.cells()))
+
+
+def _regression_sweep(args):
+    from jaxbof.experiments import regression as R
+
+    def choice(text, allowed, name):
+        if text not in allowed:
+            raise UsageError(f"--{name}: {text!r} is not one of {', '.join(allowed)}")
+        return text
+
+    def positive(text, kind, name):
+        if text is None:
+            return None
+        v = _number(text, kind, name)
+        if not v > 0:
+            raise UsageError(f"--{name}: {text} must be > 0")
+        return v
+
+    try:
+        target = R.canonical_target(R.parse_target(args.target))
+    except ValueError as e:
+        raise UsageError(f"--target: {e}") from None
+    noise = _number(args.noise, float, "noise")
+    if noise < 0:
+        raise UsageError(f"--noise: {args.noise} must be >= 0")
+    axes = dict(n=parse_values(args.n or "250,500", int, "n"),
+                d=parse_values(args.d, int, "d"),
+                width=parse_values(args.width or "256,4096", int, "width"),
+                seeds=_number(args.seeds or "3", int, "seeds"), target=(target,), noise=(noise,),
+                noise_kind=(choice(args.noise_kind, ("uniform", "rademacher"), "noise-kind"),),
+                init=(choice(args.init, ("antisymmetric", "gaussian"), "init"),),
+                bias=(bool(args.bias),), train_outer=(bool(args.train_outer),))
+    kw = {}
+    for name, kind in (("eta", float), ("t_max", float), ("times", int), ("n_test", int)):
+        v = positive(getattr(args, name), kind, name.replace("_", "-"))
+        if v is not None:
+            kw[name] = v
+    try:
+        protocol = R.Protocol(seed=_number(args.seed, int, "seed"), **kw)
+        cells = R.cells(**axes)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return Study("regression", "regression-sweep", "custom regression sweep", axes, protocol,
+                 tuple(cells))
+
+
+def _sweep_preset(args):
+    if args.kind not in ("classification", "regression"):
+        raise UsageError(f"sweep: unknown kind {args.kind!r}; allowed: classification, regression")
+    base = build_parser().parse_args(["sweep", args.kind])  # the defaults
+    other = _REGRESSION_ONLY if args.kind == "classification" else _CLASSIFICATION_ONLY
+    for name in other:  # a flag of the other experiment is a mistake, not something to ignore
+        if getattr(args, name) != getattr(base, name):
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(f"{flag} is a flag of the "
+                             f"{'regression' if args.kind == 'classification' else 'classification'}"
+                             f" sweep, not of {args.kind}")
+    return _classification_sweep(args) if args.kind == "classification" else _regression_sweep(args)
 
 
 # ----------------------------------------------------------------------------- commands
 
 
-def _run(preset, args) -> int:
+def _run_meta(engine=None) -> dict:
+    import jax
+
+    import jaxbof
+
+    meta = {"jaxbof": jaxbof.__version__, "jax": jax.__version__,
+            "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(),
+            "python": platform.python_version(), "host": platform.node(),
+            "started": datetime.datetime.now().isoformat(timespec="seconds")}
+    if engine is not None:
+        meta["engine"] = engine
+    return meta
+
+
+def _open_writer(out: Path, config: dict, columns):
+    """store.ResultsWriter, with every way of failing to open DIR reported in one line."""
+    from jaxbof import store
+
+    try:
+        return store.ResultsWriter(out, config, columns)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    except OSError as e:
+        raise UsageError(f"--out {str(out)!r}: cannot write results there "
+                         f"({e.strerror or e})") from None
+
+
+def _experiment(study: Study):
+    if study.kind == "classification":
+        from jaxbof.experiments import classification
+        return classification.experiment(study.protocol, cells=study.cells)
+    from jaxbof.experiments import regression
+    return regression.experiment(study.protocol, study.cells)
+
+
+def _run(study: Study, args) -> int:
     import jax
 
     if args.x64:
@@ -339,43 +467,39 @@ def _run(preset, args) -> int:
     import jax.numpy as jnp
     from tqdm import tqdm
 
-    import jaxbof
-    from jaxbof import plots, store, sweep
+    from jaxbof import engine as eng
+    from jaxbof import plots, store
 
     try:
-        engine = sweep.Engine(slots=args.slots, chunk=args.chunk)
+        engine = eng.Engine(slots=args.slots, chunk=args.chunk)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    out = args.out or f"runs/{preset.name}"
+    out = Path(args.out or f"runs/{study.name}")
     precision = "float64" if args.x64 else "float32"
+    exp = _experiment(study)
     config = {
-        "experiment": {"name": preset.name, "description": preset.description,
-                       "grid": preset.grid, "protocol": preset.protocol, "precision": precision},
-        "run": {"jaxbof": jaxbof.__version__, "jax": jax.__version__,
-                "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(),
-                "python": platform.python_version(), "host": platform.node(),
-                "engine": engine, "started": datetime.datetime.now().isoformat(timespec="seconds")},
+        "experiment": {"kind": exp.kind, "name": study.name, "description": study.description,
+                       "grid": study.grid, "protocol": study.protocol, "precision": precision},
+        "run": _run_meta(engine),
     }
-    try:
-        writer = store.ResultsWriter(out, config)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    with writer:
-        done = store.completed_cells(store.load_results(out))
-        cells = [c for c in preset.grid.cells() if c not in done]
-        print(f"{preset.name}: {len(cells)} models to train ({len(done)} already in {out}), "
-              f"{precision} on {jax.default_backend()}", file=sys.stderr)
+    with _open_writer(out, config, exp.columns) as writer:
+        resume = eng.resume(exp, store.load_results(out))
+        cells = [c for c in study.cells if c not in resume.done]
+        print(f"{study.name}: {len(cells)} models to train ({len(study.cells) - len(cells)} "
+              f"already in {out}), {precision} on {jax.default_backend()}", file=sys.stderr)
         bar = tqdm(total=len(cells), unit="model", disable=args.no_progress or not cells,
                    file=sys.stderr)
 
         def on_rows(rows):
-            writer.write(rows)
-            bar.update(len(rows))
+            writer.write(resume.new_rows(exp, rows))
+            if exp.final is None:
+                bar.update(len(rows))
+            else:
+                bar.update(sum(bool(r[exp.final]) for r in rows))
 
         dtype = jnp.float64 if args.x64 else jnp.float32
         try:
-            _, stats = sweep.run_cells(cells, preset.protocol, engine, on_rows=on_rows,
-                                       dtype=dtype)
+            _, stats = eng.run(exp, cells, engine, on_rows=on_rows, dtype=dtype)
         except KeyboardInterrupt:
             bar.close()
             saved = len(store.load_results(out))
@@ -389,11 +513,36 @@ def _run(preset, args) -> int:
           f"(compile {stats.compile_s:.1f} s, {stats.buckets} shape buckets); "
           f"{len(rows)} rows in {out}/results.csv; {flagged} flagged (not converged/diverged)",
           file=sys.stderr)
-    _print_table(rows)
+    if study.kind == "classification":
+        _print_table(rows)
+    else:
+        _print_regression_table(rows)
     if not args.no_plots:
         for path in plots.plot_dir(out):
             print(f"wrote {path}", file=sys.stderr)
     return 0
+
+
+def _print_regression_table(rows) -> None:
+    """Final-time means over seeds, one line per (target, init, bias, outer, n, width)."""
+    import numpy as np
+
+    groups: dict = {}
+    for r in rows:
+        if r["final"]:
+            key = (r["target"], r["init"], r["bias"], r["train_outer"], r["n"], r["width"])
+            groups.setdefault(key, []).append(r)
+    print("target,init,bias,train_outer,n,width,t,train_risk,excess_risk,approx_error,"
+          "estimation_error,kernel_gap,runs,diverged")
+    for key in sorted(groups):
+        g = groups[key]
+        ok = [r for r in g if not r["diverged"]]
+        mean = lambda c: float(np.mean([r[c] for r in ok])) if ok else float("nan")  # noqa: E731
+        target, init, bias, outer, n, width = key
+        print(f"\"{target}\",{init},{int(bias)},{int(outer)},{n},{width},{mean('t'):.4g},"
+              f"{mean('train_risk'):.4g},{mean('excess_risk'):.4g},{mean('approx_error'):.4g},"
+              f"{mean('estimation_error'):.4g},{mean('kernel_gap'):.4g},{len(ok)},"
+              f"{len(g) - len(ok)}")
 
 
 def _print_table(rows) -> None:
@@ -425,10 +574,17 @@ def main(argv=None) -> int:
                 raise UsageError(f"--{name}: {v} must be >= 1")
         if args.command == "reproduce" and args.experiment == "ntk-concentration":
             return _concentration(args)
-        if args.command == "reproduce":
+        if args.command == "reproduce" and args.experiment == "park-regression":
+            from jaxbof.experiments import regression
+            cells, protocol = regression.preset(args.quick)
+            name = "park-regression" + ("-quick" if args.quick else "")
+            chosen = Study("regression", name, "Park et al. (2024): gradient flow in the NTK "
+                           "regime, excess risk decomposed", {"preset": name}, protocol,
+                           tuple(cells))
+        elif args.command == "reproduce":
             from jaxbof.experiments import preset
             try:
-                chosen = preset(args.experiment, args.quick)
+                chosen = _classification_study(preset(args.experiment, args.quick))
             except ValueError as e:
                 raise UsageError(str(e)) from None
         else:

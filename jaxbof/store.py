@@ -1,14 +1,16 @@
 """Results on disk: one directory per experiment, holding config.json and results.csv.
 
-results.csv has one row per trained model (the sweep's rows, columns `COLUMNS`). Rows are
-appended and fsync'ed batch by batch, so an interrupted sweep loses nothing it reported; a
+results.csv holds an experiment's rows (one per trained model, or one per model and recorded
+time), with the columns and types of the experiment's schema. Rows are appended and fsync'ed batch by batch, so an interrupted sweep loses nothing it reported; a
 crash in the middle of a write leaves at most one incomplete final line, which readers ignore
 and the next writer removes. Floats are written with repr, so they read back bit for bit (nan
 and inf included); bools are written as 1/0.
 
-config.json records what the rows mean. Resuming a directory with a different experiment is an
-error naming the keys that differ, so results of two protocols are never mixed in one file.
-The module itself imports no JAX (grid.Cell is imported only where a Cell is built).
+config.json records what the rows mean: the experiment (its kind and protocol, written by the
+caller) and the schema {column: type} (written here), which is how a reader types the rows;
+nothing is inferred from column names. Resuming a directory with a different experiment or
+schema is an error naming the keys that differ, so results of two protocols are never mixed
+in one file. The module knows no experiment and imports no JAX.
 """
 
 from __future__ import annotations
@@ -29,20 +31,21 @@ import numpy as np
 
 CONFIG = "config.json"
 RESULTS = "results.csv"
+TYPES = ("int", "float", "bool", "str")
 
-COORDINATES = ["n", "d", "d_over_n", "gamma", "alpha", "noise_rate", "width", "seed"]
-COLUMNS = COORDINATES + [
-    "param", "steps", "converged", "diverged",
-    "train_error", "train_error_clean", "hinge_loss", "min_margin", "n_corrupt", "corrupt_fit",
-    "test_error", "w_norm", "A_1", "A_m1", "A_min", "z_norm", "snr", "A_lin", "zlin_norm",
-    "snr_lin", "wstar_norm", "linear_test_error", "margin_factor", "thm31_norm_C",
-    "thm31_steps_C", "lemB3_C", "snr_normalized",
-]
-INT_COLUMNS = frozenset({"n", "d", "width", "seed", "steps", "n_corrupt"})
-BOOL_COLUMNS = frozenset({"converged", "diverged"})
-STR_COLUMNS = frozenset({"param"})
-# every other column of COLUMNS is a float, and so are these of other experiments' results
-OTHER_FLOAT_COLUMNS = frozenset({"rel_op_error", "h_inf_op_norm"})  # concentration.COLUMNS
+
+def check_schema(columns: Mapping[str, str]) -> dict:
+    """{column: type} in CSV order, type one of TYPES; ValueError naming a bad entry."""
+    columns = dict(columns)
+    if not columns:
+        raise ValueError("a results schema needs at least one column")
+    for name, kind in columns.items():
+        if kind not in TYPES:
+            raise ValueError(f"column {name!r}: type {kind!r} is not one of {', '.join(TYPES)}")
+        if not name or any(ch in name for ch in ',"\n\r'):
+            raise ValueError(f"column name {name!r}: must be non-empty, without commas, "
+                             "quotes or line breaks")
+    return columns
 
 
 # ----------------------------------------------------------------------------- config
@@ -109,16 +112,16 @@ def _write_atomic(path: Path, text: str) -> None:
 # ----------------------------------------------------------------------------- writing
 
 
-def _format(column: str, value) -> str:
-    if column in BOOL_COLUMNS:
+def _format(column: str, kind: str, value) -> str:
+    if kind == "bool":
         if not isinstance(value, (bool, np.bool_)):
             raise TypeError(f"column {column}: expected a bool, got {value!r}")
         return "1" if value else "0"
-    if column in INT_COLUMNS:
+    if kind == "int":
         if int(value) != value:
             raise TypeError(f"column {column}: expected an integer, got {value!r}")
         return str(int(value))
-    if column in STR_COLUMNS:
+    if kind == "str":
         text = str(value)
         if "\n" in text or "\r" in text:
             raise ValueError(f"column {column}: line breaks not allowed in {text!r}")
@@ -129,20 +132,21 @@ def _format(column: str, value) -> str:
 class ResultsWriter:
     """Appends sweep rows to DIR/results.csv; opening it writes or checks DIR/config.json.
 
-    config: {"experiment": ..., "run": ...} or any JSON-able dict. Every top-level key except
-    those in `ignore` (run metadata: dates, host, versions) must match an existing config.json,
-    else ValueError naming the differing keys. A matching existing config.json is left as is.
-    Use as a context manager; `write` can be passed as the sweep's on_rows callback.
-    columns: the CSV header (default the classification COLUMNS; other experiments, e.g.
-    concentration.COLUMNS, pass theirs).
+    config: {"experiment": ..., "run": ...} or any JSON-able dict; the schema is stored with it
+    under "schema". Every top-level key except those in `ignore` (run metadata: dates, host,
+    versions) must match an existing config.json, else ValueError naming the differing keys.
+    A matching existing config.json is left as is. Use as a context manager; `write` can be
+    passed as the sweep's on_rows callback.
+    columns: the schema {column: type} (type one of TYPES), e.g. engine.Experiment.columns.
     """
 
-    def __init__(self, directory, config: Mapping, *, ignore: Iterable[str] = ("run",),
-                 columns: Sequence[str] = COLUMNS):
-        self.columns = tuple(columns)
+    def __init__(self, directory, config: Mapping, columns: Mapping[str, str], *,
+                 ignore: Iterable[str] = ("run",)):
+        self.schema = check_schema(columns)
+        self.columns = tuple(self.schema)
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        config = jsonable(dict(config))
+        config = jsonable({**dict(config), "schema": self.schema})
         ignore = set(ignore)
         results = self.directory / RESULTS
         old = load_config(self.directory)
@@ -193,7 +197,7 @@ class ResultsWriter:
             if missing or extra:
                 raise ValueError(f"row does not match the columns: missing {missing}, "
                                  f"unknown {extra}")
-            w.writerow([_format(c, row[c]) for c in self.columns])
+            w.writerow([_format(c, k, row[c]) for c, k in self.schema.items()])
         with self._lock:
             self._file.write(buf.getvalue().encode())
             self._sync()
@@ -214,26 +218,39 @@ class ResultsWriter:
 # ----------------------------------------------------------------------------- reading
 
 
-def _parse(column: str, text: str):
-    if column in BOOL_COLUMNS:
+def _parse(column: str, kind: str | None, text: str):
+    if kind == "bool":
         if text in ("1", "True", "true"):
             return True
         if text in ("0", "False", "false"):
             return False
         raise ValueError(f"column {column}: not a bool: {text!r}")
-    if column in INT_COLUMNS:
+    if kind == "int":
         return int(text)
-    if column in STR_COLUMNS or (column not in COLUMNS and column not in OTHER_FLOAT_COLUMNS):
+    if kind == "float":
+        return float(text) if text else math.nan
+    if kind == "str":
         return text
-    return float(text) if text else math.nan
+    try:  # a column the schema does not list (a directory written before schemas were stored)
+        return float(text)
+    except ValueError:
+        return text
+
+
+def load_schema(directory) -> dict | None:
+    """The {column: type} schema stored in DIR/config.json (None if there is none)."""
+    config = load_config(directory)
+    return None if config is None or "schema" not in config else check_schema(config["schema"])
 
 
 def load_results(directory) -> list[dict]:
-    """Rows of DIR/results.csv with their types (int, float, bool, str); an incomplete final
-    line (a crash mid-write) is ignored. Columns unknown to this version are kept as str."""
+    """Rows of DIR/results.csv typed by the schema in DIR/config.json (int, float, bool, str);
+    an incomplete final line (a crash mid-write) is ignored. A column the schema lacks (older
+    directories have none) reads as float where it parses as one, else as str."""
     path = Path(directory) / RESULTS
     if not path.exists():
         return []
+    schema = load_schema(directory) or {}
     text = path.read_text()
     end = text.rfind("\n") + 1
     lines = text[:end].splitlines()
@@ -244,22 +261,8 @@ def load_results(directory) -> list[dict]:
     for i, fields in enumerate(csv.reader(lines[1:]), start=2):
         if len(fields) != len(header):
             raise ValueError(f"{path}:{i}: {len(fields)} fields, header has {len(header)}")
-        rows.append({c: _parse(c, t) for c, t in zip(header, fields)})
+        rows.append({c: _parse(c, schema.get(c), t) for c, t in zip(header, fields)})
     return rows
-
-
-def cell_of(row: Mapping):
-    """The grid.Cell of a row, typed like grid.Grid.cells() builds it (so equality works)."""
-    from jaxbof.grid import Cell  # grid imports JAX; store itself does not need it
-
-    return Cell(int(row["n"]), int(row["d"]), float(row["d_over_n"]), float(row["gamma"]),
-                float(row["alpha"]), float(row["noise_rate"]), int(row["width"]), int(row["seed"]))
-
-
-def completed_cells(rows: Iterable[Mapping]) -> set:
-    """Cells with a stored row, converged or not (a rerun would reproduce the same result);
-    pass as run_grid(..., skip=completed_cells(load_results(dir)))."""
-    return {cell_of(r) for r in rows}
 
 
 # ----------------------------------------------------------------------------- summaries
@@ -273,7 +276,9 @@ class Summary(NamedTuple):
 
 
 def is_flagged(row: Mapping) -> bool:
-    return (not row["converged"]) or bool(row["diverged"])
+    """A run not to be averaged in: diverged, or (where the experiment has a stopping rule)
+    not converged."""
+    return bool(row.get("diverged", False)) or not row.get("converged", True)
 
 
 def aggregate(rows: Iterable[Mapping], by: str | Sequence[str] = ("n", "d_over_n"),

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 
 from jaxbof import store
+from jaxbof.experiments import classification as cls
 from jaxbof.grid import Grid, Protocol
 
 
 def make_row(n=50, d_over_n=2.0, seed=0, gamma=0.1, test_error=0.05, converged=True,
              diverged=False, **over):
-    row = {c: 0.25 for c in store.COLUMNS}
+    row = {c: 0.25 for c in cls.COLUMNS}
     row.update(n=n, d=round(n * d_over_n), d_over_n=d_over_n, gamma=gamma, alpha=0.1,
                noise_rate=0.1, width=64, seed=seed, param="gram", steps=123,
                converged=converged, diverged=diverged, n_corrupt=5, test_error=test_error)
@@ -35,16 +36,15 @@ def test_round_trip_types_and_values(tmp_path):
         make_row(seed=np.int32(1), n=np.int64(60), converged=np.bool_(False), diverged=True,
                  param="direct", test_error=0.0, hinge_loss=1 / 3),
     ]
-    with store.ResultsWriter(tmp_path, CONFIG) as w:
+    with store.ResultsWriter(tmp_path, CONFIG, cls.COLUMNS) as w:
         w.write(rows[:1])
         w.write(rows[1:])
     back = store.load_results(tmp_path)
     assert len(back) == 2
     for r, b in zip(rows, back):
-        assert list(b) == store.COLUMNS
-        for c in store.COLUMNS:
-            want = (bool if c in store.BOOL_COLUMNS else int if c in store.INT_COLUMNS
-                    else str if c in store.STR_COLUMNS else float)
+        assert list(b) == list(cls.COLUMNS)
+        for c, kind in cls.COLUMNS.items():
+            want = {"bool": bool, "int": int, "str": str, "float": float}[kind]
             assert type(b[c]) is want, c
             expect = want(r[c])
             assert same(b[c], expect), (c, b[c], expect)
@@ -52,14 +52,14 @@ def test_round_trip_types_and_values(tmp_path):
 
 def test_truncated_last_line_ignored_and_repaired(tmp_path):
     rows = [make_row(seed=s, test_error=s / 7) for s in range(3)]
-    with store.ResultsWriter(tmp_path, CONFIG) as w:
+    with store.ResultsWriter(tmp_path, CONFIG, cls.COLUMNS) as w:
         w.write(rows)
     path = tmp_path / store.RESULTS
     full = path.read_text()
     with open(path, "a") as f:  # a crash half-way through the next row
         f.write(full.splitlines()[1][:17])
     assert [r["test_error"] for r in store.load_results(tmp_path)] == [0, 1 / 7, 2 / 7]
-    with store.ResultsWriter(tmp_path, CONFIG) as w:  # resuming drops the partial line
+    with store.ResultsWriter(tmp_path, CONFIG, cls.COLUMNS) as w:  # resuming drops the partial line
         w.write([make_row(seed=9)])
     back = store.load_results(tmp_path)
     assert [r["seed"] for r in back] == [0, 1, 2, 9]
@@ -67,46 +67,60 @@ def test_truncated_last_line_ignored_and_repaired(tmp_path):
 
 
 def test_config_mismatch_names_the_key(tmp_path):
-    store.ResultsWriter(tmp_path, CONFIG).close()
+    store.ResultsWriter(tmp_path, CONFIG, cls.COLUMNS).close()
     # run metadata may differ on resume
-    store.ResultsWriter(tmp_path, {**CONFIG, "run": {"started": "tomorrow"}}).close()
+    store.ResultsWriter(tmp_path, {**CONFIG, "run": {"started": "tomorrow"}}, cls.COLUMNS).close()
     other = {"experiment": {"name": "t", "protocol": {"max_steps": 20, "n_test": 1000}},
              "run": {}}
     with pytest.raises(ValueError, match=r"experiment\.protocol\.max_steps"):
-        store.ResultsWriter(tmp_path, other)
-    assert store.load_config(tmp_path) == CONFIG
+        store.ResultsWriter(tmp_path, other, cls.COLUMNS)
+    assert store.load_config(tmp_path) == {**CONFIG, "schema": dict(cls.COLUMNS)}
+    # another schema (a column renamed or retyped) is another experiment
+    with pytest.raises(ValueError, match=r"schema\.steps"):
+        store.ResultsWriter(tmp_path, CONFIG, {**cls.COLUMNS, "steps": "float"})
+
+
+def test_rows_typed_by_the_stored_schema_not_by_names(tmp_path):
+    schema = {"n": "str", "steps": "float", "ok": "bool", "note": "str"}
+    with store.ResultsWriter(tmp_path, {"experiment": "x"}, schema) as w:
+        w.write([{"n": "12", "steps": 3.5, "ok": True, "note": "1:0.5,2:0.5"}])
+    (row,) = store.load_results(tmp_path)
+    assert row == {"n": "12", "steps": 3.5, "ok": True, "note": "1:0.5,2:0.5"}
+    with pytest.raises(ValueError, match="'complex'"):
+        store.ResultsWriter(tmp_path / "bad", {}, {"x": "complex"})
 
 
 def test_config_with_dataclasses_and_enums_resumes(tmp_path):
     cfg = {"experiment": {"protocol": Protocol(), "grid": Grid(n=(50,), d_over_n=(1.0,))}}
-    store.ResultsWriter(tmp_path, cfg).close()
-    store.ResultsWriter(tmp_path, cfg).close()
+    store.ResultsWriter(tmp_path, cfg, cls.COLUMNS).close()
+    store.ResultsWriter(tmp_path, cfg, cls.COLUMNS).close()
     assert store.load_config(tmp_path)["experiment"]["protocol"]["stop"] == "ZERO_ERROR"
     with pytest.raises(ValueError, match=r"experiment\.protocol\.n_test"):
         store.ResultsWriter(tmp_path, {"experiment": {"protocol": Protocol(n_test=5),
-                                                      "grid": Grid(n=(50,), d_over_n=(1.0,))}})
+                                                      "grid": Grid(n=(50,), d_over_n=(1.0,))}},
+                           cls.COLUMNS)
 
 
 def test_rows_must_match_columns(tmp_path):
     row = make_row()
     del row["snr"]
-    with store.ResultsWriter(tmp_path, CONFIG) as w, pytest.raises(ValueError, match="snr"):
+    with store.ResultsWriter(tmp_path, CONFIG, cls.COLUMNS) as w, pytest.raises(ValueError, match="snr"):
         w.write([row])
 
 
 def test_results_without_config_refused(tmp_path):
     (tmp_path / store.RESULTS).write_text("n\n1\n")
     with pytest.raises(ValueError, match="config.json"):
-        store.ResultsWriter(tmp_path, CONFIG)
+        store.ResultsWriter(tmp_path, CONFIG, cls.COLUMNS)
 
 
 def test_completed_cells_equal_grid_cells(tmp_path):
     grid = Grid(n=(50, 70), d_over_n=(1.0, 1.5, 2.3), gamma=("5/n", 0.07), seeds=2)
     cells = grid.cells()
     rows = [make_row(**c._asdict()) for c in cells]
-    with store.ResultsWriter(tmp_path, CONFIG) as w:
+    with store.ResultsWriter(tmp_path, CONFIG, cls.COLUMNS) as w:
         w.write(rows)
-    done = store.completed_cells(store.load_results(tmp_path))
+    done = cls.completed_cells(store.load_results(tmp_path))
     assert done == set(cells)
     assert [c for c in grid.cells() if c not in done] == []
 

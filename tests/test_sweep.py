@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxbof import store, sweep
+from jaxbof import engine, store
+from jaxbof.experiments import classification as sweep
 from jaxbof.grid import Cell, Grid, Protocol, cell_coords
 from jaxbof.train import Param, Stop, run
 
@@ -19,11 +20,11 @@ PROTO = Protocol(n_test=200)
 
 
 def _by_cell(rows):
-    return {store.cell_of(r): r for r in rows}
+    return {sweep.cell_of(r): r for r in rows}
 
 
 def _same(r1, r2):
-    for k in store.COLUMNS:
+    for k in sweep.COLUMNS:
         a, b = r1[k], r2[k]
         if isinstance(a, float) and math.isnan(a):
             assert isinstance(b, float) and math.isnan(b), k
@@ -52,7 +53,7 @@ def test_adding_cells_and_changing_engine_changes_nothing(base_rows):
     rows, _ = base_rows
     bigger = Grid(n=(12, 16, 10), d_over_n=(1.0, 3.0, 0.4), gamma=(0.3,), alpha=(0.1,),
                   noise_rate=(0.1,), width=(4,), seeds=3)
-    extra, _ = sweep.run_grid(bigger, PROTO, sweep.Engine(slots=3, chunk=7), dtype=F64)
+    extra, _ = sweep.run_grid(bigger, PROTO, engine.Engine(slots=3, chunk=7), dtype=F64)
     assert {r["param"] for r in extra} == {"gram", "direct"}
     got = _by_cell(extra)
     for cell, row in _by_cell(rows).items():
@@ -66,9 +67,9 @@ def test_sweep_equals_single_model_run(base_rows):
     measure_train, measure_weights = jax.jit(sweep.measure_train), jax.jit(
         sweep.measure_weights, static_argnames="n_test")
     for row in rows[:3]:
-        cell = store.cell_of(row)
+        cell = sweep.cell_of(row)
         keys = sweep.cell_keys(key, jnp.asarray(cell_coords(cell)))
-        sc = jax.tree.map(lambda x: x[0], sweep._scalars([cell], keys[None], PROTO, np.float64))
+        sc = jax.tree.map(lambda x: x[0], sweep.scalars([cell], keys[None], PROTO, np.float64))
         slot = PREPARE(sc, n_pad=cell.n, d_pad=cell.d, width=cell.width, param=Param.GRAM)
         state, _ = RUN(slot.problem, slot.state)
         assert int(state.steps) == row["steps"]
@@ -90,7 +91,7 @@ def test_padded_prepare_equals_unpadded_exactly():
     cell = Cell(9, 20, 20 / 9, 0.25, 0.1, 0.2, 6, 1)
     keys = sweep.cell_keys(jax.random.PRNGKey(3), jnp.asarray(cell_coords(cell)))
     for dtype in (np.float32, np.float64):
-        sc = jax.tree.map(lambda x: x[0], sweep._scalars([cell], keys[None], PROTO, dtype))
+        sc = jax.tree.map(lambda x: x[0], sweep.scalars([cell], keys[None], PROTO, dtype))
         for param in (Param.GRAM, Param.DIRECT):
             exact = PREPARE(sc, n_pad=9, d_pad=20, width=6, param=param)
             big = PREPARE(sc, n_pad=23, d_pad=300, width=6, param=param)
@@ -140,7 +141,7 @@ def test_interrupted_sweep_keeps_reported_rows_and_resumes(tmp_path, base_rows):
 
     calls = []
 
-    with store.ResultsWriter(tmp_path, config) as w:
+    with store.ResultsWriter(tmp_path, config, sweep.COLUMNS) as w:
         def on_rows(new):
             w.write(new)
             calls.append(len(new))
@@ -150,8 +151,8 @@ def test_interrupted_sweep_keeps_reported_rows_and_resumes(tmp_path, base_rows):
             sweep.run_grid(BASE, PROTO, on_rows=on_rows, dtype=F64)
     saved = store.load_results(tmp_path)
     assert len(saved) == calls[0] > 0
-    with store.ResultsWriter(tmp_path, config) as w:
-        rest, _ = sweep.run_grid(BASE, PROTO, skip=store.completed_cells(saved),
+    with store.ResultsWriter(tmp_path, config, sweep.COLUMNS) as w:
+        rest, _ = sweep.run_grid(BASE, PROTO, skip=sweep.completed_cells(saved),
                                  on_rows=w.write, dtype=F64)
     final = store.load_results(tmp_path)
     assert len(rest) == len(BASE.cells()) - len(saved)

@@ -1,0 +1,379 @@
+"""The sweep engine: the one place that jits, vmaps and schedules grids of training runs.
+
+It knows no experiment. An experiment hands it an `Experiment`, a NamedTuple of pure functions
+(in the spirit of optax's GradientTransformation), and a list of cells; the engine trains every
+cell and passes the measured rows to a callback as soon as they exist.
+
+Scheduling. Cells are grouped into buckets of equal compiled shape (`Experiment.shape`). Each
+bucket runs by continuous batching: B slots step in lock-step for a chunk of K steps inside one
+compiled while-loop, which returns early once every slot has halted. A slot halts when its run
+needs the host: it finished (converged, diverged, out of steps) or reached a recording time.
+Between chunks the host measures the halted slots (`Experiment.report`, which returns rows and
+says whether the run is finished), refills finished slots from the bucket's queue and resumes
+the others (`Experiment.resume`), so runs of very different lengths share a batch without
+waiting for the slowest (performance.md). Several buckets may sample their cells with one
+compiled sampler at a larger shape (`Experiment.prep_shapes`); `Experiment.crop` cuts a prepared
+slot down exactly.
+
+Compilation. Programs are compiled ahead of time, cached for the process by everything their
+compiled form depends on, and timed. While one bucket trains on this thread, the next buckets
+compile on a second one (XLA compiles without the GIL). Scheduling never changes a result:
+every number depends only on the cell and its keys (fold_in of the cell's coordinates).
+
+Contract for the slot pytree an experiment's `prepare` returns: a NamedTuple with a field
+`state` (the part carried by the loop), where `state.done` is a bool (halted: the host must look
+at it) and `state.steps` an int32 step counter; `step(slot, state) -> state` must leave a halted
+state unchanged (the engine also halts idle slots by setting done).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+__all__ = ["Engine", "Experiment", "Report", "Resume", "SweepStats", "default_slots", "resume",
+           "run"]
+
+
+class Report(NamedTuple):
+    """What `Experiment.report` returns for one halted slot."""
+
+    rows: list[dict]  # measured rows (may be empty, or many: one per recorded time)
+    finished: bool  # True: the run is over and its slot is free; False: resume it
+
+
+class Experiment(NamedTuple):
+    """An experiment as the engine sees it: pure functions and static descriptions.
+
+    kind: name written to config.json ("classification", "regression", ...).
+    columns: the result schema, {column: "int" | "float" | "bool" | "str"} in CSV order.
+    key_columns: the columns of a row that identify its cell (for resuming).
+    static: hashable; everything the compiled programs depend on besides shapes (cache key).
+    seed: base PRNG seed of the whole sweep.
+    coords(cell) -> uint32[C]: the coordinates folded into the cell's keys (host).
+    keys(base_key, coords_C) -> keys: the cell's PRNG keys (device, one cell).
+    shape(cell) -> Hashable: the compiled shape (bucket) a cell trains in.
+    prep_shapes({bucket: cells}) -> {bucket: prep_shape}: the shape each bucket's cells are
+        sampled at (None: the bucket's own shape).
+    inputs(cells, keys_B, dtype) -> pytree of host arrays with a leading cell axis: the traced
+        per-cell inputs of `prepare`.
+    prepare(inputs, prep_shape) -> slot: sample one cell's data and model (device, one cell).
+    crop(slot, bucket) -> slot: cut a slot prepared at a larger prep_shape down to the bucket's
+        shape, exactly (device, one cell); None when prep shapes are always the bucket's.
+    step(slot, state) -> state: one update of one run (device); a halted state stays put.
+    resume(slot) -> slot: continue a halted, unfinished run (device, one cell); None if
+        runs only halt when finished.
+    example_cell(bucket) -> cell: any cell of that shape (used to lower programs).
+    report(bucket, slots, halted, cells, programs) -> list[Report]: measure the halted slots
+        (indices `halted` into the batch `slots`, device arrays; their cells) on the host.
+    programs(bucket, slot_shapes, B) -> {name: (fn, example_args)}: extra device programs
+        `report` uses, compiled ahead with the others and passed to it by name. The name is
+        the cache key: it must say every shape the program depends on, so that buckets that
+        need the same program share one compile (e.g. "weights_64_float32").
+    step_flops(bucket, cell) -> float: FLOPs of one step of `cell` (cell None: of a padded
+        slot of the bucket's shape).
+    cell_of(row) -> cell: the cell a stored row belongs to (for resuming).
+    final: the bool column that marks a run's last row (None: every row is a run's last), so
+        that a run cut short by a crash is trained again and only its missing rows are added.
+    """
+
+    kind: str
+    columns: dict
+    key_columns: tuple
+    static: Hashable
+    seed: int
+    coords: Callable
+    keys: Callable
+    shape: Callable
+    inputs: Callable
+    prepare: Callable
+    step: Callable
+    example_cell: Callable
+    report: Callable
+    step_flops: Callable
+    cell_of: Callable
+    final: str | None = None
+    prep_shapes: Callable | None = None
+    crop: Callable | None = None
+    resume: Callable | None = None
+    programs: Callable | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Engine:
+    """How a sweep is executed. None of these changes any result."""
+
+    slots: int | None = None  # runs in lock-step per bucket; None: by platform
+    chunk: int = 64  # steps between host checks
+    compile_ahead: bool = True  # compile the next buckets on a second thread while training
+
+    def __post_init__(self):
+        for name in ("slots", "chunk"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ValueError(f"{name}={v!r} must be >= 1")
+
+
+class SweepStats(NamedTuple):
+    models: int  # runs finished
+    rows: int  # rows reported (several per run where an experiment records a trajectory)
+    wall_s: float
+    compile_s: float  # summed over programs; overlaps training when compiled ahead
+    flops_executed: float  # step FLOPs run, padding and idle slots included
+    flops_useful: float  # step FLOPs of the cells' own shapes for the steps they needed
+    buckets: int
+
+
+class Resume(NamedTuple):
+    """What a results file already holds, for rerunning the same sweep."""
+
+    done: set  # cells whose last row is stored: not trained again
+    stored: set  # keys (Experiment.key_columns) of every stored row: never written twice
+
+    def new_rows(self, exp: Experiment, rows: Sequence[dict]) -> list[dict]:
+        """The rows not stored yet (a rerun of a cut-short run reproduces its stored rows)."""
+        return [r for r in rows if tuple(r[k] for k in exp.key_columns) not in self.stored]
+
+
+def resume(exp: Experiment, stored_rows: Sequence[dict]) -> Resume:
+    """Cells finished and row keys present in `stored_rows` (e.g. store.load_results(DIR))."""
+    done = {exp.cell_of(r) for r in stored_rows if exp.final is None or r[exp.final]}
+    return Resume(done, {tuple(r[k] for k in exp.key_columns) for r in stored_rows})
+
+
+def default_slots() -> int:
+    """Runs per compiled batch: a few on CPU (one batched step already fills the core), many
+    on accelerators (one big batch)."""
+    return 8 if jax.default_backend() == "cpu" else 512
+
+
+# ----------------------------------------------------------------------------- device programs
+
+
+def _cycle(exp: Experiment, bucket, slots, fresh, load_b, src_b, keep_b, resume_b, num_steps):
+    """One scheduling cycle of a bucket, batched over B slots:
+
+    1. load rows src_b of a freshly prepared batch into the slots where load_b (cropped to the
+       bucket's shape), 2. resume the halted runs where resume_b, 3. halt slots without a run
+       (keep_b False), 4. run up to num_steps steps in lock-step, returning early once all slots
+       have halted. Returns (slots, steps executed).
+    """
+    if exp.crop is not None:
+        fresh = jax.vmap(lambda s: exp.crop(s, bucket))(fresh)
+
+    def pick(mask):
+        def f(old, new):
+            return jnp.where(mask.reshape((-1,) + (1,) * (old.ndim - 1)), new, old)
+        return f
+
+    slots = jax.lax.cond(
+        jnp.any(load_b),
+        lambda: jax.tree.map(lambda old, new: pick(load_b)(old, new[src_b]), slots, fresh),
+        lambda: slots)
+    if exp.resume is not None:
+        slots = jax.lax.cond(jnp.any(resume_b),
+                             lambda: jax.tree.map(pick(resume_b), slots, jax.vmap(exp.resume)(slots)),
+                             lambda: slots)
+    st = slots.state
+    slots = slots._replace(state=st._replace(done=st.done | ~keep_b))
+
+    def cond(carry):
+        state, i = carry
+        return (i < num_steps) & ~jnp.all(state.done)
+
+    def body(carry):  # only the state is carried; the rest of the slot is loop-invariant
+        state, i = carry
+        return jax.vmap(exp.step)(slots, state), i + 1
+
+    state, iters = jax.lax.while_loop(cond, body, (slots.state, jnp.zeros((), jnp.int32)))
+    return slots._replace(state=state), iters
+
+
+_PROGRAMS: dict = {}  # compiled programs of this process, shared by all sweeps
+_PROGRAMS_LOCK = threading.Lock()
+
+
+class _Compiler:
+    """Ahead-of-time compiled programs, cached (for the process) by everything their compiled
+    form depends on, and timed; safe across threads."""
+
+    def __init__(self, exp: Experiment, B: int, chunk: int, dtype):
+        self.exp, self.B, self.chunk, self.dtype = exp, B, chunk, dtype
+        self.base_key = jax.random.PRNGKey(exp.seed)
+        self._lock = threading.Lock()
+        self._static = (exp.kind, exp.static, B, chunk, jnp.dtype(dtype).name)
+        self.compile_s = 0.0
+
+    def _get(self, name, make):
+        with _PROGRAMS_LOCK:
+            entry = _PROGRAMS.setdefault((name, self._static), [threading.Lock(), None])
+        with entry[0]:
+            if entry[1] is None:
+                t0 = time.perf_counter()
+                entry[1] = make()
+                with self._lock:
+                    self.compile_s += time.perf_counter() - t0
+        return entry[1]
+
+    def _inputs_example(self, sh):
+        cell = self.exp.example_cell(sh)
+        n_coords = len(self.exp.coords(cell))
+        keys = jax.eval_shape(jax.vmap(self.exp.keys, in_axes=(None, 0)), self.base_key,
+                              jax.ShapeDtypeStruct((self.B, n_coords), jnp.uint32))
+        return self.exp.inputs([cell] * self.B, np.zeros(keys.shape, keys.dtype), self.dtype)
+
+    def _prepare_fn(self, sh):
+        return jax.vmap(lambda x: self.exp.prepare(x, sh))
+
+    def keys(self, n_coords: int):
+        coords = jax.ShapeDtypeStruct((self.B, n_coords), jnp.uint32)
+        return self._get(("keys", n_coords), lambda: jax.jit(
+            jax.vmap(self.exp.keys, in_axes=(None, 0))).lower(self.base_key, coords).compile())
+
+    def prepare(self, sh):
+        return self._get(("prepare", sh), lambda: jax.jit(self._prepare_fn(sh)).lower(
+            self._inputs_example(sh)).compile())
+
+    def slot_shapes(self, sh):
+        return self._get(("shapes", sh), lambda: jax.eval_shape(
+            self._prepare_fn(sh), self._inputs_example(sh)))
+
+    def cycle(self, bucket, prep_shape):
+        def make():
+            b = jax.ShapeDtypeStruct((self.B,), bool)
+            fn = lambda *a: _cycle(self.exp, bucket, *a)  # noqa: E731
+            return jax.jit(fn).lower(self.slot_shapes(bucket), self.slot_shapes(prep_shape), b,
+                                     jax.ShapeDtypeStruct((self.B,), jnp.int32), b, b,
+                                     jnp.int32(self.chunk)).compile()
+        return self._get(("cycle", bucket, prep_shape), make)
+
+    def extra(self, bucket) -> dict:
+        if self.exp.programs is None:
+            return {}
+        out = {}
+        for name, (fn, args) in self.exp.programs(bucket, self.slot_shapes(bucket), self.B).items():
+            out[name] = self._get(("extra", name),
+                                  lambda fn=fn, args=args: jax.jit(fn).lower(*args).compile())
+        return out
+
+
+# ----------------------------------------------------------------------------- scheduling
+
+
+def run(exp: Experiment, cells: Sequence[Any], engine: Engine = Engine(), *,
+        on_rows: Callable[[list[dict]], None] | None = None,
+        dtype=jnp.float32) -> tuple[list[dict], SweepStats]:
+    """Train every cell once and measure it. Returns (rows, stats). Rows arrive in completion
+    order; `on_rows` is called with each batch of new rows as soon as they are measured, so a
+    caller can save them before the sweep ends."""
+    t_start = time.perf_counter()
+    groups: dict[Hashable, list] = {}
+    for c in cells:
+        groups.setdefault(exp.shape(c), []).append(c)
+    prep_shape = exp.prep_shapes(groups) if exp.prep_shapes is not None else {b: b for b in groups}
+    slots = engine.slots or default_slots()
+    B = min(slots, max((len(g) for g in groups.values()), default=1))
+    compiler = _Compiler(exp, B, engine.chunk, dtype)
+
+    rows: list[dict] = []
+    counts = [0, 0.0, 0.0]  # finished runs, flops executed, flops useful
+
+    def emit(new_rows, finished, fe, fu):
+        rows.extend(new_rows)
+        counts[0] += finished
+        counts[1] += fe
+        counts[2] += fu
+        if on_rows is not None and new_rows:
+            on_rows(new_rows)
+
+    def cost(b):  # biggest buckets first, so the last bucket to finish is a short one
+        return sum(exp.step_flops(b, c) * getattr(c, "n", 1) for c in groups[b])
+
+    order = sorted(groups, key=cost, reverse=True)
+    n_coords = len(exp.coords(cells[0])) if cells else 0
+
+    def compile_bucket(b):
+        return (compiler.keys(n_coords), compiler.prepare(prep_shape[b]),
+                compiler.cycle(b, prep_shape[b]), compiler.extra(b), compiler.slot_shapes(b))
+
+    # Host measurements are small: one BLAS thread, so that BLAS workers do not spin against
+    # XLA's threads for the cores.
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        with threadpool_limits(1, user_api="blas"):
+            compiled = [pool.submit(compile_bucket, b) if engine.compile_ahead else None
+                        for b in order]
+            for b, fut in zip(order, compiled):
+                progs = fut.result() if fut is not None else compile_bucket(b)
+                _run_bucket(exp, b, groups[b], compiler.B, engine, progs, dtype, emit,
+                            compiler.base_key)
+    finally:  # an interrupted sweep does not wait for compiles it will not use
+        pool.shutdown(wait=False, cancel_futures=True)
+    stats = SweepStats(counts[0], len(rows), time.perf_counter() - t_start, compiler.compile_s,
+                       counts[1], counts[2], len(groups))
+    return rows, stats
+
+
+def _run_bucket(exp: Experiment, bucket, group: list, B: int, engine: Engine, programs, dtype,
+                emit, base_key):
+    keys_fn, prep, cycle_fn, extra, slot_shapes = programs
+    pending = deque(group)
+
+    def launch():  # dispatch (asynchronously) the sampling of the next B queued cells
+        if not pending:
+            return None
+        cells = [pending.popleft() for _ in range(min(B, len(pending)))]
+        padded = cells + [cells[0]] * (B - len(cells))
+        keys = keys_fn(base_key, np.stack([exp.coords(c) for c in padded]))
+        return cells, prep(exp.inputs(padded, keys, dtype))
+
+    fresh, fresh_cells, fresh_pos = None, [], 0
+    upcoming = launch()
+    slot_cell: list = [None] * B
+    resume = np.zeros(B, bool)
+    slots = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), slot_shapes)
+    per_step = exp.step_flops(bucket, None)
+    while True:
+        load = np.zeros(B, bool)
+        src = np.zeros(B, np.int32)
+        free = [s for s in range(B) if slot_cell[s] is None]
+        if free and fresh_pos >= len(fresh_cells) and upcoming is not None:
+            (fresh_cells, fresh), fresh_pos = upcoming, 0
+            upcoming = launch()  # sampled while the coming chunks train
+        while free and fresh_pos < len(fresh_cells):
+            s = free.pop(0)
+            load[s], src[s], slot_cell[s] = True, fresh_pos, fresh_cells[fresh_pos]
+            fresh_pos += 1
+        occupied = np.array([c is not None for c in slot_cell])
+        if not occupied.any():
+            return
+        slots, iters = cycle_fn(slots, fresh, load, src, occupied, resume, np.int32(engine.chunk))
+        flops_exec = int(iters) * B * per_step
+        halted = np.asarray(slots.state.done) & occupied
+        resume = np.zeros(B, bool)
+        if not halted.any():
+            emit([], 0, flops_exec, 0.0)
+            continue
+        idx = [int(s) for s in np.flatnonzero(halted)]
+        reports = exp.report(bucket, slots, idx, [slot_cell[s] for s in idx], extra)
+        new_rows, finished, flops_use = [], 0, 0.0
+        steps = np.asarray(slots.state.steps)
+        for s, rep in zip(idx, reports):
+            new_rows.extend(rep.rows)
+            if rep.finished:
+                flops_use += int(steps[s]) * exp.step_flops(bucket, slot_cell[s])
+                slot_cell[s] = None
+                finished += 1
+            else:
+                resume[s] = True
+        emit(new_rows, finished, flops_exec, flops_use)

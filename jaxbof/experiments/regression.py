@@ -1,0 +1,782 @@
+"""Regression experiment (Park et al. 2024, arXiv 2410.06191) as an `engine.Experiment`.
+
+A two-layer ReLU net in the NTK parameterisation (`jaxbof.model`),
+
+    f(x) = M^{-1/2} sum_j a_j relu(<w_j, x> [+ b_j]),   w_j ~ N(0, I_d), a_j = +-1, b_j ~ N(0, 1),
+
+antisymmetric (f_0 = 0) or Gaussian init, is trained by full-batch GD of step eta on the square
+loss L = (1/(2n)) sum_i (f(x_i) - y_i)^2 (time t = eta * steps, approximating gradient flow).
+Only W is trained by default; b is trained with W when the cell has a bias, a when train_outer.
+Data: x_i uniform on S^{d-1} (`sphere.uniform`), y_i = f*(x_i) + noise with
+f* = sum_k c_k Y_k(x; xi_k), Y_k(x; xi) = sqrt(N(d, k)) P_k(<x, xi>) unit-norm zonal harmonics
+(`sphere.zonal_features`), noise uniform on [-s, s] or +-s (Rademacher); labels are NOT clipped
+(|y| may exceed 1; the spec's boundedness holds for the noise, which is what the theory uses).
+
+Each run is recorded on a log-spaced set of times (one row per cell and time) and measured
+against the closed forms of the population flow df/dt = -(K_inf)(f - f*):
+
+    approx_error(t)     = ||f_t^pop - f*||^2 = sum_k exp(-2 t mu_k) c_k^2,
+    f_t^pop             = sum_k (1 - exp(-t mu_k)) c_k Y_k,
+    estimation_error(t) = ||f_t - f_t^pop||^2,  excess_risk(t) = ||f_t - f*||^2 (Monte Carlo on
+                          fresh noise-free test points, the same at every time),
+    kernel_gap(t)       = ||f_t - f_t^lin||^2, f_t^lin = f_0 + K_tX K^-1 (I - e^{-t K/n})(y - f_0(X))
+                          with K the empirical NTK at init,
+
+mu_k the eigenvalues (`jaxbof.spectra`) of the infinite-width NTK of the trained layers, plus
+the NTK-regime diagnostics weight_move = max_j ||w_j(t) - w_j(0)|| and
+ntk_drift = ||H_t - H_0||_op / ||H_0||_op (H_t the empirical NTK Gram on the training points).
+
+Engine wiring: buckets are Shape(n, d, width, bias, train_outer) (no padding across cells);
+eta and the recording steps are traced per cell, so cells of one shape with different eta share
+one compile. Keys are fold_in of the cell's coordinates: points and target directions from
+(d, seed) (nested data sets across n), noise from (d, seed, noise, noise_kind), init from
+(d, width, seed, init, bias), test points from (d, seed); adding a cell never changes another.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy.sparse.linalg import eigsh
+
+from jaxbof import engine as _engine
+from jaxbof import ntk, sphere, spectra
+from jaxbof.model import TwoLayerParams, init_two_layer, leaky_relu, two_layer_apply, two_layer_preacts
+
+__all__ = [
+    "COORDINATES", "Cell", "KIND", "NOISE_KINDS", "INITS", "Protocol", "PROTOCOL_FULL",
+    "PROTOCOL_QUICK", "Shape", "canonical_target", "cells", "columns", "default_eta",
+    "eigenvalues_for", "experiment", "parse_target", "preset_protocol", "presets",
+    "record_steps", "run_cells", "step_bytes", "step_flops",
+]
+
+KIND = "regression"
+COORDINATES = ("n", "d", "width", "seed", "target", "noise", "noise_kind", "init", "bias",
+               "train_outer")
+NOISE_KINDS = ("uniform", "rademacher")
+INITS = ("antisymmetric", "gaussian")
+_SENTINEL = np.iinfo(np.int32).max  # pads the recording steps: never reached
+_EIGSH_ABOVE = 300  # ntk_drift: dense eigvalsh up to this n, scipy eigsh above
+
+
+# ----------------------------------------------------------------------------- targets
+
+
+def parse_target(text: str) -> tuple[tuple[int, float], ...]:
+    """'1:0.5,2:0.5,4:0.5' -> ((1, 0.5), (2, 0.5), (4, 0.5)): f* = sum_k c_k Y_k, sorted by degree.
+
+    Degrees are integers >= 0, each at most once; coefficients finite floats. ValueError naming
+    the bad piece otherwise (and for an empty target).
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"target {text!r} is empty; write it as 'k:c,k:c', e.g. '1:0.5,2:0.5'")
+    pairs: dict[int, float] = {}
+    for piece in text.split(","):
+        parts = piece.strip().split(":")
+        if len(parts) != 2:
+            raise ValueError(f"target piece {piece!r} of {text!r}: expected 'degree:coefficient'")
+        try:
+            k_float = float(parts[0])
+            k = int(parts[0])
+        except ValueError:
+            k_float = None
+            k = None
+        if k is None or k_float != k:
+            raise ValueError(f"target piece {piece!r} of {text!r}: degree {parts[0]!r} is not "
+                             "an integer")
+        if k < 0:
+            raise ValueError(f"target piece {piece!r} of {text!r}: degree {k} is negative "
+                             "(degrees are integers >= 0)")
+        try:
+            c = float(parts[1])
+        except ValueError:
+            raise ValueError(f"target piece {piece!r} of {text!r}: coefficient {parts[1]!r} "
+                             "is not a number") from None
+        if not math.isfinite(c):
+            raise ValueError(f"target piece {piece!r} of {text!r}: coefficient {c!r} is not "
+                             "finite")
+        if k in pairs:
+            raise ValueError(f"target piece {piece!r} of {text!r}: degree {k} appears twice")
+        pairs[k] = c
+    return tuple(sorted(pairs.items()))
+
+
+def canonical_target(pairs) -> str:
+    """The canonical string of a target: degrees ascending, coefficients as repr(float)
+    ('1:0.5,2:0.5,4:0.5'); `pairs` an iterable of (degree, coefficient) or a target string."""
+    if isinstance(pairs, str):
+        pairs = parse_target(pairs)
+    text = ",".join(f"{int(k)}:{float(c)!r}" for k, c in pairs)
+    return canonical_target(text) if not _is_sorted_unique(pairs) else text
+
+
+def _is_sorted_unique(pairs) -> bool:
+    ks = [int(k) for k, _ in pairs]
+    return ks == sorted(set(ks)) and bool(ks)
+
+
+# ----------------------------------------------------------------------------- cells, protocol
+
+
+class Cell(NamedTuple):
+    """One training run's coordinates (field order = CSV coordinate order)."""
+
+    n: int  # training points
+    d: int  # sphere S^{d-1}
+    width: int  # M
+    seed: int
+    target: str  # canonical_target string
+    noise: float  # level s
+    noise_kind: str  # "uniform" (on [-s, s]) | "rademacher" (+-s)
+    init: str  # "antisymmetric" | "gaussian"
+    bias: bool  # b_j ~ N(0, 1), trained with W
+    train_outer: bool  # a trained too
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """What every cell of a sweep shares.
+
+    eta: GD step (None: per cell, `default_eta`: 0.05 / max_k mu_k of the trained-layer kernel,
+    so eta * lambda_max(K/n) ~ 0.05). Recording times t_r in {0} u geomspace(eta, t_max, times)
+    rounded to steps (`record_steps`); n_test fresh noise-free test points; seed: base PRNG
+    seed; ntk_drift at every drift_every-th record (index 0 included) and at the last one.
+    """
+
+    eta: float | None = None
+    t_max: float = 2500.0
+    times: int = 40
+    n_test: int = 2000
+    seed: int = 0
+    drift_every: int = 8
+
+    def __post_init__(self):
+        if self.eta is not None and not (isinstance(self.eta, (int, float))
+                                          and math.isfinite(self.eta) and self.eta > 0):
+            raise ValueError(f"eta={self.eta!r} must be None or a finite float > 0")
+        if not (isinstance(self.t_max, (int, float)) and math.isfinite(self.t_max)
+                and self.t_max > 0):
+            raise ValueError(f"t_max={self.t_max!r} must be a finite float > 0")
+        for name in ("times", "n_test", "drift_every"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name}={v!r} must be an integer >= 1")
+        if not isinstance(self.seed, (int, np.integer)) or not 0 <= self.seed < 2 ** 32:
+            raise ValueError(f"seed={self.seed!r} must be an integer in [0, 2^32)")
+        if self.eta is not None and self.t_max < self.eta:
+            raise ValueError(f"t_max={self.t_max!r} must be >= eta={self.eta!r}")
+
+
+def _seq(x):
+    if isinstance(x, (str, bytes)) or not isinstance(x, Iterable):
+        return (x,)
+    return tuple(x)
+
+
+def _check_int(name, v, lo):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+        raise ValueError(f"{name}={v!r} must be an integer >= {lo}")
+    return int(v)
+
+
+def cells(n, d=3, width=1024, seeds=1, target="1:0.5,2:0.5,4:0.5", noise=0.5,
+          noise_kind="uniform", init="antisymmetric", bias=False,
+          train_outer=False) -> list[Cell]:
+    """The cartesian product of the given values (scalars or sequences) as Cells, in Cell field
+    order. seeds: a count (seeds 0..seeds-1) or a sequence of seeds. Validates n >= 1, d >= 2,
+    width >= 1 (even for the antisymmetric init), seeds >= 1, noise >= 0, noise_kind and init
+    names, targets (`parse_target`); ValueError naming the bad value."""
+    ns = [_check_int("n", v, 1) for v in _seq(n)]
+    ds = [_check_int("d", v, 2) for v in _seq(d)]
+    ws = [_check_int("width", v, 1) for v in _seq(width)]
+    if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
+        seed_list = list(range(_check_int("seeds", seeds, 1)))
+    else:
+        seed_list = [_check_int("seed", v, 0) for v in _seq(seeds)]
+        if not seed_list:
+            raise ValueError(f"seeds={seeds!r}: need at least one seed")
+    if any(s >= 2 ** 32 for s in seed_list):
+        raise ValueError(f"seeds={seeds!r}: seeds must be < 2^32")
+    targets = [canonical_target(t) for t in _seq(target)]
+    noises = []
+    for v in _seq(noise):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) \
+                or not math.isfinite(v) or v < 0:
+            raise ValueError(f"noise={v!r} must be a finite float >= 0")
+        noises.append(float(v))
+    kinds = list(_seq(noise_kind))
+    for v in kinds:
+        if v not in NOISE_KINDS:
+            raise ValueError(f"noise_kind={v!r}: choose from {', '.join(NOISE_KINDS)}")
+    inits = list(_seq(init))
+    for v in inits:
+        if v not in INITS:
+            raise ValueError(f"init={v!r}: choose from {', '.join(INITS)}")
+    biases = [bool(v) for v in _seq(bias)]
+    outers = [bool(v) for v in _seq(train_outer)]
+    out = []
+    for c in itertools.product(ns, ds, ws, seed_list, targets, noises, kinds, inits, biases,
+                               outers):
+        cell = Cell(*c)
+        if cell.init == "antisymmetric" and cell.width % 2:
+            raise ValueError(f"width={cell.width} must be even for the antisymmetric init")
+        out.append(cell)
+    return out
+
+
+def record_steps(eta: float, t_max: float, times: int) -> np.ndarray:
+    """Sorted unique GD steps round(t_r / eta) for t_r in {0} u geomspace(eta, t_max, times):
+    the recorded times are eta * steps (step 0, the init, always first; at most times + 1)."""
+    if not (math.isfinite(eta) and eta > 0):
+        raise ValueError(f"eta={eta!r} must be a finite float > 0")
+    if not (math.isfinite(t_max) and t_max >= eta):
+        raise ValueError(f"t_max={t_max!r} must be finite and >= eta={eta!r}")
+    if times < 1:
+        raise ValueError(f"times={times!r} must be >= 1")
+    t = np.concatenate([[0.0], np.geomspace(eta, t_max, times)])
+    steps = np.unique(np.rint(t / eta).astype(np.int64))
+    if steps[-1] >= _SENTINEL:
+        raise ValueError(f"t_max / eta = {t_max / eta:.3g} steps exceeds int32")
+    return steps
+
+
+def _kernel(cell: Cell) -> spectra.Kernel:
+    return spectra.Kernel.NTK_BOTH_LAYERS if cell.train_outer else spectra.Kernel.NTK_FIRST_LAYER
+
+
+def eigenvalues_for(cell: Cell, k_max: int) -> np.ndarray:
+    """mu_0..mu_{k_max} (float64) on S^{d-1} of the infinite-width NTK of the trained layers:
+    u kappa0(u) (first layer), + kappa1(u) with train_outer, bias versions (b ~ N(0, 1) trained
+    with W, rho = (1 + u)/2) when cell.bias (`spectra.eigenvalues`)."""
+    return _eigenvalues(_kernel(cell), cell.d, int(k_max), bool(cell.bias))
+
+
+_EIG_CACHE: dict = {}
+
+
+def _eigenvalues(kernel, d, k_max, bias):
+    key = (kernel, d, k_max, bias)
+    if key not in _EIG_CACHE:
+        mu = spectra.eigenvalues(kernel, d, k_max, bias=bias, train_bias=True).eigenvalue
+        _EIG_CACHE[key] = np.asarray(mu, np.float64)
+    return _EIG_CACHE[key]
+
+
+def default_eta(cell: Cell) -> float:
+    """0.05 / max_k mu_k (k <= 16) of the trained-layer kernel: eta lambda_max(K/n) ~ 0.05, where
+    GD follows the gradient flow closely (first layer, d = 3: 0.05 / mu_1 = 0.6)."""
+    return 0.05 / float(np.max(eigenvalues_for(cell, 16)))
+
+
+def _eta(cell: Cell, protocol: Protocol) -> float:
+    return float(protocol.eta) if protocol.eta is not None else default_eta(cell)
+
+
+def _noise_var(cell: Cell) -> float:
+    return cell.noise ** 2 / 3.0 if cell.noise_kind == "uniform" else cell.noise ** 2
+
+
+def _bits(x: float) -> int:
+    return int(np.float32(x).view(np.uint32))
+
+
+def coords(cell: Cell) -> np.ndarray:
+    """uint32[10] folded into the keys: d, seed, n, width, crc32(target), bits(noise),
+    noise_kind, init, bias, train_outer."""
+    return np.array([cell.d, cell.seed, cell.n, cell.width,
+                     zlib.crc32(cell.target.encode()), _bits(cell.noise),
+                     NOISE_KINDS.index(cell.noise_kind), INITS.index(cell.init), int(cell.bias),
+                     int(cell.train_outer)], np.uint32)
+
+
+def cell_keys(base_key, c):
+    """(4, 2) keys of one cell from its coords: data (d, seed), noise (d, seed, noise,
+    noise_kind), init (d, width, seed, init, bias), test (d, seed)."""
+    data, noise, init, test = jax.random.split(base_key, 4)
+
+    def fold(key, idx):
+        for i in idx:
+            key = jax.random.fold_in(key, c[i])
+        return key
+    return jnp.stack([fold(data, (0, 1)), fold(noise, (0, 1, 5, 6)), fold(init, (0, 3, 1, 7, 8)),
+                      fold(test, (0, 1))])
+
+
+def cell_of(row: Mapping) -> Cell:
+    """The Cell of a stored row, typed exactly like `cells` builds it (equality holds)."""
+    return Cell(int(row["n"]), int(row["d"]), int(row["width"]), int(row["seed"]),
+                str(row["target"]), float(row["noise"]), str(row["noise_kind"]),
+                str(row["init"]), bool(row["bias"]), bool(row["train_outer"]))
+
+
+def degrees_of(cells_: Iterable[Cell]) -> tuple[int, ...]:
+    """Sorted union of the cells' target degrees (the experiment's coef_K columns)."""
+    return tuple(sorted({k for c in cells_ for k, _ in parse_target(c.target)}))
+
+
+def columns(degrees: Sequence[int]) -> dict:
+    """The result schema {column: type} in CSV order for an experiment with these degrees."""
+    cols = dict(n="int", d="int", width="int", seed="int", target="str", noise="float",
+                noise_kind="str", init="str", bias="bool", train_outer="bool", eta="float",
+                step="int", t="float", final="bool", diverged="bool", train_risk="float",
+                excess_risk="float", approx_error="float", estimation_error="float",
+                kernel_gap="float", weight_move="float", ntk_drift="float",
+                target_norm2="float", noise_var="float")
+    for k in degrees:
+        cols[f"coef_{k}"] = "float"
+        cols[f"pop_coef_{k}"] = "float"
+    return cols
+
+
+# ----------------------------------------------------------------------------- device side
+
+
+class Shape(NamedTuple):
+    """A bucket: the compiled shape of its cells (no padding across cells)."""
+
+    n: int
+    d: int
+    width: int
+    bias: bool
+    train_outer: bool
+
+
+class Inputs(NamedTuple):
+    """Per-cell traced inputs of `prepare` (host arrays with a leading cell axis B)."""
+
+    keys: np.ndarray  # (B, 4, 2) uint32: data, noise, init, test
+    eta: np.ndarray  # (B,) float
+    noise: np.ndarray  # (B,) float: level s
+    rademacher: np.ndarray  # (B,) bool: noise_kind
+    antisymmetric: np.ndarray  # (B,) bool: init
+    coef: np.ndarray  # (B, K) float: c_k over the experiment's degrees (0 where absent)
+    rec_steps: np.ndarray  # (B, times + 1) int32 recording steps, padded with int32 max
+
+
+class State(NamedTuple):
+    """The loop-carried part of a slot (one run)."""
+
+    W: jax.Array  # (M, d)
+    b: jax.Array | None  # (M,) or None (no bias)
+    a: jax.Array  # (M,)
+    steps: jax.Array  # int32: GD steps taken
+    done: jax.Array  # bool: halted, the host must look
+    rec: jax.Array  # int32: index of the next record
+    diverged: jax.Array  # bool: non-finite outputs seen
+    f_n: jax.Array  # (n,) training outputs at the current params (valid when halted)
+
+
+@jax.tree_util.register_static
+@dataclasses.dataclass(frozen=True)
+class Static:
+    """A static (compile-time) value carried in a slot pytree: no leaves, part of its treedef."""
+
+    value: object
+
+
+class Data(NamedTuple):
+    """Loop-invariant part of a slot."""
+
+    X: jax.Array  # (n, d) training points
+    y: jax.Array  # (n,) noisy labels
+    X_test: jax.Array  # (n_test, d)
+    Y_test: jax.Array  # (n_test, K) zonal features of the experiment's degrees
+    K0: jax.Array  # (n, n) empirical NTK of the trained layers at init
+    K_test: jax.Array  # (n_test, n) its test-train block
+    W0: jax.Array  # (M, d)
+    f0_train: jax.Array  # (n,) f_0 on the training points (0 under the antisymmetric init)
+    f0_test: jax.Array  # (n_test,) f_0 on the test points
+    eta: jax.Array  # scalar
+    rec_steps: jax.Array  # (times + 1,) int32
+    train_outer: Static  # Static(bool): whether a is trained (the step needs it statically)
+
+
+class Slot(NamedTuple):
+    state: State
+    data: Data
+
+
+def _sqrt_width(M: int) -> float:
+    return math.sqrt(M)
+
+
+def forward(params: TwoLayerParams, X_nxd):
+    """(H_nxm, A_nxm, f_n): pre-activations H = X W^T [+ b], A = relu(H) and
+    f = M^-1/2 sum_j a_j A_j summed exactly like `model.two_layer_apply` (pair-sum, so f_0 = 0
+    bit for bit under the antisymmetric init)."""
+    H = two_layer_preacts(params, X_nxd)
+    A = leaky_relu(H, 0.0)
+    t = A * params.a_m
+    M = t.shape[-1]
+    if M % 2 == 0:
+        t = t[..., : M // 2] + t[..., M // 2:]
+    return H, A, jnp.sum(t, axis=-1) / _sqrt_width(M)
+
+
+def gradients(params: TwoLayerParams, X_nxd, y_n, H, A, f):
+    """Hand-written gradient of L = (1/(2n)) sum_i (f(x_i) - y_i)^2 from a forward pass:
+    r = (f - y)/n, dH = (r a^T / sqrt(M)) * 1(H >= 0), gW = dH^T X (M, d), gb = sum_i dH (M,),
+    ga = A^T r / sqrt(M) (M,). Returns TwoLayerParams of gradients (gb None without a bias)."""
+    n, M = H.shape
+    r = (f - y_n) / n
+    dH = jnp.where(H >= 0, r[:, None] * (params.a_m / _sqrt_width(M))[None, :],
+                   jnp.zeros((), H.dtype))
+    gW = dH.T @ X_nxd
+    gb = None if params.b_m is None else jnp.sum(dH, axis=0)
+    ga = (A.T @ r) / _sqrt_width(M)
+    return TwoLayerParams(gW, ga, gb)
+
+
+def gd_step(slot: Slot, st: State, *, train_outer: bool) -> State:
+    """One GD step of one run, or a halt: if steps == rec_steps[rec] (a recording time) or the
+    outputs are non-finite, set done (no update, f_n = these outputs). A halted state is
+    returned unchanged."""
+    p = TwoLayerParams(st.W, st.a, st.b)
+    H, A, f = forward(p, slot.data.X)
+    bad = ~jnp.all(jnp.isfinite(f))
+    at_record = st.steps == slot.data.rec_steps[st.rec]
+    halt = st.done | at_record | bad
+    g = gradients(p, slot.data.X, slot.data.y, H, A, f)
+    eta = slot.data.eta
+
+    def upd(x, gx):
+        return jnp.where(halt, x, x - eta * gx)
+    return State(
+        W=upd(st.W, g.W_mxd),
+        b=None if st.b is None else upd(st.b, g.b_m),
+        a=upd(st.a, g.a_m) if train_outer else st.a,
+        steps=st.steps + jnp.where(halt, 0, 1).astype(st.steps.dtype),
+        done=halt,
+        rec=st.rec,
+        diverged=st.diverged | (bad & ~st.done),
+        f_n=jnp.where(st.done, st.f_n, f),
+    )
+
+
+def resume_slot(slot: Slot) -> Slot:
+    """Continue a run halted at a record: next record, not done."""
+    st = slot.state
+    return slot._replace(state=st._replace(rec=st.rec + 1, done=jnp.zeros_like(st.done)))
+
+
+def _layers(train_outer: bool):
+    return ntk.Layers.BOTH if train_outer else ntk.Layers.FIRST
+
+
+def prepare(inp: Inputs, sh: Shape, *, n_test: int, degrees: tuple[int, ...]) -> Slot:
+    """Sample one cell (device): training points, labels, test points and their zonal features,
+    the init, f_0 on test points, the empirical NTK of the trained layers at init on the
+    training points (K0, n x n) and test x train (K_test)."""
+    dt = inp.eta.dtype
+    data_key, noise_key, init_key, test_key = inp.keys
+    x_key, dir_key = jax.random.fold_in(data_key, 0), jax.random.fold_in(data_key, 1)
+    X = sphere.uniform(x_key, sh.n, sh.d, dtype=dt)
+    xi = sphere.directions(dir_key, degrees, sh.d, dtype=dt)
+    fstar = sphere.zonal_features(X, xi, degrees, sh.d) @ inp.coef
+    idx = jnp.arange(sh.n)
+    u = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(noise_key, i), (), dt,
+                                              -1.0, 1.0))(idx)
+    rad = jax.vmap(lambda i: jax.random.rademacher(jax.random.fold_in(noise_key, i), (), dt))(idx)
+    y = fstar + inp.noise * jnp.where(inp.rademacher, rad, u)
+    X_test = sphere.uniform(test_key, n_test, sh.d, dtype=dt)
+    Y_test = sphere.zonal_features(X_test, xi, degrees, sh.d)
+
+    gauss = init_two_layer(init_key, sh.width, sh.d, bias=sh.bias, antisymmetric=False, dtype=dt)
+    if sh.width % 2 == 0:
+        anti = init_two_layer(init_key, sh.width, sh.d, bias=sh.bias, antisymmetric=True,
+                              dtype=dt)
+        params = jax.tree.map(lambda x, z: jnp.where(inp.antisymmetric, x, z), anti, gauss)
+    else:
+        params = gauss
+    layers = _layers(sh.train_outer)
+    K0 = ntk.structured_ntk(params, X, layers=layers, train_bias=True)
+    K_test = ntk.structured_ntk(params, X_test, X, layers=layers, train_bias=True)
+    f0_train = two_layer_apply(params, X)
+    f0_test = two_layer_apply(params, X_test)
+    state = State(params.W_mxd, params.b_m, params.a_m, jnp.zeros((), jnp.int32),
+                  jnp.zeros((), bool), jnp.zeros((), jnp.int32), jnp.zeros((), bool),
+                  f0_train)
+    data = Data(X, y, X_test, Y_test, K0, K_test, params.W_mxd, f0_train, f0_test, inp.eta,
+                jnp.asarray(inp.rec_steps, jnp.int32), Static(bool(sh.train_outer)))
+    return Slot(state, data)
+
+
+def _pick(x, s):
+    return None if x is None else jax.lax.dynamic_index_in_dim(x, s, keepdims=False)
+
+
+def measure_fn(W_B, b_B, a_B, W0_B, Xt_B, s):
+    """(f_test (n_test,), weight_move) of slot s of a batch: the net on the test points and
+    max_j ||w_j - w_j(0)|| (device program)."""
+    p = TwoLayerParams(_pick(W_B, s), _pick(a_B, s), _pick(b_B, s))
+    f = two_layer_apply(p, _pick(Xt_B, s))
+    move = jnp.max(jnp.sqrt(jnp.sum((p.W_mxd - _pick(W0_B, s)) ** 2, axis=-1)))
+    return f, move
+
+
+def ntk_fn(W_B, b_B, a_B, X_B, s, *, train_outer: bool):
+    """H_t (n, n): empirical NTK Gram of the trained layers at the current params of slot s."""
+    p = TwoLayerParams(_pick(W_B, s), _pick(a_B, s), _pick(b_B, s))
+    return ntk.structured_ntk(p, _pick(X_B, s), layers=_layers(train_outer), train_bias=True)
+
+
+# ----------------------------------------------------------------------------- host side
+
+
+def _phi(x):
+    """(1 - e^{-x}) / x, = 1 at x = 0, computed stably with expm1 (float64)."""
+    x = np.asarray(x, np.float64)
+    safe = np.where(x == 0.0, 1.0, x)
+    return np.where(np.abs(x) < 1e-12, 1.0 - 0.5 * x, -np.expm1(-safe) / safe)
+
+
+def approx_error(t: float, mu_K, c_K) -> float:
+    """sum_k exp(-2 t mu_k) c_k^2: ||f_t^pop - f*||^2 of the population flow from f_0 = 0."""
+    mu_K, c_K = np.asarray(mu_K, np.float64), np.asarray(c_K, np.float64)
+    return float(np.sum(np.exp(-2.0 * t * mu_K) * c_K ** 2))
+
+
+def _op_norm(D) -> float:
+    """||D||_op of a symmetric matrix: dense eigvalsh (n <= 300) or ARPACK eigsh (float64)."""
+    D = 0.5 * (D + D.T)
+    if D.shape[0] <= _EIGSH_ABOVE:
+        return float(np.max(np.abs(np.linalg.eigvalsh(D))))
+    return float(np.max(np.abs(eigsh(D, k=1, which="LM", return_eigenvectors=False))))
+
+
+class _HostCell(NamedTuple):
+    """Per-cell host data (float64), built at the cell's first report, dropped when it ends."""
+
+    y: np.ndarray  # (n,)
+    Y_test: np.ndarray  # (n_test, K)
+    fstar_test: np.ndarray  # (n_test,)
+    f0_test: np.ndarray  # (n_test,)
+    c: np.ndarray  # (K,) coefficients over the experiment's degrees (0 where absent)
+    present: np.ndarray  # (K,) bool
+    mu: np.ndarray  # (K,) mu_k of the experiment's degrees
+    lam: np.ndarray  # (n,) eigenvalues of K0
+    P_test: np.ndarray  # (n_test, n) K_test U
+    z: np.ndarray  # (n,) U^T (y - f_0(X))
+    K0: np.ndarray  # (n, n)
+    h0_norm: float  # ||K0||_op
+    steps: np.ndarray  # recording steps
+    eta: float
+
+
+def _host_cell(cell: Cell, slots: Slot, s: int, degrees, protocol: Protocol) -> _HostCell:
+    f64 = lambda x: np.asarray(x[s], np.float64)  # noqa: E731
+    d = slots.data
+    y, Y_test, K0, K_test = f64(d.y), f64(d.Y_test), f64(d.K0), f64(d.K_test)
+    K0 = 0.5 * (K0 + K0.T)
+    lam, U = np.linalg.eigh(K0)
+    f0_train, f0_test = f64(d.f0_train), f64(d.f0_test)
+    tgt = dict(parse_target(cell.target))
+    c = np.array([tgt.get(k, 0.0) for k in degrees], np.float64)
+    present = np.array([k in tgt for k in degrees])
+    mu = eigenvalues_for(cell, max(degrees))[list(degrees)]
+    eta = _eta(cell, protocol)
+    return _HostCell(y, Y_test, Y_test @ c, f0_test, c, present, mu, lam, K_test @ U,
+                     U.T @ (y - f0_train), K0, float(np.max(np.abs(lam))),
+                     record_steps(eta, protocol.t_max, protocol.times), eta)
+
+
+def _row(cell: Cell, hc: _HostCell, degrees, *, step: int, final: bool, diverged: bool,
+         f_n, f_test, weight_move: float, ntk_drift: float) -> dict:
+    t = hc.eta * step
+    n = cell.n
+    decay = -np.expm1(-t * hc.mu)  # 1 - e^{-t mu_k}
+    f_pop = hc.Y_test @ (decay * hc.c)
+    f_lin = hc.f0_test + hc.P_test @ (t / n * _phi(t * hc.lam / n) * hc.z)
+    coef = hc.Y_test.T @ f_test / len(f_test)
+    row = dict(cell._asdict())
+    row.update(
+        eta=hc.eta, step=int(step), t=float(t), final=bool(final), diverged=bool(diverged),
+        train_risk=float(np.mean((f_n - hc.y) ** 2)),
+        excess_risk=float(np.mean((f_test - hc.fstar_test) ** 2)),
+        approx_error=approx_error(t, hc.mu[hc.present], hc.c[hc.present]),
+        estimation_error=float(np.mean((f_test - f_pop) ** 2)),
+        kernel_gap=float(np.mean((f_test - f_lin) ** 2)),
+        weight_move=float(weight_move), ntk_drift=float(ntk_drift),
+        target_norm2=float(np.sum(hc.c ** 2)), noise_var=_noise_var(cell))
+    for j, k in enumerate(degrees):
+        row[f"coef_{k}"] = float(coef[j])
+        row[f"pop_coef_{k}"] = float(decay[j] * hc.c[j]) if hc.present[j] else math.nan
+    return row
+
+
+def _measure_name(b: Shape, n_test: int, dtype) -> str:
+    return f"reg_measure_{b.d}_{b.width}_{int(b.bias)}_{n_test}_{jnp.dtype(dtype).name}"
+
+
+def _ntk_name(b: Shape, dtype) -> str:
+    return (f"reg_ntk_{b.n}_{b.d}_{b.width}_{int(b.bias)}_{int(b.train_outer)}_"
+            f"{jnp.dtype(dtype).name}")
+
+
+def step_flops(bucket: Shape, cell: Cell | None = None) -> float:
+    """FLOPs of one GD step (its dense products): 4 n d M (X W^T and dH^T X), plus 2 n M for
+    the outer-layer product A^T r when a is trained. Same for every cell of a bucket."""
+    n, d, M = bucket.n, bucket.d, bucket.width
+    return 4.0 * n * d * M + (2.0 * n * M if bucket.train_outer else 0.0)
+
+
+def step_bytes(bucket: Shape, itemsize: int = 4) -> float:
+    """Estimated bytes moved per GD step: about 5 passes over n x M arrays (write H, read it
+    for the output and for the mask, write dH, read it for gW and gb), + 1 with train_outer
+    (A^T r); the n x d and M x d arrays are negligible for small d."""
+    passes = 5 + (1 if bucket.train_outer else 0)
+    return float(passes * bucket.n * bucket.width * itemsize)
+
+
+# ----------------------------------------------------------------------------- the experiment
+
+
+def experiment(protocol: Protocol = Protocol(), cells: Iterable[Cell] = ()) -> _engine.Experiment:
+    """The regression experiment under `protocol` as the engine's `Experiment`.
+
+    cells: the cells to be run (the coef_K columns are the sorted union of their target
+    degrees, so the schema depends on the whole set; pass the same set to engine.run).
+    """
+    cells = list(cells)
+    if not cells:
+        raise ValueError("experiment needs the cells to be run (their degrees make the schema)")
+    for c in cells:
+        if not isinstance(c, Cell):
+            raise ValueError(f"cell {c!r} is not a regression.Cell")
+    degrees = degrees_of(cells)
+    n_test, times = int(protocol.n_test), int(protocol.times)
+    cache: dict = {}  # cell -> _HostCell, while the cell runs
+
+    def shape(c: Cell) -> Shape:
+        return Shape(c.n, c.d, c.width, c.bias, c.train_outer)
+
+    def inputs(cs, keys, dtype) -> Inputs:
+        B = len(cs)
+        rec = np.full((B, times + 1), _SENTINEL, np.int32)
+        coef = np.zeros((B, len(degrees)), dtype)
+        for i, c in enumerate(cs):
+            st = record_steps(_eta(c, protocol), protocol.t_max, times)
+            rec[i, :len(st)] = st
+            tgt = dict(parse_target(c.target))
+            coef[i] = [tgt.get(k, 0.0) for k in degrees]
+        return Inputs(
+            keys=np.asarray(keys),
+            eta=np.array([_eta(c, protocol) for c in cs], dtype),
+            noise=np.array([c.noise for c in cs], dtype),
+            rademacher=np.array([c.noise_kind == "rademacher" for c in cs]),
+            antisymmetric=np.array([c.init == "antisymmetric" for c in cs]),
+            coef=coef, rec_steps=rec)
+
+    def prepare_(inp, sh: Shape):
+        return prepare(inp, sh, n_test=n_test, degrees=degrees)
+
+    def step(slot, state):
+        return gd_step(slot, state, train_outer=slot.data.train_outer.value)
+
+    def example_cell(sh: Shape) -> Cell:
+        return Cell(sh.n, sh.d, sh.width, 0, ",".join(f"{k}:1.0" for k in degrees), 0.1,
+                    "uniform", "antisymmetric" if sh.width % 2 == 0 else "gaussian", sh.bias,
+                    sh.train_outer)
+
+    def programs(b: Shape, shapes: Slot, B: int):
+        st, dt = shapes.state, shapes.data
+        s = jax.ShapeDtypeStruct((), jnp.int32)
+        dtype = st.W.dtype
+        out = {_measure_name(b, n_test, dtype): (measure_fn, (st.W, st.b, st.a, dt.W0, dt.X_test,
+                                                              s))}
+        fn = lambda W, bb, a, X, i, _o=b.train_outer: ntk_fn(W, bb, a, X, i, train_outer=_o)  # noqa: E731
+        out[_ntk_name(b, dtype)] = (fn, (st.W, st.b, st.a, dt.X, s))
+        return out
+
+    def report(b: Shape, slots: Slot, idx, cells_, progs):
+        dtype = slots.state.W.dtype
+        measure = progs[_measure_name(b, n_test, dtype)]
+        ntk_prog = progs[_ntk_name(b, dtype)]
+        st = slots.state
+        f_n_all = np.asarray(st.f_n, np.float64)
+        steps_all, rec_all = np.asarray(st.steps), np.asarray(st.rec)
+        div_all = np.asarray(st.diverged)
+        out = []
+        for s, cell in zip(idx, cells_):
+            si = np.int32(s)
+            f_n = f_n_all[s]
+            hc = cache.get(cell)
+            if hc is None:
+                hc = cache[cell] = _host_cell(cell, slots, s, degrees, protocol)
+            rec, diverged = int(rec_all[s]), bool(div_all[s])
+            last = rec == len(hc.steps) - 1
+            finished = diverged or last
+            f_test, move = measure(st.W, st.b, st.a, slots.data.W0, slots.data.X_test, si)
+            drift = math.nan
+            if not diverged and (rec % protocol.drift_every == 0 or last):
+                H = np.asarray(ntk_prog(st.W, st.b, st.a, slots.data.X, si), np.float64)
+                drift = _op_norm(H - hc.K0) / hc.h0_norm
+            out.append(_engine.Report([_row(
+                cell, hc, degrees, step=int(steps_all[s]), final=finished, diverged=diverged,
+                f_n=f_n, f_test=np.asarray(f_test, np.float64), weight_move=float(move),
+                ntk_drift=drift)], finished))
+            if finished:
+                cache.pop(cell, None)
+        return out
+
+    return _engine.Experiment(
+        kind=KIND, columns=columns(degrees), key_columns=COORDINATES + ("step",),
+        static=(n_test, times, degrees), seed=int(protocol.seed),
+        coords=coords, keys=cell_keys, shape=shape, inputs=inputs, prepare=prepare_,
+        step=step, example_cell=example_cell, report=report,
+        step_flops=step_flops, cell_of=cell_of, final="final", resume=resume_slot,
+        programs=programs)
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+def run_cells(cells: Sequence[Cell], protocol: Protocol = Protocol(),
+              engine: _engine.Engine = _engine.Engine(), *, on_rows=None,
+              dtype=jnp.float32) -> tuple[list[dict], _engine.SweepStats]:
+    """Train every cell once, recording its trajectory (engine.run). Returns (rows, stats):
+    one row per cell and recorded time, in completion order."""
+    cells = list(cells)
+    exp = experiment(protocol, cells)
+    return _engine.run(exp, cells, engine, on_rows=on_rows, dtype=dtype)
+
+
+def _unique(cs: Iterable[Cell]) -> list[Cell]:
+    return list(dict.fromkeys(cs))
+
+
+# Preset `park-regression` (d = 3, first layer, no bias, antisymmetric; /work/shared/spec):
+# full: target 1:0.5,2:0.5,4:0.5 with uniform noise 0.5, n in {250, 500, 1000} x M in {256, 1024,
+# 4096} x 3 seeds; Gaussian init at n = 500, M in {1024, 4096}; the cubic 3:1.0 (noise 0.1) with
+# and without a bias at n = 500, M = 4096; the width study M up to 16384 at n = 250.
+# t_max = 2500 >= 2021 (e^{-t mu_4} < 0.01, mu_4 = 0.0022786), 40 log-spaced times.
+PROTOCOL_FULL = Protocol(t_max=2500.0, times=40)
+PROTOCOL_QUICK = Protocol(t_max=1000.0, times=20)
+
+
+def presets(quick: bool = False) -> list[Cell]:
+    """The cells of the `park-regression` preset (quick: about a minute on a 2-core CPU; full:
+    under 15 minutes). Run them under `preset_protocol(quick)`."""
+    main = "1:0.5,2:0.5,4:0.5"
+    if quick:
+        return _unique(cells(n=250, width=(256, 1024), seeds=2, target=main, noise=0.5)
+                       + cells(n=250, width=256, seeds=1, target="3:1.0", noise=0.1,
+                               bias=(False, True)))
+    return _unique(
+        cells(n=(250, 500, 1000), width=(256, 1024, 4096), seeds=3, target=main, noise=0.5)
+        + cells(n=500, width=(1024, 4096), seeds=3, target=main, noise=0.5, init="gaussian")
+        + cells(n=500, width=4096, seeds=3, target="3:1.0", noise=0.1, bias=(False, True))
+        + cells(n=250, width=(256, 1024, 4096, 16384), seeds=3, target=main, noise=0.5))
+
+
+def preset_protocol(quick: bool = False) -> Protocol:
+    """The Protocol of `presets(quick)`."""
+    return PROTOCOL_QUICK if quick else PROTOCOL_FULL
