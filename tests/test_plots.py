@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 
 from jaxbof import plots, store
+from jaxbof.experiments.classification import COLUMNS as CLASSIFICATION
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def make_row(n, d_over_n, seed, gamma=None, test_error=0.05, converged=True, snr=1.0):
-    row = {c: 0.5 for c in store.COLUMNS}
+    row = {c: 0.5 for c in CLASSIFICATION}
     row.update(n=n, d=round(n * d_over_n), d_over_n=d_over_n,
                gamma=5 / n if gamma is None else gamma, alpha=0.1, noise_rate=0.1, width=64,
                seed=seed, param="gram", steps=100, converged=converged, diverged=False,
@@ -83,13 +84,14 @@ def test_error_vs_dn_all_zero_and_single_point(tmp_path):
     assert is_png(plots.error_vs_dn(single, tmp_path / "b.png"))
 
 
-def write_dir(path, rows, experiment):
-    with store.ResultsWriter(path, {"experiment": experiment}) as w:
+def write_dir(path, rows, experiment, columns=CLASSIFICATION):
+    with store.ResultsWriter(path, {"experiment": experiment}, columns) as w:
         w.write(rows)
 
 
 def test_plot_dir_fig1_grid(tmp_path):
-    write_dir(tmp_path, grid_rows(), {"name": "fig1", "protocol": {"n_test": 1000}})
+    write_dir(tmp_path, grid_rows(), {"name": "fig1", "kind": "classification",
+                                      "protocol": {"n_test": 1000}})
     paths = plots.plot_dir(tmp_path)
     # gamma = 5/n differs between n only: no gamma curve
     assert sorted(p.rsplit("/", 1)[1] for p in paths) == [
@@ -102,7 +104,7 @@ def test_plot_dir_fig1_grid(tmp_path):
 def test_plot_dir_fig2_grid(tmp_path):
     rows = [make_row(n, 2.0, s, gamma=g, test_error=max(0.5 - 8 * g, 0.02))
             for n in (50, 100) for g in (0.0, 0.03, 0.06) for s in range(2)]
-    write_dir(tmp_path, rows, {"name": "fig2"})
+    write_dir(tmp_path, rows, {"name": "fig2"})  # no kind (older versions): classification
     out = tmp_path / "plots"
     paths = plots.plot_dir(tmp_path, out)
     assert sorted(p.rsplit("/", 1)[1] for p in paths) == [
@@ -114,3 +116,170 @@ def test_plot_dir_empty_refused(tmp_path):
     write_dir(tmp_path, [], {})
     with pytest.raises(ValueError, match="no results"):
         plots.plot_dir(tmp_path)
+
+
+def test_plot_dir_without_config_refused(tmp_path):
+    (tmp_path / store.RESULTS).write_text("n,width\n1,2\n")
+    with pytest.raises(ValueError, match="cannot tell"):
+        plots.plot_dir(tmp_path)
+
+
+CONCENTRATION = {"n": "int", "d": "int", "width": "int", "seed": "int", "rel_op_error": "float",
+                 "h_inf_op_norm": "float"}
+
+
+def test_plot_dir_concentration(tmp_path):
+    rows = [dict(n=50, d=5, width=m, seed=s, rel_op_error=(1 + 0.1 * s) * m ** -0.5,
+                 h_inf_op_norm=1.0) for m in (64, 256, 1024) for s in range(2)]
+    write_dir(tmp_path, rows, {"name": "conc", "kind": "ntk-concentration"}, CONCENTRATION)
+    paths = plots.plot_dir(tmp_path)
+    assert [p.rsplit("/", 1)[1] for p in paths] == ["concentration.png"] and is_png(paths[0])
+
+
+# ----------------------------------------------------------------------------- regression
+
+MU = {(1, False): 1 / 12, (2, False): 7 / 256, (3, False): 0.0, (4, False): 0.0022786,
+      (1, True): 0.09, (2, True): 0.03, (3, True): 0.004, (4, True): 0.003}
+DEGREES = (1, 2, 3, 4)
+MAIN = "1:0.5,2:0.5,4:0.5"
+TIMES = (0.0, *np.geomspace(1.0, 5000.0, 12))
+
+
+def regression_schema():
+    cols = dict(n="int", d="int", width="int", seed="int", target="str", noise="float",
+                noise_kind="str", init="str", bias="bool", train_outer="bool", eta="float",
+                step="int", t="float", final="bool", diverged="bool")
+    for c in ("train_risk", "excess_risk", "approx_error", "estimation_error", "kernel_gap",
+              "weight_move", "ntk_drift", "target_norm2", "noise_var"):
+        cols[c] = "float"
+    for k in DEGREES:
+        cols[f"coef_{k}"] = cols[f"pop_coef_{k}"] = "float"
+    return cols
+
+
+def run_rows(n, width, seed, target=MAIN, init="antisymmetric", bias=False, diverged=False):
+    """One synthetic run: the population-flow formulas, an estimation error ~ 1/n + 1/M and
+    NTK-regime quantities ~ M^-1/2; a diverged run blows up at its last time."""
+    c = plots.target_coefs(target)
+    rows = []
+    for i, t in enumerate(TIMES):
+        approx = sum(math.exp(-2 * t * MU[k, bias]) * ck ** 2 for k, ck in c.items())
+        est = (10 / n + 30 / width) * (1 - math.exp(-t / 50)) * (1 + 0.05 * seed)
+        gauss = 0.2 if init == "gaussian" else 0.0
+        row = dict(n=n, d=3, width=width, seed=seed, target=target, noise=0.5,
+                   noise_kind="uniform", init=init, bias=bias, train_outer=False, eta=1.0,
+                   step=int(t), t=t, final=i == len(TIMES) - 1, diverged=False,
+                   train_risk=(1 / 12 + approx) * math.exp(-t / 800),
+                   excess_risk=approx + est + gauss * math.exp(-t / 100),
+                   approx_error=approx, estimation_error=est + gauss * math.exp(-t / 100),
+                   kernel_gap=(1 + 10 * gauss) * t / (width * 1000 + t),
+                   weight_move=2 * width ** -0.5 * (1 + 0.01 * seed),
+                   ntk_drift=3 * width ** -0.5 if i in (6, len(TIMES) - 2) else math.nan,
+                   target_norm2=sum(v ** 2 for v in c.values()), noise_var=0.5 ** 2 / 3)
+        for k in DEGREES:
+            pop = (1 - math.exp(-t * MU[k, bias])) * c[k] if k in c else math.nan
+            row[f"pop_coef_{k}"] = pop
+            row[f"coef_{k}"] = (0.0 if math.isnan(pop) else pop) * (1 - 1 / math.sqrt(width))
+        rows.append(row)
+    if diverged:
+        rows[-1].update(diverged=True, excess_risk=math.inf, train_risk=math.inf,
+                        estimation_error=math.inf)
+    return rows
+
+
+def full_study():
+    rows = []
+    for n in (100, 200, 400):
+        for m in (64, 256, 1024):
+            for s in range(2):
+                rows += run_rows(n, m, s)
+    rows += run_rows(400, 1024, 2, diverged=True)
+    for s in range(2):
+        rows += run_rows(400, 1024, s, init="gaussian")
+        for b in (False, True):
+            rows += run_rows(200, 256, s, target="3:1.0", bias=b)
+    return rows
+
+
+REGRESSION_FILES = ["approx_error.png", "cubic_bias.png", "estimation_error.png",
+                    "final_excess.png", "init.png", "ntk_regime.png", "risks.png",
+                    "staircase.png"]
+
+
+def write_regression(path, rows):
+    write_dir(path, rows, {"name": "park", "kind": "regression", "precision": "float64"},
+              regression_schema())
+
+
+def test_plot_dir_regression_full_study(tmp_path):
+    write_regression(tmp_path, full_study())
+    paths = plots.plot_dir(tmp_path, tmp_path / "plots")
+    assert sorted(p.rsplit("/", 1)[1] for p in paths) == REGRESSION_FILES
+    assert all(is_png(p) for p in paths)
+
+
+def test_plot_dir_regression_minimal_study(tmp_path):
+    """One n, one width, one seed: no picture against n or M, no side studies."""
+    write_regression(tmp_path, run_rows(100, 256, 0))
+    paths = plots.plot_dir(tmp_path)
+    assert sorted(p.rsplit("/", 1)[1] for p in paths) == [
+        "approx_error.png", "risks.png", "staircase.png"]
+
+
+def test_regression_figure_titles_and_footnote():
+    rows = full_study()
+    main = plots.main_study(rows)
+    assert plots._values(main, "init") == ["antisymmetric"]
+    assert plots._values(main, "target") == [MAIN]
+    label = plots._subset_label(plots._biggest(main))
+    assert "f* = 1:0.5,2:0.5,4:0.5" in label and "antisymmetric init" in label
+    assert "no bias" in label and "d = 3" in label and "M = 1024" in label
+    assert "seeds 0, 1, 2" in label
+    note = plots._diverged_note(main)
+    assert note.startswith("1 of 19 runs diverged") and "seed=2" in note
+
+
+def test_mean_curves_leave_diverged_runs_out():
+    good = run_rows(400, 1024, 0) + run_rows(400, 1024, 1)
+    bad = run_rows(400, 1024, 2, diverged=True)
+    for r in bad:  # finite but wild before it diverged: must not enter any mean either
+        r["excess_risk"] = 1e6
+    curves = plots.mean_curves(good + bad, "excess_risk", by=("n",), positive_x=True)
+    (key, c), = curves.items()
+    assert key == (400,) and (c.count == 2).all() and len(c.x) == len(TIMES) - 1
+    pair = np.array([[r["excess_risk"] for r in run[1:]] for run in (good[:13], good[13:])])
+    np.testing.assert_allclose(c.mean, pair.mean(0))
+    np.testing.assert_allclose(c.sem, pair.std(0, ddof=1) / math.sqrt(2))
+    single = plots.mean_curves(good[:13], "excess_risk")[()]
+    assert np.isnan(single.sem).all() and single.x[0] == 0.0
+    drift = plots.mean_curves(good, "ntk_drift", by=("width",))[(1024,)]
+    assert len(drift.x) == 2  # nan outside the drift records is skipped
+    finals = plots._final(good + bad)
+    assert len(finals) == 3 and sum(r["diverged"] for r in finals) == 1
+    assert all(math.isfinite(r["ntk_drift"]) for r in finals)
+
+
+def test_fit_loglog_slope_exact():
+    m = np.array([64.0, 256, 1024, 4096])
+    fit = plots.fit_loglog_slope(m, 3 * m ** -0.5)
+    assert fit.slope == pytest.approx(-0.5, abs=1e-12) and fit.prefactor == pytest.approx(3)
+    assert fit.points == 4
+    assert math.isnan(plots.fit_loglog_slope([64.0], [1.0]).slope)
+    assert plots.fit_loglog_slope([64.0, 256, 1024], [0.1, np.nan, 0.025]).points == 2
+
+
+def test_plots_imports_no_jax_at_module_level():
+    import ast
+    tree = ast.parse(open(plots.__file__).read())
+    names = [a.name for node in tree.body if isinstance(node, ast.Import) for a in node.names]
+    names += [node.module for node in tree.body if isinstance(node, ast.ImportFrom)]
+    own = [a.name for node in tree.body if isinstance(node, ast.ImportFrom)
+           and node.module == "jaxbof" for a in node.names]
+    assert {"matplotlib", "numpy"} <= {m.split(".")[0] for m in names}
+    assert not [m for m in names if m.split(".")[0] == "jax" or m.startswith("jaxbof.")]
+    assert set(own) <= {"store", "spectra"}  # NumPy-only modules
+
+
+def test_target_coefs():
+    assert plots.target_coefs("1:0.5,2:0.5,4:-0.25") == {1: 0.5, 2: 0.5, 4: -0.25}
+    assert plots.target_coefs("3:1.0") == {3: 1.0}
