@@ -23,11 +23,11 @@ from jaxbof.experiments.classification import run_cells, run_grid
 from jaxbof.grid import Cell, Grid, Protocol
 from jaxbof.model import Outer, apply, init_weights, outer_weights
 from jaxbof.train import Param, Stop
-from jaxbof import concentration, ntk, spectra  # noqa: E402  (modules, after the names above)
+from jaxbof import concentration, ntk, sphere, spectra  # noqa: E402  (modules, after the names above)
 
 __all__ = [
     "Cell", "Corruption", "Engine", "Experiment", "FIG1", "FIG1_QUICK", "FIG2", "FIG2_QUICK", "Grid", "Outer",
     "Param", "Protocol", "Signal", "Stop", "SweepStats", "apply", "concentration", "init_weights",
     "ntk", "outer_weights", "preset", "run_cells", "run_grid", "sample_test", "sample_train",
-    "spectra",
+    "sphere", "spectra",
 ]

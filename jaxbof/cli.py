@@ -211,8 +211,9 @@ def _spectrum(args) -> int:
 
         jax.config.update("jax_enable_x64", True)  # spectra are float64 (entry point)
         key = jax.random.PRNGKey(seed)
-        x = jax.random.normal(key, (n, d))
-        x = x / jax.numpy.linalg.norm(x, axis=1, keepdims=True)
+        from jaxbof import sphere
+
+        x = sphere.uniform(key, n, d)
         if width is None:
             xh = np.asarray(x, np.float64)
             u = np.clip(xh @ xh.T, -1.0, 1.0)
@@ -576,7 +577,7 @@ def main(argv=None) -> int:
             return _concentration(args)
         if args.command == "reproduce" and args.experiment == "park-regression":
             from jaxbof.experiments import regression
-            cells, protocol = regression.preset(args.quick)
+            cells, protocol = regression.presets(args.quick), regression.preset_protocol(args.quick)
             name = "park-regression" + ("-quick" if args.quick else "")
             chosen = Study("regression", name, "Park et al. (2024): gradient flow in the NTK "
                            "regime, excess risk decomposed", {"preset": name}, protocol,

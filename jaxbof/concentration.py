@@ -12,7 +12,8 @@ the entry point enables x64, which the CLI and the tests do): the host eigensolv
 
 Rows are produced one (n, d, width, seed) at a time and handed to a callback, so a caller that
 writes them as they come loses nothing when interrupted. Deterministic from the coordinates:
-points from fold_in(key, n, d), weights from fold_in(points key, width, seed).
+points `sphere.uniform(fold_in(key, n, d), n, d)` (point i from fold_in(., i)), weights
+`ntk.init_two_layer(fold_in(points key, width, seed), ...)` (neuron j from fold_in(., j)).
 """
 
 from __future__ import annotations
@@ -20,14 +21,17 @@ from __future__ import annotations
 from typing import Callable, Iterable, NamedTuple, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from jaxbof import ntk
+from jaxbof import ntk, sphere
 
-__all__ = ["COLUMNS", "Config", "Slope", "deviation", "fit_slopes", "run", "sphere_points"]
+__all__ = ["COLUMNS", "Config", "SCHEMA", "Slope", "deviation", "fit_slopes", "run",
+           "sphere_points"]
 
-COLUMNS = ("n", "d", "width", "seed", "rel_op_error", "h_inf_op_norm")
+# the results schema {column: type} for store.ResultsWriter, in CSV order
+SCHEMA = {"n": "int", "d": "int", "width": "int", "seed": "int", "rel_op_error": "float",
+          "h_inf_op_norm": "float"}
+COLUMNS = tuple(SCHEMA)
 
 
 class Config(NamedTuple):
@@ -59,9 +63,9 @@ QUICK = Config(nd=((100, 10), (200, 40)), widths=tuple(2 ** j for j in range(5, 
 
 
 def sphere_points(key, n: int, d: int) -> jax.Array:
-    """n points uniform on S^{d-1} (normalised Gaussians)."""
-    x = jax.random.normal(key, (n, d), jnp.result_type(float))
-    return x / jnp.linalg.norm(x, axis=1, keepdims=True)
+    """Thin alias of `sphere.uniform(key, n, d)` (n points uniform on S^{d-1}), kept for
+    notebooks/ntk_spectra.ipynb; new code should call `jaxbof.sphere.uniform`."""
+    return sphere.uniform(key, n, d)
 
 
 def _op_norm(A) -> float:
@@ -88,7 +92,7 @@ def run(config: Config, on_row: Callable[[dict], None] | None = None,
     rows = []
     for n, d in config.nd:
         kx = jax.random.fold_in(jax.random.fold_in(key, n), d)
-        x = sphere_points(kx, n, d)
+        x = sphere.uniform(kx, n, d)
         H_inf = ntk.analytic_ntk(x, layers=config.layers, alpha=config.alpha, bias=config.bias)
         h_norm = _op_norm(H_inf)
         for width in config.widths:

@@ -1,6 +1,7 @@
 """Neural tangent kernels: empirical (any scalar-output model) and analytic (infinite width).
 
-Regression two-layer net (Park et al. 2024, arXiv 2410.06191; Du et al. 2019):
+Regression two-layer net (Park et al. 2024, arXiv 2410.06191; Du et al. 2019), defined in
+`jaxbof.model` and re-exported here (`TwoLayerParams`, `init_two_layer`, `two_layer_apply`):
 
     f(theta, x) = (1/sqrt(M)) sum_j a_j sigma(<w_j, x> + b_j),   sigma(z) = max(z, alpha z),
 
@@ -27,76 +28,20 @@ from __future__ import annotations
 
 import enum
 import functools
-import math
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
+
+# the two-layer net lives in `jaxbof.model` (one model for both experiments); TwoLayerParams,
+# init_two_layer and two_layer_apply are re-exported so `ntk.init_two_layer` etc. keep working
+from jaxbof.model import (TwoLayerParams, init_two_layer, leaky_relu, leaky_relu_slope,
+                          two_layer_apply, two_layer_preacts)
 
 __all__ = [
     "Layers", "Route", "TwoLayerParams", "analytic_ntk", "empirical_ntk_fn",
     "init_two_layer", "ntk_vector_product_fn", "structured_ntk", "two_layer_apply",
 ]
-
-
-# --------------------------------------------------------------------------- the two-layer net
-
-class TwoLayerParams(NamedTuple):
-    """Parameters of the two-layer net: W_mxd (inner), a_m (outer), b_m (bias, or None)."""
-    W_mxd: jax.Array
-    a_m: jax.Array
-    b_m: jax.Array | None = None
-
-
-def init_two_layer(key, width: int, d: int, *, bias: bool = False,
-                   antisymmetric: bool = True, dtype=None) -> TwoLayerParams:
-    """Draw w_j ~ N(0, I_d), a_j = +-1 (Rademacher), b_j ~ N(0, 1) if `bias`.
-
-    antisymmetric (default): draw M/2 neurons, then copy them with w_{j+M/2} = w_j,
-    b_{j+M/2} = b_j, a_{j+M/2} = -a_j, so f(theta_0, x) = 0 for every x (exactly, see
-    `two_layer_apply`). Requires an even width.
-    """
-    if antisymmetric and width % 2 != 0:
-        raise ValueError(f"antisymmetric init needs an even width, got width={width}")
-    dtype = jnp.result_type(float) if dtype is None else dtype
-    w_key, a_key, b_key = jax.random.split(key, 3)
-    m = width // 2 if antisymmetric else width
-    W = jax.random.normal(w_key, (m, d), dtype)
-    a = jax.random.rademacher(a_key, (m,), dtype)
-    b = jax.random.normal(b_key, (m,), dtype) if bias else None
-    if antisymmetric:
-        W = jnp.concatenate([W, W])
-        a = jnp.concatenate([a, -a])
-        b = None if b is None else jnp.concatenate([b, b])
-    return TwoLayerParams(W, a, b)
-
-
-def _act(z, alpha):
-    """sigma(z) = max(z, alpha z) (alpha <= 1)."""
-    return jnp.where(z >= 0, z, alpha * z)
-
-
-def _act_slope(z, alpha):
-    """sigma'(z): 1 for z >= 0 (the autodiff value of jnp.where at 0), alpha below."""
-    return jnp.where(z >= 0, 1.0, alpha).astype(z.dtype)
-
-
-def _preacts(params: TwoLayerParams, x):
-    h = x @ params.W_mxd.T
-    return h if params.b_m is None else h + params.b_m
-
-
-def two_layer_apply(params: TwoLayerParams, x, *, alpha=0.0):
-    """f(theta, x) = (1/sqrt(M)) sum_j a_j sigma(<w_j, x> + b_j); x_d -> scalar, x_nxd -> f_n.
-
-    For even M the sum is taken as sum_{j < M/2} (t_j + t_{j+M/2}), which is the same function
-    but makes f exactly 0 at an antisymmetric init (each pair cancels bit for bit).
-    """
-    t = _act(_preacts(params, x), alpha) * params.a_m
-    M = t.shape[-1]
-    if M % 2 == 0:
-        t = t[..., : M // 2] + t[..., M // 2:]
-    return jnp.sum(t, axis=-1) / math.sqrt(M)
 
 
 # --------------------------------------------------------------------------- empirical NTK
@@ -255,15 +200,15 @@ def structured_ntk(params: TwoLayerParams, x1, x2=None, *, layers: Layers = Laye
     same = x2 is None
     x2 = x1 if same else x2
     M = params.W_mxd.shape[0]
-    H1 = _preacts(params, x1)
-    H2 = H1 if same else _preacts(params, x2)
-    S1 = _act_slope(H1, alpha) * params.a_m ** 2
+    H1 = two_layer_preacts(params, x1)
+    H2 = H1 if same else two_layer_preacts(params, x2)
+    S1 = leaky_relu_slope(H1, alpha) * params.a_m ** 2
     G = x1 @ x2.T
     if params.b_m is not None and train_bias:
         G = G + 1.0
-    K = G * (S1 @ _act_slope(H2, alpha).T)
+    K = G * (S1 @ leaky_relu_slope(H2, alpha).T)
     if layers is Layers.BOTH:
-        K = K + _act(H1, alpha) @ _act(H2, alpha).T
+        K = K + leaky_relu(H1, alpha) @ leaky_relu(H2, alpha).T
     return K / M
 
 

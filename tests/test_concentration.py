@@ -61,6 +61,6 @@ def test_bad_config_names_the_value(cfg, needle):
 def test_rows_read_back_typed(tmp_path):
     from jaxbof import store
     rows = C.run(C.Config(nd=((10, 3),), widths=(4, 8), seeds=1))
-    with store.ResultsWriter(tmp_path, {"experiment": "t"}, columns=C.COLUMNS) as w:
+    with store.ResultsWriter(tmp_path, {"experiment": "t"}, columns=C.SCHEMA) as w:
         w.write(rows)
     assert store.load_results(tmp_path) == rows

@@ -8,14 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxbof import model, ntk, sphere
 from jaxbof.ntk import (Layers, Route, TwoLayerParams, analytic_ntk, empirical_ntk_fn,
                         init_two_layer, ntk_vector_product_fn, structured_ntk,
                         two_layer_apply)
 
-
-def _sphere(key, n, d):
-    x = jax.random.normal(key, (n, d))
-    return x / jnp.linalg.norm(x, axis=1, keepdims=True)
+_sphere = sphere.uniform
 
 
 def _rel(A, B):
@@ -138,6 +136,68 @@ def test_antisymmetric_init_is_zero_and_odd_width_raises():
     # same key, same draw
     p1, p2 = init_two_layer(jax.random.key(3), 8, 3), init_two_layer(jax.random.key(3), 8, 3)
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2)))
+
+
+def test_two_layer_net_lives_in_model_and_ntk_reexports_it():
+    assert ntk.init_two_layer is model.init_two_layer
+    assert ntk.two_layer_apply is model.two_layer_apply
+    assert ntk.TwoLayerParams is model.TwoLayerParams
+    params = model.init_two_layer(jax.random.key(4), 8, 3)
+    x = _sphere(jax.random.key(5), 6, 3)
+    K = empirical_ntk_fn(functools.partial(model.two_layer_apply, alpha=0.2),
+                         route=Route.STRUCTURED)(params, x)
+    assert _rel(K, structured_ntk(params, x, layers=Layers.BOTH, alpha=0.2)) < 1e-14
+
+
+def test_init_two_layer_is_padding_exact():
+    """Neuron j from fold_in(key, j), column c from fold_in(neuron's w key, c): a wider or
+    d_pad-padded draw holds the smaller one as a prefix, bit for bit."""
+    key = jax.random.key(17)
+    A = init_two_layer(key, 16, 3, bias=True)  # antisymmetric: base rows 0..7, copies 8..15
+    C = init_two_layer(key, 8, 3, bias=True)   # base rows 0..3
+    for leaf_A, leaf_C in zip(A, C):
+        assert np.array_equal(leaf_C[:4], leaf_A[:4])
+    assert np.array_equal(A.W_mxd[8:], A.W_mxd[:8]) and np.array_equal(A.b_m[8:], A.b_m[:8])
+    assert np.array_equal(A.a_m[8:], -A.a_m[:8])
+    # the standard width-M draw is the base of the antisymmetric width-2M one
+    B = init_two_layer(key, 8, 3, bias=True, antisymmetric=False)
+    assert all(np.array_equal(b, a[:8]) for a, b in zip(A, B))
+    # d_pad: the first d columns are the d draw, the rest exactly zero; d may be traced
+    D = init_two_layer(key, 16, 3, bias=True, d_pad=6)
+    assert D.W_mxd.shape == (16, 6) and np.array_equal(D.W_mxd[:, :3], A.W_mxd)
+    assert np.all(np.asarray(D.W_mxd[:, 3:]) == 0.0)
+    assert np.array_equal(D.a_m, A.a_m) and np.array_equal(D.b_m, A.b_m)
+    E = jax.jit(lambda d: init_two_layer(key, 16, d, bias=True, d_pad=6))(3)
+    assert all(np.array_equal(e, dd) for e, dd in zip(E, D))
+    # the bias is drawn from its own key: W and a are the same without it
+    F = init_two_layer(key, 16, 3)
+    assert F.b_m is None
+    assert np.array_equal(F.W_mxd, A.W_mxd) and np.array_equal(F.a_m, A.a_m)
+    # the padded net is the same function of the padded inputs, and still zero at init
+    x = _sphere(jax.random.key(18), 9, 3)
+    assert np.all(np.asarray(two_layer_apply(D, jnp.pad(x, ((0, 0), (0, 3))), alpha=0.1)) == 0.0)
+    with pytest.raises(ValueError, match="d=7 exceeds d_pad=6"):
+        init_two_layer(key, 16, 7, d_pad=6)
+    with pytest.raises(ValueError, match="width=5"):
+        init_two_layer(key, 5, 3, d_pad=6)
+    assert jax.eval_shape(lambda: init_two_layer(key, 4, 3, dtype=jnp.float32)).W_mxd.dtype == \
+        jnp.float32
+
+
+def test_init_two_layer_distribution():
+    """w_jc ~ N(0, 1), a_j = +-1 with probability 1/2, b_j ~ N(0, 1), independent (4 sigma)."""
+    M, d = 4096, 8
+    p = init_two_layer(jax.random.key(19), M, d, bias=True, antisymmetric=False)
+    W, a, b = (np.asarray(v) for v in p)
+    assert set(np.unique(a)) == {-1.0, 1.0}
+    for z, n in ((W.ravel(), M * d), (b, M)):
+        assert abs(z.mean()) < 4 / np.sqrt(n)
+        assert abs(z.var() - 1.0) < 4 * np.sqrt(2 / n)
+    assert abs(a.mean()) < 4 / np.sqrt(M)
+    # no correlation between a neuron's entries, its outer weight and its bias
+    Z = np.column_stack([W[:, :3], a, b])
+    C = np.corrcoef(Z.T) - np.eye(5)
+    assert np.abs(C).max() < 4 / np.sqrt(M)
 
 
 def test_analytic_diagonal_values():
