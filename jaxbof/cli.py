@@ -19,6 +19,7 @@ a run cut short is trained again with only its missing rows added.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import math
 import platform
@@ -475,6 +476,9 @@ def _run(study: Study, args) -> int:
         engine = eng.Engine(slots=args.slots, chunk=args.chunk)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    if study.kind == "regression" and args.slots is None:  # the experiment's own batching choice
+        from jaxbof.experiments import regression
+        engine = dataclasses.replace(regression.default_engine(), chunk=args.chunk)
     out = Path(args.out or f"runs/{study.name}")
     precision = "float64" if args.x64 else "float32"
     exp = _experiment(study)

@@ -50,6 +50,78 @@ def test_sweep_end_to_end_then_resume_then_plot(tmp_path, capsys):
     assert (out / "heatmap.png").exists()
 
 
+REG_ARGS = ["sweep", "regression", "--n", "24,40", "--d", "3", "--width", "64", "--seeds", "1",
+            "--target", "1:0.5,3:0.5", "--noise", "0.2", "--t-max", "60", "--times", "5",
+            "--n-test", "300", "--no-progress"]
+
+
+def _canon(rows):
+    """Rows sorted by (n, step), nan replaced by a marker so that == compares them exactly."""
+    fix = lambda v: "nan" if isinstance(v, float) and v != v else v  # noqa: E731
+    return sorted(({k: fix(v) for k, v in r.items()} for r in rows),
+                  key=lambda r: (r["n"], r["step"]))
+
+
+def test_regression_sweep_end_to_end_resume_and_plot(tmp_path, capsys):
+    out = tmp_path / "reg"
+    assert cli.main(REG_ARGS + ["--out", str(out)]) == 0
+    rows = store.load_results(out)
+    config = json.loads((out / "config.json").read_text())
+    assert config["experiment"]["kind"] == "regression"
+    assert config["schema"]["target"] == "str" and config["schema"]["final"] == "bool"
+    runs = {(r["n"], r["seed"]) for r in rows}
+    assert runs == {(24, 0), (40, 0)}
+    finals = [r for r in rows if r["final"]]
+    assert len(finals) == 2 and not any(r["diverged"] for r in rows)
+    per_run = len(rows) // 2
+    assert per_run >= 4 and all(r["t"] == max(q["t"] for q in rows if q["n"] == r["n"])
+                                for r in finals)
+    assert all(r["target"] == "1:0.5,3:0.5" and r["init"] == "antisymmetric" for r in rows)
+    # a bias-free ReLU network has mu_3 = 0: the cubic part is never learned
+    assert all(r["pop_coef_3"] == 0.0 for r in rows)
+    assert (out / "risks.png").stat().st_size > 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("target,init,bias") and len(table) == 3
+
+    # rerun: nothing trained, nothing duplicated
+    assert cli.main(REG_ARGS + ["--out", str(out), "--no-plots"]) == 0
+    assert "0 models to train (2 already" in capsys.readouterr().err
+    assert _canon(store.load_results(out)) == _canon(rows)
+
+    # a run cut short (its last rows lost) is trained again; only the missing rows are added
+    path = out / "results.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    keep = [ln for ln in lines if not ln.startswith("40,")]
+    keep += [ln for ln in lines if ln.startswith("40,")][:2]
+    path.write_text("".join(keep))
+    assert cli.main(REG_ARGS + ["--out", str(out), "--no-plots"]) == 0
+    assert "1 models to train (1 already" in capsys.readouterr().err
+    assert _canon(store.load_results(out)) == _canon(rows)
+
+    # another protocol in the same directory is refused, naming the key
+    assert cli.main(REG_ARGS + ["--out", str(out), "--t-max", "80"]) == 2
+    assert "protocol.t_max" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--n", "-5"], "n=-5"),
+    (["--width", "63"], "width=63 must be even"),
+    (["--target", "1:0.5,2"], "--target"),
+    (["--target", "x:1"], "--target"),
+    (["--noise", "-0.1"], "--noise: -0.1 must be >= 0"),
+    (["--eta", "0"], "--eta: 0 must be > 0"),
+    (["--t-max", "-1"], "--t-max: -1 must be > 0"),
+    (["--noise-kind", "gauss"], "'gauss' is not one of uniform, rademacher"),
+    (["--init", "zero"], "'zero' is not one of antisymmetric, gaussian"),
+    (["--out", "/proc/jaxbof-reg"], "cannot write results there"),
+])
+def test_regression_bad_input_exits_2(args, needle, capsys):
+    assert cli.main(["sweep", "regression", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("jaxbof: error:") and needle in err, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
 @pytest.mark.parametrize("args, needle", [
     (["sweep", "classification", "--n", "0"], "n=0"),
     (["sweep", "classification", "--n", "abc"], "'abc'"),

@@ -19,23 +19,32 @@ against the closed forms of the population flow df/dt = -(K_inf)(f - f*):
     f_t^pop             = sum_k (1 - exp(-t mu_k)) c_k Y_k,
     estimation_error(t) = ||f_t - f_t^pop||^2,  excess_risk(t) = ||f_t - f*||^2 (Monte Carlo on
                           fresh noise-free test points, the same at every time),
-    kernel_gap(t)       = ||f_t - f_t^lin||^2, f_t^lin = f_0 + K_tX K^-1 (I - e^{-t K/n})(y - f_0(X))
+    kernel_gap(t)       = ||f_t - f_t^lin||^2,
+                          f_t^lin = f_0 + K_tX K^-1 (I - e^{-t K/n}) (y - f_0(X))
                           with K the empirical NTK at init,
 
 mu_k the eigenvalues (`jaxbof.spectra`) of the infinite-width NTK of the trained layers, plus
 the NTK-regime diagnostics weight_move = max_j ||w_j(t) - w_j(0)|| and
 ntk_drift = ||H_t - H_0||_op / ||H_0||_op (H_t the empirical NTK Gram on the training points).
 
-Engine wiring: buckets are Shape(n, d, width, bias, train_outer) (no padding across cells);
-eta and the recording steps are traced per cell, so cells of one shape with different eta share
-one compile. Keys are fold_in of the cell's coordinates: points and target directions from
-(d, seed) (nested data sets across n), noise from (d, seed, noise, noise_kind), init from
-(d, width, seed, init, bias), test points from (d, seed); adding a cell never changes another.
+Engine wiring: buckets are Shape(n, d, width, bias, train_outer); eta, the init kind, the
+noise and the recording steps are traced per cell, so cells of one shape share one compile.
+All buckets of one d draw their random numbers with one compiled sampler at the largest (n, M)
+of the sweep (`prep_shapes`) and are cut down exactly (`crop`: every draw is per point or per
+neuron, so a larger draw holds a smaller one as a prefix): a sampler costs ~10 s to compile on
+the 2-core CPU, the draws themselves almost nothing. Keys are fold_in of the cell's
+coordinates: points and target directions from (d, seed) (nested data sets across n), noise
+from (d, seed, noise, noise_kind), init from (d, width, seed, init, bias), test points from
+(d, seed); adding a cell never changes another's rows (tested bit for bit, also across batch
+sizes and sampler shapes). Per-record measurements run on the host in float64 from small device
+programs (`programs`): the net on the test points, the empirical NTK at init (once per cell,
+eigendecomposed and cached until the cell finishes) and at drift records.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 import zlib
@@ -45,17 +54,21 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy.sparse.linalg import eigsh
+import scipy.linalg
+from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, eigsh
 
 from jaxbof import engine as _engine
 from jaxbof import ntk, sphere, spectra
-from jaxbof.model import TwoLayerParams, init_two_layer, leaky_relu, two_layer_apply, two_layer_preacts
+from jaxbof.model import TwoLayerParams, init_two_layer, leaky_relu, two_layer_apply
 
 __all__ = [
-    "COORDINATES", "Cell", "KIND", "NOISE_KINDS", "INITS", "Protocol", "PROTOCOL_FULL",
-    "PROTOCOL_QUICK", "Shape", "canonical_target", "cells", "columns", "default_eta",
-    "eigenvalues_for", "experiment", "parse_target", "preset_protocol", "presets",
-    "record_steps", "run_cells", "step_bytes", "step_flops",
+    "COORDINATES", "INITS", "KIND", "NOISE_KINDS", "PROTOCOL_FULL", "PROTOCOL_QUICK", "Cell",
+    "Data", "Inputs", "Protocol", "Shape", "Slot", "State", "approx_error", "canonical_target",
+    "cell_keys", "cell_of", "cells", "columns", "coords", "crop", "default_engine",
+    "default_eta", "degrees_of", "eigenvalues_for", "experiment", "forward", "gd_step",
+    "gradients", "linear_prediction", "parse_target", "prep_shapes", "prepare",
+    "preset_protocol", "presets", "record_steps", "resume_slot", "run_cells", "step_bytes",
+    "step_flops",
 ]
 
 KIND = "regression"
@@ -340,7 +353,8 @@ def columns(degrees: Sequence[int]) -> dict:
 
 
 class Shape(NamedTuple):
-    """A bucket: the compiled shape of its cells (no padding across cells)."""
+    """A bucket: the compiled shape of its cells' training (also used, with bias=True, as the
+    shape a family of buckets is sampled at, see `prep_shapes`)."""
 
     n: int
     d: int
@@ -386,15 +400,18 @@ class Data(NamedTuple):
     """Loop-invariant part of a slot."""
 
     X: jax.Array  # (n, d) training points
-    y: jax.Array  # (n,) noisy labels
+    u: jax.Array  # (n,) uniform [-1, 1) noise draws (Rademacher: their signs)
+    y: jax.Array  # (n,) noisy labels f*(x_i) + s * noise_i
     X_test: jax.Array  # (n_test, d)
     Y_test: jax.Array  # (n_test, K) zonal features of the experiment's degrees
-    K0: jax.Array  # (n, n) empirical NTK of the trained layers at init
-    K_test: jax.Array  # (n_test, n) its test-train block
-    W0: jax.Array  # (M, d)
-    f0_train: jax.Array  # (n,) f_0 on the training points (0 under the antisymmetric init)
-    f0_test: jax.Array  # (n_test,) f_0 on the test points
+    xi: jax.Array  # (K, d) target directions
+    raw: TwoLayerParams  # the Gaussian draw of width M (b None without a bias)
+    init: TwoLayerParams  # theta_0: `raw`, or its antisymmetric version
     eta: jax.Array  # scalar
+    noise: jax.Array  # scalar s
+    rademacher: jax.Array  # bool
+    antisymmetric: jax.Array  # bool
+    coef: jax.Array  # (K,)
     rec_steps: jax.Array  # (times + 1,) int32
     train_outer: Static  # Static(bool): whether a is trained (the step needs it statically)
 
@@ -408,43 +425,62 @@ def _sqrt_width(M: int) -> float:
     return math.sqrt(M)
 
 
+_ELEMENTWISE_D = 16  # preactivations as d broadcast products up to this d, a matmul above
+
+
+def _preacts_mxn(params: TwoLayerParams, X_nxd):
+    """H^T_mxn = W X^T [+ b]: for small d as the sum of d broadcast products, which XLA fuses
+    into its consumers (H is never written to memory), else a matmul."""
+    W, d = params.W_mxd, X_nxd.shape[-1]
+    if d <= _ELEMENTWISE_D:
+        Ht = W[:, 0][:, None] * X_nxd[:, 0][None, :]
+        for c in range(1, d):
+            Ht = Ht + W[:, c][:, None] * X_nxd[:, c][None, :]
+    else:
+        Ht = W @ X_nxd.T
+    return Ht if params.b_m is None else Ht + params.b_m[:, None]
+
+
 def forward(params: TwoLayerParams, X_nxd):
-    """(H_nxm, A_nxm, f_n): pre-activations H = X W^T [+ b], A = relu(H) and
-    f = M^-1/2 sum_j a_j A_j summed exactly like `model.two_layer_apply` (pair-sum, so f_0 = 0
-    bit for bit under the antisymmetric init)."""
-    H = two_layer_preacts(params, X_nxd)
-    A = leaky_relu(H, 0.0)
-    t = A * params.a_m
-    M = t.shape[-1]
+    """(Ht_mxn, At_mxn, f_n): pre-activations H^T = W X^T [+ b] (neuron-major: the layout in
+    which every contraction of the step is fast under vmap on CPU), A^T = relu(H^T) and
+    f = M^-1/2 sum_j a_j A_j, the sum over neurons taken as a pair-sum like
+    `model.two_layer_apply` (sum_{j < M/2} (t_j + t_{j+M/2})), so f_0 = 0 bit for bit under the
+    antisymmetric init (equal to two_layer_apply up to rounding)."""
+    Ht = _preacts_mxn(params, X_nxd)
+    At = leaky_relu(Ht, 0.0)
+    t = At * params.a_m[:, None]
+    M = t.shape[0]
     if M % 2 == 0:
-        t = t[..., : M // 2] + t[..., M // 2:]
-    return H, A, jnp.sum(t, axis=-1) / _sqrt_width(M)
+        t = t[: M // 2] + t[M // 2:]
+    return Ht, At, jnp.sum(t, axis=0) / _sqrt_width(M)
 
 
-def gradients(params: TwoLayerParams, X_nxd, y_n, H, A, f):
-    """Hand-written gradient of L = (1/(2n)) sum_i (f(x_i) - y_i)^2 from a forward pass:
-    r = (f - y)/n, dH = (r a^T / sqrt(M)) * 1(H >= 0), gW = dH^T X (M, d), gb = sum_i dH (M,),
-    ga = A^T r / sqrt(M) (M,). Returns TwoLayerParams of gradients (gb None without a bias)."""
-    n, M = H.shape
+def gradients(params: TwoLayerParams, X_nxd, y_n, Ht, At, f) -> TwoLayerParams:
+    """Hand-written gradient of L = (1/(2n)) sum_i (f(x_i) - y_i)^2 from a forward pass
+    (`forward`): r = (f - y)/n, dH = (r a^T / sqrt(M)) * 1(H >= 0) (as dH^T, M x n),
+    gW = dH^T X (M, d), gb = sum_i dH (M,), ga = A^T r / sqrt(M) (M,).
+    Returns TwoLayerParams of gradients (gb None without a bias)."""
+    M, n = Ht.shape
     r = (f - y_n) / n
-    dH = jnp.where(H >= 0, r[:, None] * (params.a_m / _sqrt_width(M))[None, :],
-                   jnp.zeros((), H.dtype))
-    gW = dH.T @ X_nxd
-    gb = None if params.b_m is None else jnp.sum(dH, axis=0)
-    ga = (A.T @ r) / _sqrt_width(M)
+    dHt = jnp.where(Ht >= 0, (params.a_m / _sqrt_width(M))[:, None] * r[None, :],
+                    jnp.zeros((), Ht.dtype))
+    gW = dHt @ X_nxd
+    gb = None if params.b_m is None else jnp.sum(dHt, axis=1)
+    ga = (At @ r) / _sqrt_width(M)
     return TwoLayerParams(gW, ga, gb)
 
 
-def gd_step(slot: Slot, st: State, *, train_outer: bool) -> State:
-    """One GD step of one run, or a halt: if steps == rec_steps[rec] (a recording time) or the
-    outputs are non-finite, set done (no update, f_n = these outputs). A halted state is
-    returned unchanged."""
+def gd_step(slot: Slot, st: State) -> State:
+    """One GD step of one run (eta = slot.data.eta; a updated only with train_outer), or a halt:
+    if steps == rec_steps[rec] (a recording time) or the outputs are non-finite, set done (no
+    update, f_n = these outputs). A halted state is returned unchanged."""
     p = TwoLayerParams(st.W, st.a, st.b)
-    H, A, f = forward(p, slot.data.X)
+    Ht, At, f = forward(p, slot.data.X)
     bad = ~jnp.all(jnp.isfinite(f))
     at_record = st.steps == slot.data.rec_steps[st.rec]
     halt = st.done | at_record | bad
-    g = gradients(p, slot.data.X, slot.data.y, H, A, f)
+    g = gradients(p, slot.data.X, slot.data.y, Ht, At, f)
     eta = slot.data.eta
 
     def upd(x, gx):
@@ -452,7 +488,7 @@ def gd_step(slot: Slot, st: State, *, train_outer: bool) -> State:
     return State(
         W=upd(st.W, g.W_mxd),
         b=None if st.b is None else upd(st.b, g.b_m),
-        a=upd(st.a, g.a_m) if train_outer else st.a,
+        a=upd(st.a, g.a_m) if slot.data.train_outer.value else st.a,
         steps=st.steps + jnp.where(halt, 0, 1).astype(st.steps.dtype),
         done=halt,
         rec=st.rec,
@@ -471,61 +507,119 @@ def _layers(train_outer: bool):
     return ntk.Layers.BOTH if train_outer else ntk.Layers.FIRST
 
 
+def _antisymmetric(raw: TwoLayerParams, antisymmetric) -> TwoLayerParams:
+    """theta_0 from the Gaussian draw `raw` of width M: `raw` itself, or (traced flag) the
+    antisymmetric init, whose neurons j < M/2 are raw's and j + M/2 their copies with a -> -a.
+    Equals model.init_two_layer(key, M, d, antisymmetric=...) of the same key (its draws are
+    padding-exact: the antisymmetric width-M init is built on the first M/2 Gaussian neurons)."""
+    M = raw.W_mxd.shape[0]
+    if M % 2:
+        return raw
+    h = M // 2
+
+    def anti(x, sign):
+        return None if x is None else jnp.where(
+            antisymmetric, jnp.concatenate([x[:h], sign * x[:h]]), x)
+    return TwoLayerParams(anti(raw.W_mxd, 1.0), anti(raw.a_m, -1.0), anti(raw.b_m, 1.0))
+
+
+def _finish(X, u, X_test, Y_test, xi, raw, eta, noise, rademacher, antisymmetric, coef,
+            rec_steps, sh: Shape, degrees) -> Slot:
+    """The slot of one cell from its random draws at the bucket's own shape: labels
+    y = f*(X) + s * noise (f* = Y(X) coef), theta_0, the initial state (f_n = 0 until the
+    record at step 0 sets it)."""
+    dt = X.dtype
+    fstar = sphere.zonal_features(X, xi, degrees, sh.d) @ coef
+    sign = jnp.where(u >= 0, 1.0, -1.0).astype(dt)
+    y = fstar + noise * jnp.where(rademacher, sign, u)
+    init = _antisymmetric(raw, antisymmetric)
+    state = State(init.W_mxd, init.b_m, init.a_m, jnp.zeros((), jnp.int32), jnp.zeros((), bool),
+                  jnp.zeros((), jnp.int32), jnp.zeros((), bool), jnp.zeros((sh.n,), dt))
+    data = Data(X, u, y, X_test, Y_test, xi, raw, init, eta, noise, rademacher, antisymmetric,
+                coef, rec_steps, Static(bool(sh.train_outer)))
+    return Slot(state, data)
+
+
 def prepare(inp: Inputs, sh: Shape, *, n_test: int, degrees: tuple[int, ...]) -> Slot:
-    """Sample one cell (device): training points, labels, test points and their zonal features,
-    the init, f_0 on test points, the empirical NTK of the trained layers at init on the
-    training points (K0, n x n) and test x train (K_test)."""
+    """Sample one cell at shape `sh` (device): n training points (point i from fold_in, so a
+    larger draw holds a smaller one as a prefix), one uniform [-1, 1) noise draw per point,
+    n_test test points and their zonal features, one direction per degree, a Gaussian init of
+    width M (neuron j from fold_in: prefix-exact too). `crop` cuts it to a smaller shape
+    exactly; the empirical NTK at init is computed on the host's request (`init_fn`)."""
     dt = inp.eta.dtype
     data_key, noise_key, init_key, test_key = inp.keys
     x_key, dir_key = jax.random.fold_in(data_key, 0), jax.random.fold_in(data_key, 1)
     X = sphere.uniform(x_key, sh.n, sh.d, dtype=dt)
     xi = sphere.directions(dir_key, degrees, sh.d, dtype=dt)
-    fstar = sphere.zonal_features(X, xi, degrees, sh.d) @ inp.coef
-    idx = jnp.arange(sh.n)
     u = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(noise_key, i), (), dt,
-                                              -1.0, 1.0))(idx)
-    rad = jax.vmap(lambda i: jax.random.rademacher(jax.random.fold_in(noise_key, i), (), dt))(idx)
-    y = fstar + inp.noise * jnp.where(inp.rademacher, rad, u)
+                                              -1.0, 1.0))(jnp.arange(sh.n))
     X_test = sphere.uniform(test_key, n_test, sh.d, dtype=dt)
     Y_test = sphere.zonal_features(X_test, xi, degrees, sh.d)
+    raw = init_two_layer(init_key, sh.width, sh.d, bias=sh.bias, antisymmetric=False, dtype=dt)
+    return _finish(X, u, X_test, Y_test, xi, raw, inp.eta, inp.noise, inp.rademacher,
+                   inp.antisymmetric, inp.coef, jnp.asarray(inp.rec_steps, jnp.int32), sh,
+                   degrees)
 
-    gauss = init_two_layer(init_key, sh.width, sh.d, bias=sh.bias, antisymmetric=False, dtype=dt)
-    if sh.width % 2 == 0:
-        anti = init_two_layer(init_key, sh.width, sh.d, bias=sh.bias, antisymmetric=True,
-                              dtype=dt)
-        params = jax.tree.map(lambda x, z: jnp.where(inp.antisymmetric, x, z), anti, gauss)
-    else:
-        params = gauss
-    layers = _layers(sh.train_outer)
-    K0 = ntk.structured_ntk(params, X, layers=layers, train_bias=True)
-    K_test = ntk.structured_ntk(params, X_test, X, layers=layers, train_bias=True)
-    f0_train = two_layer_apply(params, X)
-    f0_test = two_layer_apply(params, X_test)
-    state = State(params.W_mxd, params.b_m, params.a_m, jnp.zeros((), jnp.int32),
-                  jnp.zeros((), bool), jnp.zeros((), jnp.int32), jnp.zeros((), bool),
-                  f0_train)
-    data = Data(X, y, X_test, Y_test, K0, K_test, params.W_mxd, f0_train, f0_test, inp.eta,
-                jnp.asarray(inp.rec_steps, jnp.int32), Static(bool(sh.train_outer)))
-    return Slot(state, data)
+
+def crop(slot: Slot, b: Shape, degrees: tuple[int, ...]) -> Slot:
+    """Cut a slot prepared at a larger shape (n_pad >= n, M_pad >= M, with a bias draw) down to
+    bucket b, exactly: the first n points and noise draws, the first M Gaussian neurons (b
+    dropped without a bias), then labels, theta_0 and state rebuilt at b's shape (`_finish`)."""
+    d = slot.data
+    raw = TwoLayerParams(d.raw.W_mxd[:b.width], d.raw.a_m[:b.width],
+                         d.raw.b_m[:b.width] if b.bias else None)
+    return _finish(d.X[:b.n], d.u[:b.n], d.X_test, d.Y_test, d.xi, raw, d.eta, d.noise,
+                   d.rademacher, d.antisymmetric, d.coef, d.rec_steps, b, degrees)
+
+
+def prep_shapes(groups) -> dict:
+    """Every bucket of one d is sampled at Shape(max n, d, max M, bias=True, False) and cropped:
+    the draws are cheap (O(n d + M d) per cell) while compiling a sampler costs ~10 s on the
+    2-core CPU (each threefry site compiles in ~0.7 s), so one sampler per d is best."""
+    fam: dict[int, list[Shape]] = {}
+    for bkt in groups:
+        fam.setdefault(bkt.d, []).append(bkt)
+    out = {}
+    for d, bs in fam.items():
+        big = Shape(max(x.n for x in bs), d, max(x.width for x in bs), True, False)
+        for bkt in bs:
+            out[bkt] = big
+    return out
 
 
 def _pick(x, s):
     return None if x is None else jax.lax.dynamic_index_in_dim(x, s, keepdims=False)
 
 
+def _pick_params(p: TwoLayerParams, s) -> TwoLayerParams:
+    return TwoLayerParams(_pick(p.W_mxd, s), _pick(p.a_m, s), _pick(p.b_m, s))
+
+
 def measure_fn(W_B, b_B, a_B, W0_B, Xt_B, s):
     """(f_test (n_test,), weight_move) of slot s of a batch: the net on the test points and
     max_j ||w_j - w_j(0)|| (device program)."""
-    p = TwoLayerParams(_pick(W_B, s), _pick(a_B, s), _pick(b_B, s))
+    p = _pick_params(TwoLayerParams(W_B, a_B, b_B), s)
     f = two_layer_apply(p, _pick(Xt_B, s))
     move = jnp.max(jnp.sqrt(jnp.sum((p.W_mxd - _pick(W0_B, s)) ** 2, axis=-1)))
     return f, move
 
 
 def ntk_fn(W_B, b_B, a_B, X_B, s, *, train_outer: bool):
-    """H_t (n, n): empirical NTK Gram of the trained layers at the current params of slot s."""
-    p = TwoLayerParams(_pick(W_B, s), _pick(a_B, s), _pick(b_B, s))
+    """H_t (n, n): empirical NTK Gram of the trained layers at the params of slot s (device)."""
+    p = _pick_params(TwoLayerParams(W_B, a_B, b_B), s)
     return ntk.structured_ntk(p, _pick(X_B, s), layers=_layers(train_outer), train_bias=True)
+
+
+def init_fn(init_B: TwoLayerParams, X_B, Xt_B, s, *, train_outer: bool):
+    """(K0 (n, n), K_test (n_test, n), f0_train (n,), f0_test (n_test,)) of slot s: the
+    empirical NTK of the trained layers at theta_0 (ntk.structured_ntk) on the training points
+    and test x train, and the initial outputs (0 under the antisymmetric init). Device."""
+    p = _pick_params(init_B, s)
+    X, Xt = _pick(X_B, s), _pick(Xt_B, s)
+    layers = _layers(train_outer)
+    return (ntk.structured_ntk(p, X, layers=layers, train_bias=True),
+            ntk.structured_ntk(p, Xt, X, layers=layers, train_bias=True),
+            two_layer_apply(p, X), two_layer_apply(p, Xt))
 
 
 # ----------------------------------------------------------------------------- host side
@@ -538,6 +632,14 @@ def _phi(x):
     return np.where(np.abs(x) < 1e-12, 1.0 - 0.5 * x, -np.expm1(-safe) / safe)
 
 
+def linear_prediction(t: float, n: int, lam, P_test, z, f0_test) -> np.ndarray:
+    """f_t^lin on the test points: f_0 + K_tX U diag((1 - e^{-t lam/n}) / lam) U^T (y - f_0(X))
+    given K = U diag(lam) U^T, P_test = K_tX U and z = U^T (y - f_0(X)) (the linearised flow
+    df/dt = -(1/n) K_.X (f(X) - y); the factor -> t/n as lam -> 0, via expm1)."""
+    lam = np.asarray(lam, np.float64)
+    return f0_test + P_test @ (t / n * _phi(t * lam / n) * z)
+
+
 def approx_error(t: float, mu_K, c_K) -> float:
     """sum_k exp(-2 t mu_k) c_k^2: ||f_t^pop - f*||^2 of the population flow from f_0 = 0."""
     mu_K, c_K = np.asarray(mu_K, np.float64), np.asarray(c_K, np.float64)
@@ -545,11 +647,20 @@ def approx_error(t: float, mu_K, c_K) -> float:
 
 
 def _op_norm(D) -> float:
-    """||D||_op of a symmetric matrix: dense eigvalsh (n <= 300) or ARPACK eigsh (float64)."""
+    """||D||_op of a symmetric matrix (float64): dense eigvalsh for n <= 300, else ARPACK eigsh
+    from a fixed start vector (so rows are reproducible), falling back to eigvalsh."""
     D = 0.5 * (D + D.T)
-    if D.shape[0] <= _EIGSH_ABOVE:
-        return float(np.max(np.abs(np.linalg.eigvalsh(D))))
-    return float(np.max(np.abs(eigsh(D, k=1, which="LM", return_eigenvectors=False))))
+    n = D.shape[0]
+    if not np.any(D):
+        return 0.0
+    if n > _EIGSH_ABOVE:
+        try:
+            ev = eigsh(D, k=1, which="LM", v0=np.full(n, 1.0 / math.sqrt(n)),
+                       return_eigenvectors=False)
+            return float(np.max(np.abs(ev)))
+        except (ArpackNoConvergence, ArpackError):  # the dense route
+            pass
+    return float(np.max(np.abs(np.linalg.eigvalsh(D))))
 
 
 class _HostCell(NamedTuple):
@@ -571,13 +682,16 @@ class _HostCell(NamedTuple):
     eta: float
 
 
-def _host_cell(cell: Cell, slots: Slot, s: int, degrees, protocol: Protocol) -> _HostCell:
-    f64 = lambda x: np.asarray(x[s], np.float64)  # noqa: E731
+def _host_cell(cell: Cell, slots: Slot, s: int, degrees, protocol: Protocol,
+               init_prog) -> _HostCell:
+    """Host data of the cell in slot s: its labels and test features, and the eigendecomposition
+    K0 = U diag(lam) U^T (float64) of the empirical NTK at init (device program `init_prog`)."""
     d = slots.data
-    y, Y_test, K0, K_test = f64(d.y), f64(d.Y_test), f64(d.K0), f64(d.K_test)
+    K0, K_test, f0_train, f0_test = (np.asarray(x, np.float64) for x in init_prog(
+        d.init, d.X, d.X_test, np.int32(s)))
+    y, Y_test = np.asarray(d.y[s], np.float64), np.asarray(d.Y_test[s], np.float64)
     K0 = 0.5 * (K0 + K0.T)
-    lam, U = np.linalg.eigh(K0)
-    f0_train, f0_test = f64(d.f0_train), f64(d.f0_test)
+    lam, U = scipy.linalg.eigh(K0, driver="evr")  # MRRR: several times faster than evd here
     tgt = dict(parse_target(cell.target))
     c = np.array([tgt.get(k, 0.0) for k in degrees], np.float64)
     present = np.array([k in tgt for k in degrees])
@@ -590,11 +704,13 @@ def _host_cell(cell: Cell, slots: Slot, s: int, degrees, protocol: Protocol) -> 
 
 def _row(cell: Cell, hc: _HostCell, degrees, *, step: int, final: bool, diverged: bool,
          f_n, f_test, weight_move: float, ntk_drift: float) -> dict:
+    """One row (float64): the cell's coordinates, its time t = eta * step, and the module
+    docstring's measurements from the training outputs f_n and the test outputs f_test."""
     t = hc.eta * step
     n = cell.n
     decay = -np.expm1(-t * hc.mu)  # 1 - e^{-t mu_k}
     f_pop = hc.Y_test @ (decay * hc.c)
-    f_lin = hc.f0_test + hc.P_test @ (t / n * _phi(t * hc.lam / n) * hc.z)
+    f_lin = linear_prediction(t, n, hc.lam, hc.P_test, hc.z, hc.f0_test)
     coef = hc.Y_test.T @ f_test / len(f_test)
     row = dict(cell._asdict())
     row.update(
@@ -614,6 +730,11 @@ def _row(cell: Cell, hc: _HostCell, degrees, *, step: int, final: bool, diverged
 
 def _measure_name(b: Shape, n_test: int, dtype) -> str:
     return f"reg_measure_{b.d}_{b.width}_{int(b.bias)}_{n_test}_{jnp.dtype(dtype).name}"
+
+
+def _init_name(b: Shape, n_test: int, dtype) -> str:
+    return (f"reg_init_{b.n}_{b.d}_{b.width}_{int(b.bias)}_{int(b.train_outer)}_{n_test}_"
+            f"{jnp.dtype(dtype).name}")
 
 
 def _ntk_name(b: Shape, dtype) -> str:
@@ -666,6 +787,9 @@ def experiment(protocol: Protocol = Protocol(), cells: Iterable[Cell] = ()) -> _
             st = record_steps(_eta(c, protocol), protocol.t_max, times)
             rec[i, :len(st)] = st
             tgt = dict(parse_target(c.target))
+            if not set(tgt) <= set(degrees):
+                raise ValueError(f"cell target {c.target!r} has degrees outside this "
+                                 f"experiment's {degrees}: build it with all cells to be run")
             coef[i] = [tgt.get(k, 0.0) for k in degrees]
         return Inputs(
             keys=np.asarray(keys),
@@ -678,8 +802,8 @@ def experiment(protocol: Protocol = Protocol(), cells: Iterable[Cell] = ()) -> _
     def prepare_(inp, sh: Shape):
         return prepare(inp, sh, n_test=n_test, degrees=degrees)
 
-    def step(slot, state):
-        return gd_step(slot, state, train_outer=slot.data.train_outer.value)
+    def crop_(slot, b: Shape):
+        return crop(slot, b, degrees)
 
     def example_cell(sh: Shape) -> Cell:
         return Cell(sh.n, sh.d, sh.width, 0, ",".join(f"{k}:1.0" for k in degrees), 0.1,
@@ -690,16 +814,19 @@ def experiment(protocol: Protocol = Protocol(), cells: Iterable[Cell] = ()) -> _
         st, dt = shapes.state, shapes.data
         s = jax.ShapeDtypeStruct((), jnp.int32)
         dtype = st.W.dtype
-        out = {_measure_name(b, n_test, dtype): (measure_fn, (st.W, st.b, st.a, dt.W0, dt.X_test,
-                                                              s))}
-        fn = lambda W, bb, a, X, i, _o=b.train_outer: ntk_fn(W, bb, a, X, i, train_outer=_o)  # noqa: E731
+        out = {_measure_name(b, n_test, dtype): (
+            measure_fn, (st.W, st.b, st.a, dt.init.W_mxd, dt.X_test, s))}
+        fn = functools.partial(ntk_fn, train_outer=b.train_outer)
         out[_ntk_name(b, dtype)] = (fn, (st.W, st.b, st.a, dt.X, s))
+        fn0 = functools.partial(init_fn, train_outer=b.train_outer)
+        out[_init_name(b, n_test, dtype)] = (fn0, (dt.init, dt.X, dt.X_test, s))
         return out
 
     def report(b: Shape, slots: Slot, idx, cells_, progs):
         dtype = slots.state.W.dtype
         measure = progs[_measure_name(b, n_test, dtype)]
         ntk_prog = progs[_ntk_name(b, dtype)]
+        init_prog = progs[_init_name(b, n_test, dtype)]
         st = slots.state
         f_n_all = np.asarray(st.f_n, np.float64)
         steps_all, rec_all = np.asarray(st.steps), np.asarray(st.rec)
@@ -710,11 +837,12 @@ def experiment(protocol: Protocol = Protocol(), cells: Iterable[Cell] = ()) -> _
             f_n = f_n_all[s]
             hc = cache.get(cell)
             if hc is None:
-                hc = cache[cell] = _host_cell(cell, slots, s, degrees, protocol)
+                hc = cache[cell] = _host_cell(cell, slots, s, degrees, protocol, init_prog)
             rec, diverged = int(rec_all[s]), bool(div_all[s])
             last = rec == len(hc.steps) - 1
             finished = diverged or last
-            f_test, move = measure(st.W, st.b, st.a, slots.data.W0, slots.data.X_test, si)
+            f_test, move = measure(st.W, st.b, st.a, slots.data.init.W_mxd, slots.data.X_test,
+                                   si)
             drift = math.nan
             if not diverged and (rec % protocol.drift_every == 0 or last):
                 H = np.asarray(ntk_prog(st.W, st.b, st.a, slots.data.X, si), np.float64)
@@ -731,22 +859,32 @@ def experiment(protocol: Protocol = Protocol(), cells: Iterable[Cell] = ()) -> _
         kind=KIND, columns=columns(degrees), key_columns=COORDINATES + ("step",),
         static=(n_test, times, degrees), seed=int(protocol.seed),
         coords=coords, keys=cell_keys, shape=shape, inputs=inputs, prepare=prepare_,
-        step=step, example_cell=example_cell, report=report,
-        step_flops=step_flops, cell_of=cell_of, final="final", resume=resume_slot,
-        programs=programs)
+        step=gd_step, example_cell=example_cell, report=report,
+        step_flops=step_flops, cell_of=cell_of, final="final", prep_shapes=prep_shapes,
+        crop=crop_, resume=resume_slot, programs=programs)
 
 
 # ----------------------------------------------------------------------------- entry points
 
 
+def default_engine() -> _engine.Engine:
+    """The engine settings this experiment runs best with: one run per compiled batch on CPU
+    (XLA's CPU step is no faster per run when vmapped, measured 1.0 ns per n*M element and step
+    at B = 1 against 1.2 at B = 3, and the engine's B = min(slots, largest bucket) pads smaller
+    buckets with idle slots that cost as much as busy ones); the engine's default elsewhere."""
+    return _engine.Engine(slots=1) if jax.default_backend() == "cpu" else _engine.Engine()
+
+
 def run_cells(cells: Sequence[Cell], protocol: Protocol = Protocol(),
-              engine: _engine.Engine = _engine.Engine(), *, on_rows=None,
+              engine: _engine.Engine | None = None, *, on_rows=None,
               dtype=jnp.float32) -> tuple[list[dict], _engine.SweepStats]:
-    """Train every cell once, recording its trajectory (engine.run). Returns (rows, stats):
-    one row per cell and recorded time, in completion order."""
+    """Train every cell once, recording its trajectory (engine.run; engine None:
+    `default_engine()`). Returns (rows, stats): one row per cell and recorded time, in
+    completion order."""
     cells = list(cells)
     exp = experiment(protocol, cells)
-    return _engine.run(exp, cells, engine, on_rows=on_rows, dtype=dtype)
+    return _engine.run(exp, cells, default_engine() if engine is None else engine,
+                       on_rows=on_rows, dtype=dtype)
 
 
 def _unique(cs: Iterable[Cell]) -> list[Cell]:
@@ -754,21 +892,28 @@ def _unique(cs: Iterable[Cell]) -> list[Cell]:
 
 
 # Preset `park-regression` (d = 3, first layer, no bias, antisymmetric; /work/shared/spec):
-# full: target 1:0.5,2:0.5,4:0.5 with uniform noise 0.5, n in {250, 500, 1000} x M in {256, 1024,
-# 4096} x 3 seeds; Gaussian init at n = 500, M in {1024, 4096}; the cubic 3:1.0 (noise 0.1) with
-# and without a bias at n = 500, M = 4096; the width study M up to 16384 at n = 250.
-# t_max = 2500 >= 2021 (e^{-t mu_4} < 0.01, mu_4 = 0.0022786), 40 log-spaced times.
+# full (42 runs): target 1:0.5,2:0.5,4:0.5 with uniform noise 0.5, n in {250, 500, 1000} x
+# M in {256, 1024, 4096} x 3 seeds; Gaussian init at n = 500, M in {1024, 4096}; the cubic
+# 3:1.0 (noise 0.1) with and without a bias at n = 500, M = 4096 (with a bias eta = 0.133, so
+# 4.5x the steps); the width study M in {256, ..., 16384} at n = 250. t_max = 2500 >= 2021
+# (e^{-t mu_4} < 0.01, mu_4 = 0.0022786), 40 log-spaced times. Measured on the 2-core CPU,
+# float32, default_engine(): 504 s wall (48 s compiling, another test suite sharing the cores).
+# quick (12 runs): n in {250, 500, 1000} at M = 1024 and M in {256, 4096} at n = 250, 2 seeds,
+# the cubic pair at n = 250, M = 1024; same t_max, 30 times: 35 s idle (14 s compiling).
 PROTOCOL_FULL = Protocol(t_max=2500.0, times=40)
-PROTOCOL_QUICK = Protocol(t_max=1000.0, times=20)
+PROTOCOL_QUICK = Protocol(t_max=2500.0, times=30)
 
 
 def presets(quick: bool = False) -> list[Cell]:
-    """The cells of the `park-regression` preset (quick: about a minute on a 2-core CPU; full:
-    under 15 minutes). Run them under `preset_protocol(quick)`."""
+    """The cells of the `park-regression` preset (quick: well under a minute on the 2-core CPU;
+    full: about 8.5 minutes). Run them under `preset_protocol(quick)` with `default_engine()`
+    (the engine's CPU default of 8 slots pads the 3-run buckets with idle slots: 1.8x the work
+    measured on the quick preset, 41 s against 28 s)."""
     main = "1:0.5,2:0.5,4:0.5"
     if quick:
-        return _unique(cells(n=250, width=(256, 1024), seeds=2, target=main, noise=0.5)
-                       + cells(n=250, width=256, seeds=1, target="3:1.0", noise=0.1,
+        return _unique(cells(n=(250, 500, 1000), width=1024, seeds=2, target=main, noise=0.5)
+                       + cells(n=250, width=(256, 4096), seeds=2, target=main, noise=0.5)
+                       + cells(n=250, width=1024, seeds=1, target="3:1.0", noise=0.1,
                                bias=(False, True)))
     return _unique(
         cells(n=(250, 500, 1000), width=(256, 1024, 4096), seeds=3, target=main, noise=0.5)
