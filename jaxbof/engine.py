@@ -83,6 +83,8 @@ class Experiment(NamedTuple):
     step_flops(bucket, cell) -> float: FLOPs of one step of `cell` (cell None: of a padded
         slot of the bucket's shape).
     cell_of(row) -> cell: the cell a stored row belongs to (for resuming).
+    run_cost(bucket, cell) -> float: a run's relative cost, to train the biggest buckets first
+        (None: step_flops).
     final: the bool column that marks a run's last row (None: every row is a run's last), so
         that a run cut short by a crash is trained again and only its missing rows are added.
     """
@@ -103,6 +105,7 @@ class Experiment(NamedTuple):
     step_flops: Callable
     cell_of: Callable
     final: str | None = None
+    run_cost: Callable | None = None
     prep_shapes: Callable | None = None
     crop: Callable | None = None
     resume: Callable | None = None
@@ -296,8 +299,10 @@ def run(exp: Experiment, cells: Sequence[Any], engine: Engine = Engine(), *,
         if on_rows is not None and new_rows:
             on_rows(new_rows)
 
+    run_cost = exp.run_cost or exp.step_flops
+
     def cost(b):  # biggest buckets first, so the last bucket to finish is a short one
-        return sum(exp.step_flops(b, c) * getattr(c, "n", 1) for c in groups[b])
+        return sum(run_cost(b, c) for c in groups[b])
 
     order = sorted(groups, key=cost, reverse=True)
     n_coords = len(exp.coords(cells[0])) if cells else 0

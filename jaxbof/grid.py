@@ -14,6 +14,7 @@ import numpy as np
 
 from jaxbof.data import Corruption, Signal
 from jaxbof.model import Outer
+from jaxbof.numerics import float32_bits
 from jaxbof.train import Param, Stop
 
 
@@ -121,13 +122,10 @@ class Cell(NamedTuple):
     seed: int
 
 
-def _bits(x: float) -> int:
-    return int(np.float32(x).view(np.uint32))
-
-
 def cell_coords(cell: Cell) -> np.ndarray:
     """uint32 coordinates folded into the keys: data (n, d, gamma, rate, seed), init (d, M, seed)."""
-    return np.array([cell.n, cell.d, _bits(cell.gamma), _bits(cell.noise_rate), cell.seed,
+    return np.array([cell.n, cell.d, float32_bits(cell.gamma), float32_bits(cell.noise_rate),
+                     cell.seed,
                      cell.width], np.uint32)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 TILE_ROWS, TILE_COLS = 64, 128
 
@@ -36,3 +37,8 @@ def matmul_t(A_rxd, B_sxd):
 def dot(a_d, b_d):
     """<a, b> via matmul_t: bitwise the same for every zero padding of a and b."""
     return matmul_t(a_d[None, :], b_d[None, :])[0, 0]
+
+
+def float32_bits(x: float) -> int:
+    """The bits of float32(x) as an int: how a float grid coordinate is folded into a key."""
+    return int(np.float32(x).view(np.uint32))

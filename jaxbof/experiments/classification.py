@@ -312,7 +312,9 @@ def experiment(protocol: Protocol = Protocol(), *, max_margin: bool = True,
         prepare=prepare_, step=step, example_cell=example_cell, report=report,
         step_flops=lambda b, c: step_flops(b.param, b.n if c is None else c.n,
                                            b.d if c is None else c.d, b.width),
-        cell_of=cell_of, prep_shapes=prep_shapes, crop=crop_, programs=programs)
+        cell_of=cell_of, prep_shapes=prep_shapes, crop=crop_, programs=programs,
+        # steps to zero training error grow with n: FLOPs per step times n as a run's cost
+        run_cost=lambda b, c: step_flops(b.param, c.n, c.d, b.width) * c.n)
 
 
 def _weights_name(width: int, dtype) -> str:

@@ -60,6 +60,7 @@ from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, eigsh
 from jaxbof import engine as _engine
 from jaxbof import ntk, sphere, spectra
 from jaxbof.model import TwoLayerParams, init_two_layer, leaky_relu, two_layer_apply
+from jaxbof.numerics import float32_bits
 
 __all__ = [
     "COORDINATES", "INITS", "KIND", "NOISE_KINDS", "PROTOCOL_FULL", "PROTOCOL_QUICK", "Cell",
@@ -124,16 +125,10 @@ def parse_target(text: str) -> tuple[tuple[int, float], ...]:
 
 def canonical_target(pairs) -> str:
     """The canonical string of a target: degrees ascending, coefficients as repr(float)
-    ('1:0.5,2:0.5,4:0.5'); `pairs` an iterable of (degree, coefficient) or a target string."""
-    if isinstance(pairs, str):
-        pairs = parse_target(pairs)
-    text = ",".join(f"{int(k)}:{float(c)!r}" for k, c in pairs)
-    return canonical_target(text) if not _is_sorted_unique(pairs) else text
-
-
-def _is_sorted_unique(pairs) -> bool:
-    ks = [int(k) for k, _ in pairs]
-    return ks == sorted(set(ks)) and bool(ks)
+    ('1:0.5,2:0.5,4:0.5'); `pairs` an iterable of (degree, coefficient) or a target string,
+    validated by `parse_target` either way."""
+    text = pairs if isinstance(pairs, str) else ",".join(f"{k}:{c}" for k, c in pairs)
+    return ",".join(f"{k}:{c!r}" for k, c in parse_target(text))
 
 
 # ----------------------------------------------------------------------------- cells, protocol
@@ -297,15 +292,11 @@ def _noise_var(cell: Cell) -> float:
     return cell.noise ** 2 / 3.0 if cell.noise_kind == "uniform" else cell.noise ** 2
 
 
-def _bits(x: float) -> int:
-    return int(np.float32(x).view(np.uint32))
-
-
 def coords(cell: Cell) -> np.ndarray:
     """uint32[10] folded into the keys: d, seed, n, width, crc32(target), bits(noise),
     noise_kind, init, bias, train_outer."""
     return np.array([cell.d, cell.seed, cell.n, cell.width,
-                     zlib.crc32(cell.target.encode()), _bits(cell.noise),
+                     zlib.crc32(cell.target.encode()), float32_bits(cell.noise),
                      NOISE_KINDS.index(cell.noise_kind), INITS.index(cell.init), int(cell.bias),
                      int(cell.train_outer)], np.uint32)
 
@@ -896,17 +887,17 @@ def _unique(cs: Iterable[Cell]) -> list[Cell]:
 # M in {256, 1024, 4096} x 3 seeds; Gaussian init at n = 500, M in {1024, 4096}; the cubic
 # 3:1.0 (noise 0.1) with and without a bias at n = 500, M = 4096 (with a bias eta = 0.133, so
 # 4.5x the steps); the width study M in {256, ..., 16384} at n = 250. t_max = 2500 >= 2021
-# (e^{-t mu_4} < 0.01, mu_4 = 0.0022786), 40 log-spaced times. Measured on the 2-core CPU,
-# float32, default_engine(): 504 s wall (48 s compiling, another test suite sharing the cores).
+# (e^{-t mu_4} < 0.01, mu_4 = 0.0022786), 40 log-spaced times. Measured on the idle 2-core
+# CPU, float32, default_engine(), through the CLI: 4 min 47 s wall (27 s compiling, overlapped).
 # quick (12 runs): n in {250, 500, 1000} at M = 1024 and M in {256, 4096} at n = 250, 2 seeds,
-# the cubic pair at n = 250, M = 1024; same t_max, 30 times: 35 s idle (14 s compiling).
+# the cubic pair at n = 250, M = 1024; same t_max, 30 times: 40.6 s (14 s compiling).
 PROTOCOL_FULL = Protocol(t_max=2500.0, times=40)
 PROTOCOL_QUICK = Protocol(t_max=2500.0, times=30)
 
 
 def presets(quick: bool = False) -> list[Cell]:
     """The cells of the `park-regression` preset (quick: well under a minute on the 2-core CPU;
-    full: about 8.5 minutes). Run them under `preset_protocol(quick)` with `default_engine()`
+    full: about 5 minutes). Run them under `preset_protocol(quick)` with `default_engine()`
     (the engine's CPU default of 8 slots pads the 3-run buckets with idle slots: 1.8x the work
     measured on the quick preset, 41 s against 28 s)."""
     main = "1:0.5,2:0.5,4:0.5"
