@@ -15,10 +15,22 @@ waiting for the slowest (performance.md). Several buckets may sample their cells
 compiled sampler at a larger shape (`Experiment.prep_shapes`); `Experiment.crop` cuts a prepared
 slot down exactly.
 
+Devices. A bucket's batch is D x B slots over the process's D local devices (a one-axis mesh,
+axis "slots", B slots per device): prepare and the cycle run under shard_map, the experiment's
+programs with the slot axis sharded; a device's slots are refilled only from cells sampled on
+that device, and each device leaves its while-loop on its own once its slots have halted.
+Processes
+never share arrays: a multi-process sweep gives each process its own cells (`owner`, a stable
+hash of the coordinates), and the caller merges their rows (jaxbof.store).
+
 Compilation. Programs are compiled ahead of time, cached for the process by everything their
 compiled form depends on, and timed. While one bucket trains on this thread, the next buckets
-compile on a second one (XLA compiles without the GIL). Scheduling never changes a result:
-every number depends only on the cell and its keys (fold_in of the cell's coordinates).
+compile on a second one (XLA compiles without the GIL).
+
+Determinism. Every number depends only on the cell, its keys (fold_in of the cell's coordinates)
+and B, the slots per device: not on the other cells, the order, the chunk, the slot a cell
+lands in, the number of devices or processes. (B matters only in the last bits: XLA's CPU
+kernels for a batch of B products may round differently for another B; tests pin it.)
 
 Contract for the slot pytree an experiment's `prepare` returns: a NamedTuple with a field
 `state` (the part carried by the loop), where `state.done` is a bool (halted: the host must look
@@ -29,6 +41,8 @@ state unchanged (the engine also halts idle slots by setting done).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import os
 import threading
 import time
 from collections import deque
@@ -39,10 +53,14 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 from threadpoolctl import threadpool_limits
 
-__all__ = ["Engine", "Experiment", "Report", "Resume", "SweepStats", "default_slots", "resume",
-           "run"]
+__all__ = ["Engine", "Experiment", "Report", "Resume", "SweepStats", "default_slots",
+           "init_processes", "local_devices", "memory_slots", "owner", "resume", "run"]
+
+AXIS = "slots"  # the one mesh axis: slots of a bucket spread over local devices
 
 
 class Report(NamedTuple):
@@ -116,12 +134,13 @@ class Experiment(NamedTuple):
 class Engine:
     """How a sweep is executed. None of these changes any result."""
 
-    slots: int | None = None  # runs in lock-step per bucket; None: by platform
+    slots: int | None = None  # runs in lock-step per device; None: by platform (and memory)
     chunk: int = 64  # steps between host checks
     compile_ahead: bool = True  # compile the next buckets on a second thread while training
+    devices: int | None = None  # local devices the slots are sharded over; None: all
 
     def __post_init__(self):
-        for name in ("slots", "chunk"):
+        for name in ("slots", "chunk", "devices"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"{name}={v!r} must be >= 1")
@@ -135,6 +154,8 @@ class SweepStats(NamedTuple):
     flops_executed: float  # step FLOPs run, padding and idle slots included
     flops_useful: float  # step FLOPs of the cells' own shapes for the steps they needed
     buckets: int
+    devices: int = 1  # local devices the slots were sharded over
+    slots: int = 0  # slots per batch (all devices together)
 
 
 class Resume(NamedTuple):
@@ -155,9 +176,81 @@ def resume(exp: Experiment, stored_rows: Sequence[dict]) -> Resume:
 
 
 def default_slots() -> int:
-    """Runs per compiled batch: a few on CPU (one batched step already fills the core), many
-    on accelerators (one big batch)."""
+    """Runs per compiled batch per device: a few on CPU (one batched step already fills the
+    core), many on accelerators (one big batch); `memory_slots` caps it."""
     return 8 if jax.default_backend() == "cpu" else 512
+
+
+def local_devices(count: int | None = None) -> list:
+    """The first `count` devices of this process (all if None); ValueError naming the allowed
+    range if there are fewer."""
+    devs = jax.local_devices()
+    if count is None:
+        return devs
+    if not 1 <= count <= len(devs):
+        raise ValueError(f"devices={count}: this process has {len(devs)} "
+                         f"{devs[0].platform} device(s); allowed 1 to {len(devs)}")
+    return devs[:count]
+
+
+SLOT_COPIES = 4  # a slot's bytes held at once per run: slots, fresh batch, step temporaries
+MEMORY_FRACTION = 0.5  # of a device's memory (host memory per device on CPU) given to slots
+
+
+def device_memory(device) -> int:
+    """Bytes a device can hold: the allocator's limit on accelerators, physical host memory
+    shared by the local devices on CPU."""
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"])
+    host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return host // max(1, sum(d.platform == device.platform for d in jax.local_devices()))
+
+
+def memory_slots(slot_bytes: int, device) -> int:
+    """Most slots of `slot_bytes` each that fit one device (at least 1): a grid whose slots do
+    not fit at once runs in more batches, never out of memory."""
+    budget = MEMORY_FRACTION * device_memory(device)
+    return max(1, int(budget // max(1, SLOT_COPIES * slot_bytes)))
+
+
+def owner(exp: Experiment, cell, processes: int) -> int:
+    """The process (0 .. processes-1) that trains `cell` in a multi-process sweep: a stable
+    hash of the cell's coordinates, the same in every process, run and Python version."""
+    digest = hashlib.blake2b(np.asarray(exp.coords(cell), np.uint32).tobytes(), digest_size=8)
+    return int.from_bytes(digest.digest(), "little") % processes
+
+
+def init_processes(coordinator: str | None = None, num_processes: int | None = None,
+                   process_id: int | None = None) -> tuple[int, int]:
+    """Join a multi-process sweep through JAX's distributed runtime; returns (process index,
+    process count). With all three arguments given it connects to `coordinator` (HOST:PORT,
+    served by process 0); with none, it initializes only where JAX detects a multi-process
+    launch itself (srun with several tasks, mpirun) and otherwise stays one process."""
+    given = [a is not None for a in (coordinator, num_processes, process_id)]
+    if any(given) and not all(given):
+        raise ValueError("coordinator, num_processes and process_id go together "
+                         f"(given: coordinator={coordinator!r}, num_processes={num_processes!r},"
+                         f" process_id={process_id!r})")
+    if all(given):
+        if num_processes < 1 or not 0 <= process_id < num_processes:
+            raise ValueError(f"process_id={process_id}, num_processes={num_processes}: need "
+                             "0 <= process_id < num_processes")
+        if num_processes > 1:
+            jax.distributed.initialize(coordinator, num_processes, process_id)
+    elif _launched_by_cluster():
+        jax.distributed.initialize()
+    return jax.process_index(), jax.process_count()
+
+
+def _launched_by_cluster() -> bool:
+    """A launcher JAX knows started several processes of this command (Slurm's srun, Open MPI):
+    not merely a job allocation, in which a lone process must not wait for peers."""
+    env = os.environ
+    tasks = env.get("SLURM_STEP_NUM_TASKS", env.get("SLURM_NTASKS", "1"))
+    if "SLURM_STEP_ID" in env and int(tasks) > 1:
+        return True
+    return int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
 
 
 # ----------------------------------------------------------------------------- device programs
@@ -206,15 +299,38 @@ _PROGRAMS: dict = {}  # compiled programs of this process, shared by all sweeps
 _PROGRAMS_LOCK = threading.Lock()
 
 
-class _Compiler:
-    """Ahead-of-time compiled programs, cached (for the process) by everything their compiled
-    form depends on, and timed; safe across threads."""
+def _placed(compiled):
+    """A compiled program that first puts its arguments where it was compiled to take them
+    (host arrays, or device arrays of another sharding; a no-op for arrays already there)."""
+    shardings = compiled.input_shardings[0]
 
-    def __init__(self, exp: Experiment, B: int, chunk: int, dtype):
+    def put(a, sharding):  # host arrays are split by the call itself, at no extra cost
+        if isinstance(a, jax.Array) and not a.sharding.is_equivalent_to(sharding, a.ndim):
+            return jax.device_put(a, sharding)
+        return a
+
+    def call(*args):
+        return compiled(*jax.tree.map(put, args, shardings))
+    return call
+
+
+class _Compiler:
+    """Ahead-of-time compiled programs for B slots sharded over `devices`, cached (for the
+    process) by everything their compiled form depends on, and timed; safe across threads."""
+
+    def __init__(self, exp: Experiment, B: int, chunk: int, dtype, devices: Sequence):
         self.exp, self.B, self.chunk, self.dtype = exp, B, chunk, dtype
-        self.base_key = jax.random.PRNGKey(exp.seed)
+        self.D = len(devices)
+        if B % self.D:
+            raise ValueError(f"{B} slots do not split over {self.D} devices")
+        self.mesh = Mesh(np.array(devices), (AXIS,))
+        self.sharded = NamedSharding(self.mesh, P(AXIS))  # leading (slot) axis over devices
+        self.replicated = NamedSharding(self.mesh, P())
+        with jax.default_device(devices[0]):
+            self.base_key = jax.random.PRNGKey(exp.seed)
         self._lock = threading.Lock()
-        self._static = (exp.kind, exp.static, B, chunk, jnp.dtype(dtype).name)
+        self._static = (exp.kind, exp.static, B, chunk, jnp.dtype(dtype).name,
+                        tuple(d.id for d in devices))
         self.compile_s = 0.0
 
     def _get(self, name, make):
@@ -229,45 +345,85 @@ class _Compiler:
         return entry[1]
 
     def _inputs_example(self, sh):
-        cell = self.exp.example_cell(sh)
-        n_coords = len(self.exp.coords(cell))
-        keys = jax.eval_shape(jax.vmap(self.exp.keys, in_axes=(None, 0)), self.base_key,
-                              jax.ShapeDtypeStruct((self.B, n_coords), jnp.uint32))
-        return self.exp.inputs([cell] * self.B, np.zeros(keys.shape, keys.dtype), self.dtype)
+        return _inputs_example(self.exp, sh, self.B, self.dtype, self.base_key)
 
     def _prepare_fn(self, sh):
         return jax.vmap(lambda x: self.exp.prepare(x, sh))
 
+    def _per_device(self, fn, in_specs, out_specs):
+        """fn run on each device's slots (shard_map; fn itself on one device, which compiles
+        faster). Experiments' loops need not declare device-varying values: check_vma off."""
+        if self.D == 1:
+            return fn
+        return jax.shard_map(fn, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs,
+                             check_vma=False)
+
+    def _shard(self, tree):
+        """ShapeDtypeStructs of `tree` with the leading (slot) axis sharded over the mesh."""
+        return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype,
+                                                           sharding=self.sharded), tree)
+
     def keys(self, n_coords: int):
         coords = jax.ShapeDtypeStruct((self.B, n_coords), jnp.uint32)
-        return self._get(("keys", n_coords), lambda: jax.jit(
-            jax.vmap(self.exp.keys, in_axes=(None, 0))).lower(self.base_key, coords).compile())
+        return self._get(("keys", n_coords), lambda: _placed(jax.jit(
+            jax.vmap(self.exp.keys, in_axes=(None, 0))).lower(
+                jax.ShapeDtypeStruct(self.base_key.shape, self.base_key.dtype,
+                                     sharding=self.replicated),
+                jax.ShapeDtypeStruct(coords.shape, coords.dtype, sharding=self.sharded)
+            ).compile()))
 
     def prepare(self, sh):
-        return self._get(("prepare", sh), lambda: jax.jit(self._prepare_fn(sh)).lower(
-            self._inputs_example(sh)).compile())
+        fn = self._per_device(self._prepare_fn(sh), P(AXIS), P(AXIS))
+        return self._get(("prepare", sh), lambda: _placed(jax.jit(fn).lower(
+            self._shard(jax.eval_shape(lambda x: x, self._inputs_example(sh)))).compile()))
 
     def slot_shapes(self, sh):
-        return self._get(("shapes", sh), lambda: jax.eval_shape(
-            self._prepare_fn(sh), self._inputs_example(sh)))
+        return self._get(("shapes", sh), lambda: self._shard(jax.eval_shape(
+            self._prepare_fn(sh), self._inputs_example(sh))))
 
     def cycle(self, bucket, prep_shape):
+        def local(*args):  # one device's slots; each device leaves its loop on its own
+            slots, iters = _cycle(self.exp, bucket, *args)
+            return slots, iters[None]
+
         def make():
-            b = jax.ShapeDtypeStruct((self.B,), bool)
-            fn = lambda *a: _cycle(self.exp, bucket, *a)  # noqa: E731
-            return jax.jit(fn).lower(self.slot_shapes(bucket), self.slot_shapes(prep_shape), b,
-                                     jax.ShapeDtypeStruct((self.B,), jnp.int32), b, b,
-                                     jnp.int32(self.chunk)).compile()
+            b = jax.ShapeDtypeStruct((self.B,), bool, sharding=self.sharded)
+            fn = self._per_device(local, (P(AXIS),) * 6 + (P(),), (P(AXIS), P(AXIS)))
+            return jax.jit(fn).lower(  # takes only its own outputs, prepare's and host arrays
+                self.slot_shapes(bucket), self.slot_shapes(prep_shape), b,
+                jax.ShapeDtypeStruct((self.B,), jnp.int32, sharding=self.sharded), b, b,
+                jax.ShapeDtypeStruct((), jnp.int32, sharding=self.replicated)).compile()
         return self._get(("cycle", bucket, prep_shape), make)
 
     def extra(self, bucket) -> dict:
+        """The experiment's programs: an argument with a leading slot axis (length B) is
+        sharded like the slots, any other is replicated; XLA partitions the program."""
         if self.exp.programs is None:
             return {}
+
+        def place(a):
+            if getattr(a, "sharding", None) is not None:
+                return a
+            sharding = self.sharded if a.ndim and a.shape[0] == self.B else self.replicated
+            return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding)
+
         out = {}
         for name, (fn, args) in self.exp.programs(bucket, self.slot_shapes(bucket), self.B).items():
-            out[name] = self._get(("extra", name),
-                                  lambda fn=fn, args=args: jax.jit(fn).lower(*args).compile())
+            out[name] = self._get(("extra", name), lambda fn=fn, args=args: _placed(
+                jax.jit(fn).lower(*jax.tree.map(place, args)).compile()))
         return out
+
+
+def _inputs_example(exp: Experiment, sh, B: int, dtype, base_key):
+    cell = exp.example_cell(sh)
+    n_coords = len(exp.coords(cell))
+    keys = jax.eval_shape(jax.vmap(exp.keys, in_axes=(None, 0)), base_key,
+                          jax.ShapeDtypeStruct((B, n_coords), jnp.uint32))
+    return exp.inputs([cell] * B, np.zeros(keys.shape, keys.dtype), dtype)
+
+
+def _nbytes(tree) -> int:
+    return sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(tree))
 
 
 # ----------------------------------------------------------------------------- scheduling
@@ -284,9 +440,10 @@ def run(exp: Experiment, cells: Sequence[Any], engine: Engine = Engine(), *,
     for c in cells:
         groups.setdefault(exp.shape(c), []).append(c)
     prep_shape = exp.prep_shapes(groups) if exp.prep_shapes is not None else {b: b for b in groups}
-    slots = engine.slots or default_slots()
-    B = min(slots, max((len(g) for g in groups.values()), default=1))
-    compiler = _Compiler(exp, B, engine.chunk, dtype)
+    devices = local_devices(engine.devices)
+    if not groups:
+        return [], SweepStats(0, 0, time.perf_counter() - t_start, 0.0, 0.0, 0.0, 0, len(devices))
+    compiler = _compiler(exp, groups, prep_shape, engine, devices, dtype)
 
     rows: list[dict] = []
     counts = [0, 0.0, 0.0]  # finished runs, flops executed, flops useful
@@ -305,7 +462,7 @@ def run(exp: Experiment, cells: Sequence[Any], engine: Engine = Engine(), *,
         return sum(run_cost(b, c) for c in groups[b])
 
     order = sorted(groups, key=cost, reverse=True)
-    n_coords = len(exp.coords(cells[0])) if cells else 0
+    n_coords = len(exp.coords(cells[0]))
 
     def compile_bucket(b):
         return (compiler.keys(n_coords), compiler.prepare(prep_shape[b]),
@@ -320,29 +477,56 @@ def run(exp: Experiment, cells: Sequence[Any], engine: Engine = Engine(), *,
                         for b in order]
             for b, fut in zip(order, compiled):
                 progs = fut.result() if fut is not None else compile_bucket(b)
-                _run_bucket(exp, b, groups[b], compiler.B, engine, progs, dtype, emit,
-                            compiler.base_key)
+                _run_bucket(exp, b, groups[b], compiler.B, compiler.D, engine, progs, dtype,
+                            emit, compiler.base_key)
     finally:  # an interrupted sweep does not wait for compiles it will not use
         pool.shutdown(wait=False, cancel_futures=True)
     stats = SweepStats(counts[0], len(rows), time.perf_counter() - t_start, compiler.compile_s,
-                       counts[1], counts[2], len(groups))
+                       counts[1], counts[2], len(groups), compiler.D, compiler.B)
     return rows, stats
 
 
-def _run_bucket(exp: Experiment, bucket, group: list, B: int, engine: Engine, programs, dtype,
-                emit, base_key):
+def _compiler(exp: Experiment, groups: dict, prep_shape: dict, engine: Engine, devices: Sequence,
+              dtype) -> _Compiler:
+    """The compiler for this sweep's batches: per device, engine.slots (default_slots() if
+    None), no more than the biggest bucket needs and at most what one device's memory holds of
+    the largest slots; times the device count. The per-device count does not depend on the
+    number of devices, so neither does any result. Slot sizes are traced (not run) for the
+    two buckets of largest step cost, with the shapes the sweep compiles anyway."""
+    D = len(devices)
+    per_device = min(engine.slots or default_slots(), max(len(g) for g in groups.values()))
+    compiler = _Compiler(exp, D * per_device, engine.chunk, dtype, devices)
+    heavy = sorted(groups, key=lambda b: exp.step_flops(b, None), reverse=True)[:2]
+    per_slot = max(_nbytes(compiler.slot_shapes(b)) + _nbytes(compiler.slot_shapes(prep_shape[b]))
+                   for b in heavy) // compiler.B
+    fit = memory_slots(per_slot, devices[0])
+    if fit < per_device:
+        compiler = _Compiler(exp, D * fit, engine.chunk, dtype, devices)
+    return compiler
+
+
+def _run_bucket(exp: Experiment, bucket, group: list, B: int, D: int, engine: Engine, programs,
+                dtype, emit, base_key):
+    """Continuous batching of one bucket. Slot s lives on device s // (B / D) and is refilled
+    only from cells sampled on that device (row r of a fresh batch lives on r // (B / D))."""
     keys_fn, prep, cycle_fn, extra, slot_shapes = programs
+    Bl = B // D  # slots per device
     pending = deque(group)
 
     def launch():  # dispatch (asynchronously) the sampling of the next B queued cells
         if not pending:
             return None
         cells = [pending.popleft() for _ in range(min(B, len(pending)))]
-        padded = cells + [cells[0]] * (B - len(cells))
+        rows: list = [None] * B  # cell i is sampled on device i % D: short batches spread evenly
+        for i, c in enumerate(cells):
+            rows[(i % D) * Bl + i // D] = c
+        padded = [c if c is not None else cells[0] for c in rows]
         keys = keys_fn(base_key, np.stack([exp.coords(c) for c in padded]))
-        return cells, prep(exp.inputs(padded, keys, dtype))
+        queues = [deque((r - k * Bl, rows[r]) for r in range(k * Bl, (k + 1) * Bl)
+                        if rows[r] is not None) for k in range(D)]
+        return queues, prep(exp.inputs(padded, keys, dtype))
 
-    fresh, fresh_cells, fresh_pos = None, [], 0
+    queues, fresh = [deque() for _ in range(D)], None
     upcoming = launch()
     slot_cell: list = [None] * B
     resume = np.zeros(B, bool)
@@ -352,18 +536,22 @@ def _run_bucket(exp: Experiment, bucket, group: list, B: int, engine: Engine, pr
         load = np.zeros(B, bool)
         src = np.zeros(B, np.int32)
         free = [s for s in range(B) if slot_cell[s] is None]
-        if free and fresh_pos >= len(fresh_cells) and upcoming is not None:
-            (fresh_cells, fresh), fresh_pos = upcoming, 0
+        if upcoming is not None and any(not queues[s // Bl] for s in free):
+            # a device has free slots and no sampled cells left: take the next batch; cells
+            # sampled on other devices but not loaded yet go back to the queue
+            for q in reversed(queues):
+                pending.extendleft(c for _, c in reversed(q))
+            (queues, fresh), upcoming = upcoming, None
             upcoming = launch()  # sampled while the coming chunks train
-        while free and fresh_pos < len(fresh_cells):
-            s = free.pop(0)
-            load[s], src[s], slot_cell[s] = True, fresh_pos, fresh_cells[fresh_pos]
-            fresh_pos += 1
+        for s in free:
+            if queues[s // Bl]:
+                src[s], slot_cell[s] = queues[s // Bl].popleft()
+                load[s] = True
         occupied = np.array([c is not None for c in slot_cell])
         if not occupied.any():
             return
         slots, iters = cycle_fn(slots, fresh, load, src, occupied, resume, np.int32(engine.chunk))
-        flops_exec = int(iters) * B * per_step
+        flops_exec = int(np.asarray(iters).sum()) * Bl * per_step
         halted = np.asarray(slots.state.done) & occupied
         resume = np.zeros(B, bool)
         if not halted.any():

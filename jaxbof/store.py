@@ -1,10 +1,19 @@
 """Results on disk: one directory per experiment, holding config.json and results.csv.
 
 results.csv holds an experiment's rows (one per trained model, or one per model and recorded
-time), with the columns and types of the experiment's schema. Rows are appended and fsync'ed batch by batch, so an interrupted sweep loses nothing it reported; a
-crash in the middle of a write leaves at most one incomplete final line, which readers ignore
-and the next writer removes. Floats are written with repr, so they read back bit for bit (nan
-and inf included); bools are written as 1/0.
+time), with the columns and types of the experiment's schema. Rows are appended and fsync'ed
+batch by batch, so an interrupted sweep loses nothing it reported; a crash in the middle of a
+write leaves at most one incomplete final line, which readers ignore and the file's next
+writer removes. Floats are written with repr, so they read back bit for bit (nan and inf
+included); bools are written as 1/0.
+
+One writer per file, enforced by locks (flock, which the kernel drops when a process dies, so a
+killed sweep never leaves a directory locked): a one-process sweep holds DIR/.lock exclusively
+and appends to results.csv; process I of a multi-process sweep holds DIR/.lock shared and
+DIR/.lock.part-I exclusively and appends to its own part, results.part-I-of-N.csv. A second
+sweep on the same directory is refused (`Busy`). Only the holder of a file's lock ever
+truncates it. `merge` folds the parts into results.csv (atomically, each row once) and removes
+the parts whose writers are gone; `load_results` reads results.csv and any parts not merged yet.
 
 config.json records what the rows mean: the experiment (its kind and protocol, written by the
 caller) and the schema {column: type} (written here), which is how a reader types the rows;
@@ -17,12 +26,18 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import datetime
 import enum
+import fcntl
 import io
 import json
 import math
 import os
+import platform
+import re
 import threading
+import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -32,6 +47,71 @@ import numpy as np
 CONFIG = "config.json"
 RESULTS = "results.csv"
 TYPES = ("int", "float", "bool", "str")
+LOCK = ".lock"  # held exclusively by a one-process sweep, shared by a multi-process one
+PART_WAIT_S = 3.0  # a part's lock may be held for a moment by a merging peer
+
+
+def part_name(index: int, count: int) -> str:
+    """The results file of process `index` of a `count`-process sweep."""
+    return f"results.part-{index}-of-{count}.csv"
+
+
+_PART = re.compile(r"results\.part-(\d+)-of-(\d+)\.csv")
+
+
+def part_files(directory) -> list[Path]:
+    """The results parts in DIR (not merged yet), in process order."""
+    found = []
+    for path in Path(directory).glob("results.part-*-of-*.csv"):
+        m = _PART.fullmatch(path.name)
+        if m:
+            found.append((int(m.group(2)), int(m.group(1)), path))
+    return [p for _, _, p in sorted(found)]
+
+
+class Busy(ValueError):
+    """Another live sweep is writing to the directory."""
+
+
+class _Lock:
+    """An flock on a file of DIR; released by close() or, for a killed process, the kernel."""
+
+    def __init__(self, path: Path, *, shared: bool = False, wait_s: float = 0.0):
+        self.path = path
+        self._f = open(path, "a+")
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(self._f, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    self._f.close()
+                    raise
+                time.sleep(0.05)
+        if not shared:  # who holds it, for the message of a refused second sweep
+            self._f.seek(0)
+            self._f.truncate()
+            self._f.write(f"pid {os.getpid()} on {platform.node()} since "
+                          f"{datetime.datetime.now().isoformat(timespec='seconds')}\n")
+            self._f.flush()
+
+    @staticmethod
+    def holder(path: Path) -> str:
+        try:
+            return path.read_text().strip() or "unknown process"
+        except OSError:
+            return "unknown process"
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+
+
+def _busy(directory: Path, lock: Path, what: str) -> Busy:
+    return Busy(f"{directory} is in use by {what} ({_Lock.holder(lock)}); wait for it to "
+                "finish or choose another --out (a killed sweep holds no lock: rerun it to "
+                "resume)")
 
 
 def check_schema(columns: Mapping[str, str]) -> dict:
@@ -101,12 +181,20 @@ def load_config(directory) -> dict | None:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     with open(tmp, "w") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    try:  # the rename itself survives a power loss once the directory is synced
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
 
 
 # ----------------------------------------------------------------------------- writing
@@ -130,40 +218,80 @@ def _format(column: str, kind: str, value) -> str:
 
 
 class ResultsWriter:
-    """Appends sweep rows to DIR/results.csv; opening it writes or checks DIR/config.json.
+    """Appends sweep rows to DIR/results.csv (or, for process I of a multi-process sweep, to
+    DIR/results.part-I-of-N.csv); opening it takes the directory's lock, then writes or checks
+    DIR/config.json.
 
     config: {"experiment": ..., "run": ...} or any JSON-able dict; the schema is stored with it
     under "schema". Every top-level key except those in `ignore` (run metadata: dates, host,
-    versions) must match an existing config.json, else ValueError naming the differing keys.
-    A matching existing config.json is left as is. Use as a context manager; `write` can be
-    passed as the sweep's on_rows callback.
+    versions) must match an existing config.json, else ValueError naming the differing keys;
+    the ignored keys are rewritten with this run's (by the one process, or process 0).
     columns: the schema {column: type} (type one of TYPES), e.g. engine.Experiment.columns.
+    part: (index, count) of this process in a multi-process sweep; None (or count 1): one process.
+    keys: the columns naming a row (engine.Experiment.key_columns), to fold parts left by an
+    earlier multi-process run into results.csv each row once; None: identical lines.
+    Raises Busy when another live sweep writes to DIR. Use as a context manager; `write` can be
+    passed as the sweep's on_rows callback.
     """
 
     def __init__(self, directory, config: Mapping, columns: Mapping[str, str], *,
-                 ignore: Iterable[str] = ("run",)):
+                 ignore: Iterable[str] = ("run",), part: tuple[int, int] | None = None,
+                 keys: Sequence[str] | None = None):
         self.schema = check_schema(columns)
         self.columns = tuple(self.schema)
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        if part is not None and not (part[1] >= 1 and 0 <= part[0] < part[1]):
+            raise ValueError(f"part={part!r}: need (index, count) with 0 <= index < count")
+        self.part = None if part is None or part[1] == 1 else tuple(part)
+        self._locks: list[_Lock] = []
+        try:
+            self._take_locks()
+            self._check_config(config, set(ignore))
+            if self.part is None:  # parts of an earlier multi-process run: fold them in first
+                merge(self.directory, keys)
+            target = self.directory / (RESULTS if self.part is None else part_name(*self.part))
+            self._lock = threading.Lock()
+            self._file = open(target, "a+b")
+            self._repair()
+        except BaseException:
+            self._release()
+            raise
+
+    def _take_locks(self) -> None:
+        d = self.directory
+        if self.part is None:
+            try:
+                self._locks.append(_Lock(d / LOCK))
+            except BlockingIOError:
+                raise _busy(d, d / LOCK, "another sweep") from None
+            return
+        try:
+            self._locks.append(_Lock(d / LOCK, shared=True))
+        except BlockingIOError:
+            raise _busy(d, d / LOCK, "a one-process sweep") from None
+        lock = d / f"{LOCK}.part-{self.part[0]}"
+        try:
+            self._locks.append(_Lock(lock, wait_s=PART_WAIT_S))
+        except BlockingIOError:
+            raise _busy(d, lock, f"another process {self.part[0]}") from None
+
+    def _check_config(self, config: Mapping, ignore: set) -> None:
         config = jsonable({**dict(config), "schema": self.schema})
-        ignore = set(ignore)
         results = self.directory / RESULTS
         old = load_config(self.directory)
         if old is None:
-            if results.exists() and results.stat().st_size > 0:
+            if (results.exists() and results.stat().st_size > 0) or part_files(self.directory):
                 raise ValueError(f"{results} exists without {CONFIG}: cannot tell what it holds")
-            text = json.dumps(config, indent=2, sort_keys=True) + "\n"
-            _write_atomic(self.directory / CONFIG, text)
         else:
             keep = lambda c: {k: v for k, v in c.items() if k not in ignore}  # noqa: E731
             differ = _diff(keep(old), keep(config), "")
             if differ:
                 raise ValueError(f"{self.directory / CONFIG} describes a different experiment; "
                                  f"differing keys: {', '.join(differ)}")
-        self._lock = threading.Lock()
-        self._file = open(results, "a+b")
-        self._repair()
+        if old is None or (self.part is None or self.part[0] == 0) and old != config:
+            _write_atomic(self.directory / CONFIG,
+                          json.dumps(config, indent=2, sort_keys=True) + "\n")
 
     def _repair(self) -> None:
         """Drop an incomplete final line (a crash mid-write), then check or write the header."""
@@ -204,9 +332,15 @@ class ResultsWriter:
         return len(rows)
 
     def close(self) -> None:
-        if not self._file.closed:
+        if hasattr(self, "_file") and not self._file.closed:
             self._sync()
             self._file.close()
+        self._release()
+
+    def _release(self) -> None:
+        for lock in reversed(self._locks):
+            lock.close()
+        self._locks = []
 
     def __enter__(self):
         return self
@@ -243,26 +377,125 @@ def load_schema(directory) -> dict | None:
     return None if config is None or "schema" not in config else check_schema(config["schema"])
 
 
+def _complete_lines(path: Path) -> list[str]:
+    """The lines of a results file up to its last newline (a crash mid-write leaves at most one
+    incomplete final line, which is not a row yet)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    return data[: data.rfind(b"\n") + 1].decode().splitlines()
+
+
+def _read_all(directory: Path) -> tuple[str | None, list[str]]:
+    """(header, data lines) of results.csv followed by the parts, identical lines once."""
+    header, seen, lines = None, set(), []
+    for path in [directory / RESULTS] + part_files(directory):
+        got = _complete_lines(path)
+        if not got:
+            continue
+        if header is None:
+            header = got[0]
+        elif got[0] != header:
+            raise ValueError(f"{path}: header {got[0]!r} differs from {header!r}")
+        for line in got[1:]:
+            if line not in seen:
+                seen.add(line)
+                lines.append(line)
+    return header, lines
+
+
 def load_results(directory) -> list[dict]:
-    """Rows of DIR/results.csv typed by the schema in DIR/config.json (int, float, bool, str);
-    an incomplete final line (a crash mid-write) is ignored. A column the schema lacks (older
-    directories have none) reads as float where it parses as one, else as str."""
-    path = Path(directory) / RESULTS
-    if not path.exists():
+    """Rows of DIR/results.csv and of any parts not merged yet (each identical row once), typed
+    by the schema in DIR/config.json (int, float, bool, str); an incomplete final line (a crash
+    mid-write) is ignored. A column the schema lacks (older directories have none) reads as
+    float where it parses as one, else as str."""
+    directory = Path(directory)
+    header_line, lines = _read_all(directory)
+    if header_line is None:
         return []
     schema = load_schema(directory) or {}
-    text = path.read_text()
-    end = text.rfind("\n") + 1
-    lines = text[:end].splitlines()
-    if not lines:
-        return []
-    header = next(csv.reader([lines[0]]))
+    header = next(csv.reader([header_line]))
     rows = []
-    for i, fields in enumerate(csv.reader(lines[1:]), start=2):
+    for i, fields in enumerate(csv.reader(lines), start=2):
         if len(fields) != len(header):
-            raise ValueError(f"{path}:{i}: {len(fields)} fields, header has {len(header)}")
+            raise ValueError(f"{directory}: row {i}: {len(fields)} fields, header has "
+                             f"{len(header)}")
         rows.append({c: _parse(c, schema.get(c), t) for c, t in zip(header, fields)})
     return rows
+
+
+class Merged(NamedTuple):
+    rows: int  # rows in results.csv after the merge
+    parts_removed: int  # parts whose writers are gone, now folded in and deleted
+    conflicts: int  # rows whose key was already present with other values (first one kept)
+
+
+def merge(directory, keys: Sequence[str] | None = None) -> Merged:
+    """Fold the parts of a multi-process sweep into DIR/results.csv, each row once (by the
+    `keys` columns, else identical lines), written atomically; then delete the parts whose
+    writers are gone (their lock is free). Safe to call from every process at any time: each
+    call folds what is there, so the last process to finish leaves the complete file. Rows of
+    a part still being written stay in that part and are folded in by a later merge."""
+    directory = Path(directory)
+    parts = part_files(directory)
+    if not parts:
+        return Merged(max(0, len(_complete_lines(directory / RESULTS)) - 1), 0, 0)
+    with _MergeLock(directory):
+        locks: dict = {}  # process index -> its part lock, where no one writes any more
+        held = []  # parts of those: read whole, then removed
+        try:
+            for path in part_files(directory):
+                index = int(_PART.fullmatch(path.name).group(1))
+                if index not in locks:
+                    try:
+                        locks[index] = _Lock(directory / f"{LOCK}.part-{index}")
+                    except BlockingIOError:
+                        locks[index] = None  # a live writer: fold in what it wrote so far
+                if locks[index] is not None:
+                    held.append(path)
+            header, lines = _read_all(directory)
+            conflicts = 0
+            if keys is not None and header is not None:
+                names = next(csv.reader([header]))
+                idx = [names.index(k) for k in keys]
+                first: dict = {}
+                kept = []
+                for line, fields in zip(lines, csv.reader(lines)):
+                    key = tuple(fields[i] for i in idx)
+                    if key in first:
+                        conflicts += first[key] != line
+                        continue
+                    first[key] = line
+                    kept.append(line)
+                lines = kept
+                if conflicts:
+                    warnings.warn(f"{directory}: {conflicts} rows have the key of another row "
+                                  "but other values; the first was kept", stacklevel=2)
+            if header is not None:
+                _write_atomic(directory / RESULTS, "".join(x + "\n" for x in [header] + lines))
+            for path in held:
+                path.unlink(missing_ok=True)
+            return Merged(len(lines), len(held), conflicts)
+        finally:
+            for lock in locks.values():
+                if lock is not None:
+                    lock.close()
+
+
+class _MergeLock:
+    """Merges one at a time (blocking: a merge takes milliseconds to seconds)."""
+
+    def __init__(self, directory: Path):
+        self.path = directory / f"{LOCK}.merge"
+
+    def __enter__(self):
+        self._f = open(self.path, "a+")
+        fcntl.flock(self._f, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        self._f.close()
 
 
 # ----------------------------------------------------------------------------- summaries

@@ -1,6 +1,11 @@
 """Results on disk: exact round trip, crash tolerance, resume checks, summaries."""
 
 import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,13 +73,15 @@ def test_truncated_last_line_ignored_and_repaired(tmp_path):
 
 def test_config_mismatch_names_the_key(tmp_path):
     store.ResultsWriter(tmp_path, CONFIG, cls.COLUMNS).close()
-    # run metadata may differ on resume
+    # run metadata may differ on resume; config.json then describes the latest run
     store.ResultsWriter(tmp_path, {**CONFIG, "run": {"started": "tomorrow"}}, cls.COLUMNS).close()
+    assert store.load_config(tmp_path)["run"] == {"started": "tomorrow"}
     other = {"experiment": {"name": "t", "protocol": {"max_steps": 20, "n_test": 1000}},
              "run": {}}
     with pytest.raises(ValueError, match=r"experiment\.protocol\.max_steps"):
         store.ResultsWriter(tmp_path, other, cls.COLUMNS)
-    assert store.load_config(tmp_path) == {**CONFIG, "schema": dict(cls.COLUMNS)}
+    assert store.load_config(tmp_path) == {**CONFIG, "run": {"started": "tomorrow"},
+                                           "schema": dict(cls.COLUMNS)}
     # another schema (a column renamed or retyped) is another experiment
     with pytest.raises(ValueError, match=r"schema\.steps"):
         store.ResultsWriter(tmp_path, CONFIG, {**cls.COLUMNS, "steps": "float"})
@@ -149,3 +156,78 @@ def test_aggregate_excludes_and_counts_flagged():
     assert only_flagged.count == 0 and only_flagged.flagged == 1 and math.isnan(only_flagged.mean)
     by_dn = store.aggregate(rows, by="d_over_n", value="test_error")
     assert set(by_dn) == {1.0, 2.0, 3.0} and by_dn[1.0].count == 10
+
+
+# ----------------------------------------------------------------------------- locks and parts
+
+KEYS = ("n", "d_over_n", "gamma", "alpha", "noise_rate", "width", "seed")
+
+
+def test_second_writer_is_refused_and_a_closed_one_frees_the_directory(tmp_path):
+    w = store.ResultsWriter(tmp_path, CONFIG, cls.COLUMNS)
+    with pytest.raises(store.Busy, match=rf"{os.getpid()}"):  # names the holder
+        store.ResultsWriter(tmp_path, CONFIG, cls.COLUMNS)
+    with pytest.raises(store.Busy, match="one-process sweep"):  # nor a multi-process member
+        store.ResultsWriter(tmp_path, CONFIG, cls.COLUMNS, part=(1, 2))
+    w.write([make_row(seed=0)])
+    w.close()
+    with store.ResultsWriter(tmp_path, CONFIG, cls.COLUMNS, part=(0, 2)) as p0:
+        with pytest.raises(store.Busy, match="another process 0"):
+            store.ResultsWriter(tmp_path, CONFIG, cls.COLUMNS, part=(0, 2))
+        with pytest.raises(store.Busy, match="multi|one-process|another sweep"):
+            store.ResultsWriter(tmp_path, CONFIG, cls.COLUMNS)
+        with store.ResultsWriter(tmp_path, CONFIG, cls.COLUMNS, part=(1, 2)) as p1:  # a peer
+            p1.write([make_row(seed=2)])
+        p0.write([make_row(seed=1)])
+    with store.ResultsWriter(tmp_path, CONFIG, cls.COLUMNS) as w:  # free again: parts folded in
+        assert store.part_files(tmp_path) == []
+    assert sorted(r["seed"] for r in store.load_results(tmp_path)) == [0, 1, 2]
+
+
+def test_lock_of_a_killed_writer_is_released(tmp_path):
+    code = (f"import sys, os, signal; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+            "from jaxbof import store\n"
+            "from test_store import CONFIG, cls\n"
+            f"w = store.ResultsWriter({str(tmp_path)!r}, CONFIG, cls.COLUMNS)\n"
+            "print('locked', flush=True)\n"
+            "os.kill(os.getpid(), signal.SIGKILL)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL and "locked" in proc.stdout
+    store.ResultsWriter(tmp_path, CONFIG, cls.COLUMNS).close()  # not stuck
+
+
+def test_opening_a_part_never_touches_another_writers_rows(tmp_path):
+    """A peer's part with a half-written last line (it is mid-write) is left byte for byte;
+    readers skip the partial line; merging folds in the complete rows and keeps the live part."""
+    with store.ResultsWriter(tmp_path, CONFIG, cls.COLUMNS, part=(1, 2)) as p1:
+        p1.write([make_row(seed=5)])
+        part = tmp_path / store.part_name(1, 2)
+        p1._file.write(b"50,2.0,partial")  # mid-write, not synced as a row
+        p1._file.flush()
+        before = part.read_bytes()
+        with store.ResultsWriter(tmp_path, CONFIG, cls.COLUMNS, part=(0, 2)) as p0:
+            p0.write([make_row(seed=4)])
+        assert part.read_bytes() == before
+        assert sorted(r["seed"] for r in store.load_results(tmp_path)) == [4, 5]
+        m = store.merge(tmp_path, KEYS)
+        assert (m.rows, m.parts_removed) == (2, 1)  # part 0 removed, part 1 still live
+        assert part.read_bytes() == before
+        assert store.part_files(tmp_path) == [part]
+    m = store.merge(tmp_path, KEYS)  # its writer is gone: folded in (partial line dropped)
+    assert (m.rows, m.parts_removed, m.conflicts) == (2, 1, 0)
+    assert store.part_files(tmp_path) == []
+    assert sorted(r["seed"] for r in store.load_results(tmp_path)) == [4, 5]
+
+
+def test_merge_keeps_each_key_once(tmp_path):
+    for i, seeds in enumerate(((0, 1), (1, 2))):  # seed 1 in both parts (two runs of one cell)
+        with store.ResultsWriter(tmp_path, CONFIG, cls.COLUMNS, part=(i, 2)) as w:
+            w.write([make_row(seed=s) for s in seeds])
+    with store.ResultsWriter(tmp_path, CONFIG, cls.COLUMNS, part=(0, 3)) as w:
+        w.write([make_row(seed=2, test_error=0.5)])  # same key, other value
+    with pytest.warns(UserWarning, match="1 rows have the key"):
+        m = store.merge(tmp_path, KEYS)
+    assert (m.rows, m.parts_removed, m.conflicts) == (3, 3, 1)
+    rows = store.load_results(tmp_path)
+    assert sorted(r["seed"] for r in rows) == [0, 1, 2]
+    assert [r["test_error"] for r in rows if r["seed"] == 2] == [0.05]  # the first one kept
