@@ -106,6 +106,19 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--chunk", type=int, default=64, help="GD steps between host checks")
         q.add_argument("--no-plots", action="store_true")
         q.add_argument("--no-progress", action="store_true")
+        q.add_argument("--devices", type=int, default=None,
+                       help="local devices to shard each batch over (default: all)")
+        q.add_argument("--matmul-precision", default="float32",
+                       help="float32 (full, default), tensorfloat32, bfloat16 or default "
+                            "(the backend's: TF32 on recent NVIDIA GPUs)")
+        q.add_argument("--compile-cache", default=None, metavar="DIR",
+                       help="persistent XLA compile cache (default: $XDG_CACHE_HOME/jaxbof/xla)")
+        q.add_argument("--no-compile-cache", action="store_true")
+        h = q.add_argument_group("several processes (hosts), through jax.distributed")
+        h.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                       help="address of process 0 (omit under srun/mpirun: detected)")
+        h.add_argument("--num-processes", type=int, default=None)
+        h.add_argument("--process-id", type=int, default=None)
 
     r = sub.add_parser("reproduce", help="run a published protocol")
     r.add_argument("experiment",
@@ -281,13 +294,17 @@ def _concentration(args) -> int:
 
     if args.x64 or args.slots is not None:
         raise UsageError("ntk-concentration always runs in float64 and takes no --x64/--slots")
+    if (args.coordinator, args.num_processes, args.process_id) != (None, None, None):
+        raise UsageError("ntk-concentration runs in one process (no --coordinator, "
+                         "--num-processes, --process-id)")
+    runtime = _runtime(args)
     config = concentration.QUICK if args.quick else concentration.Config()
     name = "ntk-concentration" + ("-quick" if args.quick else "")
     out = Path(args.out or f"runs/{name}")
     meta = {
         "experiment": {"kind": "ntk-concentration", "name": name, "config": config._asdict(),
                        "precision": "float64"},
-        "run": _run_meta(),
+        "run": _run_meta(runtime=runtime),
     }
     writer = _open_writer(out, meta, concentration.SCHEMA)
     done = {(r["n"], r["d"], r["width"], r["seed"]) for r in store.load_results(out)}
@@ -426,7 +443,79 @@ def _sweep_preset(args):
 # ----------------------------------------------------------------------------- commands
 
 
-def _run_meta(engine=None) -> dict:
+MATMUL_PRECISIONS = ("float32", "tensorfloat32", "bfloat16", "default")
+
+
+def compile_cache_dir(args) -> Path | None:
+    """--compile-cache DIR, else $XDG_CACHE_HOME/jaxbof/xla (~/.cache if unset); None with
+    --no-compile-cache."""
+    import os
+
+    if args.no_compile_cache:
+        if args.compile_cache is not None:
+            raise UsageError("--compile-cache and --no-compile-cache exclude each other")
+        return None
+    if args.compile_cache is not None:
+        return Path(args.compile_cache)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "jaxbof" / "xla"
+
+
+class Runtime(NamedTuple):
+    """How this process runs: what config.json's "run" records beside the versions."""
+
+    process: int
+    processes: int
+    devices: int
+    matmul_precision: str
+    compile_cache: str | None
+
+
+def _runtime(args) -> Runtime:
+    """Set up JAX for a run command, in this order: the distributed runtime (before anything
+    touches a device), precision, the compile cache. Entry point only: library modules never
+    change JAX's configuration."""
+    import jax
+
+    from jaxbof import engine as eng
+
+    if args.matmul_precision not in MATMUL_PRECISIONS:
+        raise UsageError(f"--matmul-precision: {args.matmul_precision!r} is not one of "
+                         f"{', '.join(MATMUL_PRECISIONS)}")
+    for name in ("num_processes", "process_id"):
+        v = getattr(args, name)
+        if v is not None and v < (1 if name == "num_processes" else 0):
+            raise UsageError(f"--{name.replace('_', '-')}: {v} must be "
+                             f"{'>= 1' if name == 'num_processes' else '>= 0'}")
+    if args.coordinator is not None and not args.coordinator.rpartition(":")[2].isdigit():
+        raise UsageError(f"--coordinator: {args.coordinator!r} is not HOST:PORT")
+    cache = compile_cache_dir(args)
+    try:
+        process, processes = eng.init_processes(args.coordinator, args.num_processes,
+                                                args.process_id)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    try:
+        devices = len(eng.local_devices(args.devices))
+    except ValueError as e:
+        raise UsageError(f"--devices: {e}") from None
+    if args.x64:
+        jax.config.update("jax_enable_x64", True)
+    jax.config.update("jax_default_matmul_precision", args.matmul_precision)
+    if cache is not None:
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"--compile-cache {str(cache)!r}: cannot write there "
+                             f"({e.strerror or e})") from None
+        jax.config.update("jax_compilation_cache_dir", str(cache))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return Runtime(process, processes, devices, args.matmul_precision,
+                   None if cache is None else str(cache))
+
+
+def _run_meta(engine=None, runtime: Runtime | None = None) -> dict:
     import jax
 
     import jaxbof
@@ -437,16 +526,18 @@ def _run_meta(engine=None) -> dict:
             "started": datetime.datetime.now().isoformat(timespec="seconds")}
     if engine is not None:
         meta["engine"] = engine
+    if runtime is not None:
+        meta.update(runtime._asdict())
     return meta
 
 
-def _open_writer(out: Path, config: dict, columns):
+def _open_writer(out: Path, config: dict, columns, part=None, keys=None):
     """store.ResultsWriter, with every way of failing to open DIR reported in one line."""
     from jaxbof import store
 
     try:
-        return store.ResultsWriter(out, config, columns)
-    except ValueError as e:
+        return store.ResultsWriter(out, config, columns, part=part, keys=keys)
+    except ValueError as e:  # store.Busy included: another live sweep writes there
         raise UsageError(str(e)) from None
     except OSError as e:
         raise UsageError(f"--out {str(out)!r}: cannot write results there "
@@ -462,10 +553,8 @@ def _experiment(study: Study):
 
 
 def _run(study: Study, args) -> int:
+    runtime = _runtime(args)
     import jax
-
-    if args.x64:
-        jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
     from tqdm import tqdm
 
@@ -473,25 +562,34 @@ def _run(study: Study, args) -> int:
     from jaxbof import plots, store
 
     try:
-        engine = eng.Engine(slots=args.slots, chunk=args.chunk)
+        engine = eng.Engine(slots=args.slots, chunk=args.chunk, devices=args.devices)
     except ValueError as e:
         raise UsageError(str(e)) from None
     if study.kind == "regression" and args.slots is None:  # the experiment's own batching choice
         from jaxbof.experiments import regression
-        engine = dataclasses.replace(regression.default_engine(), chunk=args.chunk)
+        engine = dataclasses.replace(regression.default_engine(), chunk=args.chunk,
+                                     devices=args.devices)
     out = Path(args.out or f"runs/{study.name}")
     precision = "float64" if args.x64 else "float32"
     exp = _experiment(study)
     config = {
         "experiment": {"kind": exp.kind, "name": study.name, "description": study.description,
-                       "grid": study.grid, "protocol": study.protocol, "precision": precision},
-        "run": _run_meta(engine),
+                       "grid": study.grid, "protocol": study.protocol, "precision": precision,
+                       "matmul_precision": runtime.matmul_precision},
+        "run": _run_meta(engine, runtime),
     }
-    with _open_writer(out, config, exp.columns) as writer:
+    many = runtime.processes > 1
+    part = (runtime.process, runtime.processes) if many else None
+    who = f"process {runtime.process} of {runtime.processes}: " if many else ""
+    with _open_writer(out, config, exp.columns, part, exp.key_columns) as writer:
         resume = eng.resume(exp, store.load_results(out))
-        cells = [c for c in study.cells if c not in resume.done]
-        print(f"{study.name}: {len(cells)} models to train ({len(study.cells) - len(cells)} "
-              f"already in {out}), {precision} on {jax.default_backend()}", file=sys.stderr)
+        todo = [c for c in study.cells if c not in resume.done]
+        cells = [c for c in todo if eng.owner(exp, c, runtime.processes) == runtime.process]
+        print(f"{who}{study.name}: {len(cells)} models to train "
+              f"({len(study.cells) - len(todo)} already in {out}"
+              + (f", {len(todo) - len(cells)} for the other processes" if many else "")
+              + f"), {precision} on {runtime.devices} {jax.default_backend()} device(s)",
+              file=sys.stderr)
         bar = tqdm(total=len(cells), unit="model", disable=args.no_progress or not cells,
                    file=sys.stderr)
 
@@ -508,23 +606,32 @@ def _run(study: Study, args) -> int:
         except KeyboardInterrupt:
             bar.close()
             saved = len(store.load_results(out))
-            print(f"jaxbof: interrupted; {saved} rows are saved in {out}/results.csv; rerun the "
-                  f"same command to resume", file=sys.stderr)
+            print(f"jaxbof: interrupted; {saved} rows are saved in {out}; rerun the same "
+                  f"command to resume", file=sys.stderr)
             return 130
         bar.close()
+    if many:  # fold every part written so far into results.csv; the last process completes it
+        store.merge(out, exp.key_columns)
     rows = store.load_results(out)
+    done = eng.resume(exp, rows).done
+    left = [c for c in study.cells if c not in done]
     flagged = sum(store.is_flagged(r) for r in rows)
-    print(f"trained {stats.models} models in {stats.wall_s:.1f} s "
-          f"(compile {stats.compile_s:.1f} s, {stats.buckets} shape buckets); "
-          f"{len(rows)} rows in {out}/results.csv; {flagged} flagged (not converged/diverged)",
-          file=sys.stderr)
+    print(f"{who}trained {stats.models} models in {stats.wall_s:.1f} s "
+          f"(compile {stats.compile_s:.1f} s, {stats.buckets} shape buckets, {stats.slots} slots"
+          f" on {stats.devices} device(s)); {len(rows)} rows in {out}/results.csv; {flagged} "
+          "flagged (not converged/diverged)", file=sys.stderr)
+    if left:
+        print(f"{who}{len(left)} models of other processes are not in {out} yet; the last "
+              "process to finish merges all rows into results.csv", file=sys.stderr)
+        return 0
     if study.kind == "classification":
         _print_table(rows)
     else:
         _print_regression_table(rows)
     if not args.no_plots:
-        for path in plots.plot_dir(out):
-            print(f"wrote {path}", file=sys.stderr)
+        with store.exclusive(out, "plots"):  # processes finishing together draw in turn
+            for path in plots.plot_dir(out):
+                print(f"wrote {path}", file=sys.stderr)
     return 0
 
 

@@ -441,7 +441,7 @@ def merge(directory, keys: Sequence[str] | None = None) -> Merged:
     parts = part_files(directory)
     if not parts:
         return Merged(max(0, len(_complete_lines(directory / RESULTS)) - 1), 0, 0)
-    with _MergeLock(directory):
+    with exclusive(directory, "merge"):
         locks: dict = {}  # process index -> its part lock, where no one writes any more
         held = []  # parts of those: read whole, then removed
         try:
@@ -483,11 +483,12 @@ def merge(directory, keys: Sequence[str] | None = None) -> Merged:
                     lock.close()
 
 
-class _MergeLock:
-    """Merges one at a time (blocking: a merge takes milliseconds to seconds)."""
+class exclusive:
+    """A blocking exclusive flock on DIR/.lock.NAME, for short steps that processes of one sweep
+    take in turn (merging, drawing the pictures)."""
 
-    def __init__(self, directory: Path):
-        self.path = directory / f"{LOCK}.merge"
+    def __init__(self, directory, name: str):
+        self.path = Path(directory) / f"{LOCK}.{name}"
 
     def __enter__(self):
         self._f = open(self.path, "a+")
