@@ -482,11 +482,6 @@ def _runtime(args) -> Runtime:
     if args.matmul_precision not in MATMUL_PRECISIONS:
         raise UsageError(f"--matmul-precision: {args.matmul_precision!r} is not one of "
                          f"{', '.join(MATMUL_PRECISIONS)}")
-    for name in ("num_processes", "process_id"):
-        v = getattr(args, name)
-        if v is not None and v < (1 if name == "num_processes" else 0):
-            raise UsageError(f"--{name.replace('_', '-')}: {v} must be "
-                             f"{'>= 1' if name == 'num_processes' else '>= 0'}")
     if args.coordinator is not None and not args.coordinator.rpartition(":")[2].isdigit():
         raise UsageError(f"--coordinator: {args.coordinator!r} is not HOST:PORT")
     cache = compile_cache_dir(args)

@@ -19,9 +19,8 @@ Devices. A bucket's batch is D x B slots over the process's D local devices (a o
 axis "slots", B slots per device): prepare and the cycle run under shard_map, the experiment's
 programs with the slot axis sharded; a device's slots are refilled only from cells sampled on
 that device, and each device leaves its while-loop on its own once its slots have halted.
-Processes
-never share arrays: a multi-process sweep gives each process its own cells (`owner`, a stable
-hash of the coordinates), and the caller merges their rows (jaxbof.store).
+Processes never share arrays: a multi-process sweep gives each process its own cells (`owner`,
+a stable hash of the coordinates), and the caller merges their rows (jaxbof.store).
 
 Compilation. Programs are compiled ahead of time, cached for the process by everything their
 compiled form depends on, and timed. While one bucket trains on this thread, the next buckets
@@ -132,7 +131,8 @@ class Experiment(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class Engine:
-    """How a sweep is executed. None of these changes any result."""
+    """How a sweep is executed. Only `slots` (per device) can change a result, and only in the
+    last bits (module docstring: Determinism)."""
 
     slots: int | None = None  # runs in lock-step per device; None: by platform (and memory)
     chunk: int = 64  # steps between host checks

@@ -76,13 +76,15 @@ class Busy(ValueError):
 class _Lock:
     """An flock on a file of DIR; released by close() or, for a killed process, the kernel."""
 
-    def __init__(self, path: Path, *, shared: bool = False, wait_s: float = 0.0):
+    def __init__(self, path: Path, *, shared: bool = False, wait_s: float | None = 0.0):
+        """wait_s: how long to retry before BlockingIOError; None: wait as long as it takes."""
         self.path = path
         self._f = open(path, "a+")
-        deadline = time.monotonic() + wait_s
+        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+        deadline = time.monotonic() + (wait_s or 0.0)
         while True:
             try:
-                fcntl.flock(self._f, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+                fcntl.flock(self._f, mode if wait_s is None else mode | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
@@ -106,6 +108,12 @@ class _Lock:
     def close(self) -> None:
         if not self._f.closed:
             self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def _busy(directory: Path, lock: Path, what: str) -> Busy:
@@ -483,20 +491,10 @@ def merge(directory, keys: Sequence[str] | None = None) -> Merged:
                     lock.close()
 
 
-class exclusive:
-    """A blocking exclusive flock on DIR/.lock.NAME, for short steps that processes of one sweep
-    take in turn (merging, drawing the pictures)."""
-
-    def __init__(self, directory, name: str):
-        self.path = Path(directory) / f"{LOCK}.{name}"
-
-    def __enter__(self):
-        self._f = open(self.path, "a+")
-        fcntl.flock(self._f, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc):
-        self._f.close()
+def exclusive(directory, name: str) -> _Lock:
+    """A blocking exclusive lock on DIR/.lock.NAME (a context manager), for short steps that
+    processes of one sweep take in turn (merging, drawing the pictures)."""
+    return _Lock(Path(directory) / f"{LOCK}.{name}", wait_s=None)
 
 
 # ----------------------------------------------------------------------------- summaries

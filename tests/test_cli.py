@@ -144,6 +144,15 @@ def test_regression_bad_input_exits_2(args, needle, capsys):
     (["reproduce"], "experiment"),
     (["frobnicate"], "invalid choice"),
     (["plot", "/nonexistent/dir"], "no results"),
+    (["sweep", "classification", "--matmul-precision", "fp8"], "'fp8' is not one of float32"),
+    (["sweep", "classification", "--devices", "0"], "--devices"),
+    (["sweep", "classification", "--devices", "9"], "allowed 1 to 1"),
+    (["sweep", "classification", "--compile-cache", "/tmp/x", "--no-compile-cache"],
+     "exclude each other"),
+    (["sweep", "classification", "--coordinator", "nohost"], "'nohost' is not HOST:PORT"),
+    (["sweep", "classification", "--num-processes", "2"], "go together"),
+    (["sweep", "classification", "--coordinator", "127.0.0.1:1", "--num-processes", "2",
+      "--process-id", "2"], "need 0 <= process_id < num_processes"),
 ])
 def test_bad_input_exits_2_with_one_line(args, needle, capsys):
     assert cli.main(args) == 2
