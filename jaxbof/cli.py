@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     def run_options(q):
         q.add_argument("--out", default=None, help="results directory (resumed if it exists)")
         q.add_argument("--x64", action="store_true", help="train in float64 (default float32)")
-        q.add_argument("--slots", type=int, default=None, help="models per compiled batch on each device")
+        q.add_argument("--slots", type=int, default=None,
+                       help="models per compiled batch on each device")
         q.add_argument("--chunk", type=int, default=64, help="GD steps between host checks")
         q.add_argument("--no-plots", action="store_true")
         q.add_argument("--no-progress", action="store_true")
