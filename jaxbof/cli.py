@@ -8,6 +8,8 @@
                           --target "1:0.5,2:0.5,4:0.5" --noise 0.5 [...] --out DIR
   jaxbof plot DIR
   jaxbof reproduce ntk-concentration [--quick] [--out DIR]
+  jaxbof reproduce optimizers [--quick] [--out DIR]
+  (reproduce and sweep take --optimizer SPEC: sgd, momentum:0.9, adam:1e-3, ...; default sgd)
   jaxbof spectrum --kernel ntk-first-layer --d D --k-max K [--alpha A] [--bias]
                   [--empirical-n N [--width M]] --out DIR
 
@@ -115,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--compile-cache", default=None, metavar="DIR",
                        help="persistent XLA compile cache (default: $XDG_CACHE_HOME/jaxbof/xla)")
         q.add_argument("--no-compile-cache", action="store_true")
+        q.add_argument("--optimizer", default=None, metavar="SPEC",
+                       help="update rule (default sgd: the published GD): sgd, momentum:BETA, "
+                            "nesterov:BETA, adam:LR, adamw:LR:WD, rmsprop:LR, adagrad:LR, "
+                            "sign:LR (sgd/momentum/nesterov use the published step; the others "
+                            "an absolute LR)")
         h = q.add_argument_group("several processes (hosts), through jax.distributed")
         h.add_argument("--coordinator", default=None, metavar="HOST:PORT",
                        help="address of process 0 (omit under srun/mpirun: detected)")
@@ -123,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("reproduce", help="run a published protocol")
     r.add_argument("experiment",
-                   help="karhadkar-fig1, karhadkar-fig2, park-regression or ntk-concentration")
+                   help="karhadkar-fig1, karhadkar-fig2, park-regression, ntk-concentration or "
+                        "optimizers (both experiments under GD, momentum and Adam)")
     r.add_argument("--quick", action="store_true", help="a small grid that runs in seconds")
     run_options(r)
 
@@ -378,6 +386,21 @@ class Study(NamedTuple):
     cells: tuple
 
 
+def _with_optimizer(study: Study, spec: str | None) -> Study:
+    """The study under the update rule `spec` (--optimizer; None: the protocol's, plain GD).
+    A rule other than GD gets its own name, hence its own default --out."""
+    if spec is None:
+        return study
+    from jaxbof import optim
+
+    try:
+        opt = optim.parse(spec)
+    except ValueError as e:
+        raise UsageError(f"--optimizer: {e}") from None
+    name = study.name if opt == optim.GD else f"{study.name}-{opt.spec.replace(':', '-')}"
+    return study._replace(name=name, protocol=dataclasses.replace(study.protocol, optimizer=opt))
+
+
 def _classification_study(preset) -> Study:
     return Study("classification", preset.name, preset.description, preset.grid,
                  preset.protocol, tuple(preset.grid.cells()))
@@ -548,8 +571,10 @@ def _experiment(study: Study):
     return regression.experiment(study.protocol, study.cells)
 
 
-def _run(study: Study, args) -> int:
-    runtime = _runtime(args)
+def _run(study: Study, args, runtime: Runtime | None = None, *, tables: bool = True) -> int:
+    """Train a study into --out (resuming), print its table, draw its plots. runtime: set up
+    already (several studies in one process); tables False: no table on stdout."""
+    runtime = runtime or _runtime(args)
     import jax
     import jax.numpy as jnp
     from tqdm import tqdm
@@ -620,13 +645,52 @@ def _run(study: Study, args) -> int:
         print(f"{who}{len(left)} models of other processes are not in {out} yet; the last "
               "process to finish merges all rows into results.csv", file=sys.stderr)
         return 0
-    if study.kind == "classification":
-        _print_table(rows)
-    else:
-        _print_regression_table(rows)
+    if tables:
+        (_print_table if study.kind == "classification" else _print_regression_table)(rows)
     if not args.no_plots:
         with store.exclusive(out, "plots"):  # processes finishing together draw in turn
             for path in plots.plot_dir(out):
+                print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def _optimizer_study(args) -> int:
+    """jaxbof reproduce optimizers: every part of experiments.optimizers into DIR/<part>, then
+    the comparison (table on stdout, DIR/optimizers.png) once every part is complete."""
+    from jaxbof import engine as eng
+    from jaxbof import plots, store
+    from jaxbof.experiments import optimizers as O
+
+    quick = bool(args.quick)
+    root = Path(args.out or "runs/optimizers" + ("-quick" if quick else ""))
+    runtime = _runtime(args)
+    try:
+        store.write_config(root, {**O.config(quick), "run": _run_meta(runtime=runtime)})
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    except OSError as e:
+        raise UsageError(f"--out {str(root)!r}: cannot write there ({e.strerror or e})") from None
+    complete = True
+    for part in O.parts(quick):
+        study = Study(part.kind, part.name, part.description, part.grid, part.protocol,
+                      part.cells)
+        sub = argparse.Namespace(**{**vars(args), "out": str(root / part.subdir)})
+        print(f"optimizers: {part.subdir}", file=sys.stderr)
+        rc = _run(study, sub, runtime, tables=False)
+        if rc:
+            return rc
+        exp = _experiment(study)
+        done = eng.resume(exp, store.load_results(root / part.subdir)).done
+        complete &= all(c in done for c in part.cells)
+    if not complete:
+        print("optimizers: parts of other processes are still running; the last process "
+              "draws the comparison", file=sys.stderr)
+        return 0
+    for line in plots.optimizer_table(root):
+        print(line)
+    if not args.no_plots:
+        with store.exclusive(root, "plots"):
+            for path in plots.plot_dir(root):
                 print(f"wrote {path}", file=sys.stderr)
     return 0
 
@@ -680,7 +744,12 @@ def main(argv=None) -> int:
             v = getattr(args, name)
             if v is not None and v < 1:
                 raise UsageError(f"--{name}: {v} must be >= 1")
-        if args.command == "reproduce" and args.experiment == "ntk-concentration":
+        if args.command == "reproduce" and args.experiment in ("ntk-concentration",
+                                                               "optimizers"):
+            if args.optimizer is not None:
+                raise UsageError(f"--optimizer does not apply to reproduce {args.experiment}")
+            if args.experiment == "optimizers":
+                return _optimizer_study(args)
             return _concentration(args)
         if args.command == "reproduce" and args.experiment == "park-regression":
             from jaxbof.experiments import regression
@@ -697,7 +766,7 @@ def main(argv=None) -> int:
                 raise UsageError(str(e)) from None
         else:
             chosen = _sweep_preset(args)
-        return _run(chosen, args)
+        return _run(_with_optimizer(chosen, args.optimizer), args)
     except UsageError as e:
         print(f"jaxbof: error: {e}", file=sys.stderr)
         return EXIT_USAGE

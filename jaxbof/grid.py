@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jaxbof import optim
 from jaxbof.data import Corruption, Signal
 from jaxbof.model import Outer
 from jaxbof.numerics import float32_bits
@@ -31,9 +32,15 @@ class Protocol:
     max_steps: int = 200_000
     n_test: int = 1000  # Monte Carlo test points per trained model
     seed: int = 0  # base key of the whole sweep
-    param: Param | None = None  # None: GRAM where d > n/2, DIRECT otherwise
+    param: Param | None = None  # None: GRAM where d > n/2 (linear rules only), DIRECT otherwise
+    # update rule (optim.parse spec, Optimizer or optax transformation); default: plain GD
+    optimizer: optim.Optimizer | str = optim.GD
 
     def __post_init__(self):
+        object.__setattr__(self, "optimizer", optim.as_optimizer(self.optimizer))
+        if self.param == Param.GRAM and not self.optimizer.linear:
+            raise ValueError(f"param=GRAM needs an optimizer linear in past gradients (sgd, "
+                             f"momentum, nesterov), not {self.optimizer.spec!r}")
         for name in ("init_scale", "lr_scale"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be > 0")
@@ -130,6 +137,10 @@ def cell_coords(cell: Cell) -> np.ndarray:
 
 
 def choose_param(cell: Cell, protocol: Protocol) -> Param:
+    """GRAM where d > n/2 and the update rule is Gram-exact (optim.Optimizer.linear), else
+    DIRECT; or the protocol's own choice."""
     if protocol.param is not None:
         return Param(protocol.param)
+    if not protocol.optimizer.linear:
+        return Param.DIRECT
     return Param.GRAM if cell.d > cell.n / 2 else Param.DIRECT

@@ -346,7 +346,7 @@ def describe(experiment: Mapping | None, default_name: str) -> str:
     return name
 
 
-KINDS = ("classification", "regression", "ntk-concentration")
+KINDS = ("classification", "regression", "ntk-concentration", "optimizers")
 
 
 def experiment_kind(config: Mapping | None, directory="results") -> str:
@@ -368,7 +368,8 @@ def plot_dir(directory, out=None) -> list[str]:
     """Write the plots DIR/results.csv supports into `out` (default DIR); returns their paths.
 
     Dispatches on config["experiment"]["kind"] (`experiment_kind`), never on column names.
-    ntk-concentration: concentration.png. regression: each entry of REGRESSION_FIGURES whose
+    ntk-concentration: concentration.png. optimizers (a study's root): optimizers.png
+    (`optimizer_study`). regression: each entry of REGRESSION_FIGURES whose
     test the rows pass. classification: heatmap: >= 2 values of n and of d/n; gamma_curve:
     some n with >= 2 gamma values (gamma = 5/n varies across n alone in Figure 1, which is no
     gamma curve); error_vs_dn and snr_vs_error always.
@@ -376,6 +377,8 @@ def plot_dir(directory, out=None) -> list[str]:
     directory = Path(directory)
     out = Path(out) if out is not None else directory
     config = store.load_config(directory)
+    if config is not None and experiment_kind(config, directory) == "optimizers":
+        return [optimizer_study(directory, out / "optimizers.png")]
     rows = store.load_results(directory)
     if not rows:
         raise ValueError(f"no results in {directory / store.RESULTS}")
@@ -951,3 +954,167 @@ REGRESSION_FIGURES = (
      lambda rows: len(_values(main_study(_cubic_rows(rows), free=("bias",)), "bias")) == 2),
     ("init.png", init_compare, lambda rows: bool(_init_rows(rows))),
 )
+
+
+# ----------------------------------------------------------------------------- optimizer study
+
+CLASSIFICATION_KEYS = ("n", "d", "d_over_n", "gamma", "alpha", "noise_rate", "width", "seed")
+
+
+class StudyParts(NamedTuple):
+    """The rows of an optimizer study's parts (DIR/<part>), by rule, in the config's order."""
+
+    baseline: str
+    classification: dict  # {optimizer spec: rows}
+    regression: dict
+
+
+def study_parts(directory) -> StudyParts:
+    """Read the parts an optimizer study's config.json lists (missing parts: no rows)."""
+    directory = Path(directory)
+    config = store.load_config(directory)
+    if config is None or experiment_kind(config, directory) != "optimizers":
+        raise ValueError(f"{directory} is not an optimizer study's directory")
+    exp = config["experiment"]
+    out = {"classification": {}, "regression": {}}
+    for sub, part in exp["parts"].items():
+        path = directory / sub
+        out[part["kind"]][part["optimizer"]] = store.load_results(path) if path.exists() else []
+    return StudyParts(exp["baseline"], out["classification"], out["regression"])
+
+
+def _regression_view(rows) -> list:
+    """The regression rows the study draws: the main study at the width with the most n."""
+    return _widest_common(main_study(rows))
+
+
+def optimizer_table(directory) -> list[str]:
+    """The study's comparison as CSV lines: per classification rule, valid runs, flagged, mean
+    test error, the mean paired difference against the baseline (store.paired_differences over
+    all cells) and median steps; per regression rule and n, the final-time means."""
+    sp = study_parts(directory)
+    base = sp.classification.get(sp.baseline, [])
+    lines = ["experiment,optimizer,runs,flagged,mean_test_error,diff_vs_" + sp.baseline
+             + ",sem,pairs,median_steps"]
+    for spec, rows in sp.classification.items():
+        ok = [r for r in rows if not store.is_flagged(r)]
+        d = store.paired_differences(base, rows, CLASSIFICATION_KEYS, by=())[()] if rows \
+            else store.Summary(math.nan, math.nan, 0, 0)
+        err = np.mean([r["test_error"] for r in ok]) if ok else math.nan
+        steps = np.median([r["steps"] for r in ok]) if ok else math.nan
+        lines.append(f"classification,{spec},{len(ok)},{len(rows) - len(ok)},{err:.4f},"
+                     f"{d.mean:+.4f},{d.sem:.4f},{d.count},{steps:g}")
+    lines.append("experiment,optimizer,n,width,t,train_risk,excess_risk,weight_move,ntk_drift,"
+                 "runs,diverged")
+    for spec, rows in sp.regression.items():
+        final = _final(_regression_view(rows)) if rows else []
+        for n in _values(final, "n"):
+            g = _where(final, n=n)
+            ok = [r for r in g if not r["diverged"]]
+
+            def mean(c, ok=ok):
+                return float(np.mean([r[c] for r in ok])) if ok else math.nan
+            lines.append(f"regression,{spec},{n},{g[0]['width']},{mean('t'):.4g},"
+                         f"{mean('train_risk'):.4g},{mean('excess_risk'):.4g},"
+                         f"{mean('weight_move'):.4g},{mean('ntk_drift'):.4g},{len(ok)},"
+                         f"{len(g) - len(ok)}")
+    return lines
+
+
+def _difference_panel(fig, ax, diff: dict, title: str, vmax: float) -> None:
+    """A heatmap of paired test-error differences per (n, d/n), diverging colours around 0;
+    labels: the mean (3 decimals), '*' where a cell has flagged or unpaired runs."""
+    from matplotlib.colors import TwoSlopeNorm
+
+    n_x = sorted({k[0] for k in diff})
+    dn_y = sorted({k[1] for k in diff})
+    mean = np.full((len(dn_y), len(n_x)), np.nan)
+    for (n, r), sm in diff.items():
+        mean[dn_y.index(r), n_x.index(n)] = sm.mean
+    norm = TwoSlopeNorm(vcenter=0.0, vmin=-vmax, vmax=vmax)
+    mesh = ax.pcolormesh(np.arange(len(n_x) + 1), np.arange(len(dn_y) + 1),
+                         np.ma.masked_invalid(mean), cmap="RdBu_r", norm=norm,
+                         edgecolors="0.75", linewidth=0.5)
+    for (n, r), sm in diff.items():
+        i, j = dn_y.index(r), n_x.index(n)
+        text = "n/a" if sm.count == 0 else f"{sm.mean:+.3f}".replace("+0.000", "0")
+        ax.text(j + 0.5, i + 0.5, text + ("*" if sm.flagged else ""), ha="center",
+                va="center", fontsize=6)
+    ax.set_xticks(np.arange(len(n_x)) + 0.5, [f"{n:g}" for n in n_x], fontsize=7)
+    ax.set_yticks(np.arange(len(dn_y)) + 0.5, [f"{r:g}" for r in dn_y], fontsize=7)
+    ax.set_xlabel("n")
+    ax.set_ylabel("d / n")
+    ax.set_title(title, fontsize=8)
+    fig.colorbar(mesh, ax=ax, label="test error difference", shrink=0.9)
+
+
+def optimizer_study(directory, path) -> str:
+    """The optimizer study in one PNG. Top: per rule other than the baseline, its paired
+    test-error difference against the baseline per (n, d/n) cell (mean over seeds; red: worse
+    than GD), and mean test error against d/n per rule (valid runs, pooled over n). Bottom:
+    regression train risk, excess risk and weight movement against t (nominal for rules other
+    than GD: eta * step), mean over seeds, per rule (colour) and n (line style)."""
+    sp = study_parts(directory)
+    others = [s for s in sp.classification if s != sp.baseline]
+    base = sp.classification.get(sp.baseline, [])
+    diffs = {s: store.paired_differences(base, sp.classification[s], CLASSIFICATION_KEYS)
+             for s in others}
+    finite = [abs(sm.mean) for d in diffs.values() for sm in d.values() if np.isfinite(sm.mean)]
+    vmax = max(max(finite, default=0.0), 1e-3)
+    fig = Figure(figsize=(5.0 * max(len(others) + 1, 3), 9.4), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=(1.0, 1.0))
+    axes = list(top.subplots(1, len(others) + 1, squeeze=False)[0])
+    notes = []
+    for ax, spec in zip(axes, others):
+        k = sum(sm.flagged for sm in diffs[spec].values())
+        _difference_panel(top, ax, diffs[spec], f"test error: {spec} minus {sp.baseline}, "
+                          "paired by cell and seed", vmax)
+        if k:
+            notes.append(f"{spec}: {k} runs not converged/diverged (or without a {sp.baseline} "
+                         "partner): '*' cells, left out")
+    colours = {spec: f"C{i}" for i, spec in enumerate(sp.classification)}
+    ax = axes[-1]
+    for spec, rows in sp.classification.items():
+        agg = store.aggregate(rows, by="d_over_n") if rows else {}
+        if agg:
+            x = np.array(list(agg))
+            m = np.array([sm.mean for sm in agg.values()])
+            e = np.array([sm.sem for sm in agg.values()])
+            ax.errorbar(x, m, yerr=np.nan_to_num(e), color=colours[spec], marker="o", ms=4,
+                        capsize=3, label=spec)
+    ax.set_xlabel("d / n")
+    ax.set_ylabel("mean test error (valid runs, pooled over n)")
+    ax.set_title("classification: test error per rule", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    raxes = list(bottom.subplots(1, 3, squeeze=False)[0])
+    views = {spec: _regression_view(rows) for spec, rows in sp.regression.items() if rows}
+    styles = ("-", "--", ":", "-.")
+    for value, ax in zip(("train_risk", "excess_risk", "weight_move"), raxes):
+        for i, (spec, rows) in enumerate(views.items()):
+            colour = colours.get(spec, f"C{i}")
+            for j, n in enumerate(_values(rows, "n")):
+                c = mean_curves(_where(rows, n=n), value, x="t", positive_x=True).get(())
+                if c is not None:
+                    _draw(ax, c, f"{spec}, n = {n}", colour, ls=styles[j % len(styles)],
+                          logy=True)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(r"$t = \eta_{GD} \cdot$ step (nominal for rules other than sgd)")
+        ax.set_title(f"regression: {value.replace('_', ' ')}", fontsize=8)
+        if value == "train_risk" and views:
+            nv = next(iter(views.values()))[0]["noise_var"]
+            ax.axhline(nv, color="0.5", lw=0.8, ls=":", label="noise variance")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
+    for spec, rows in views.items():
+        bad = diverged_runs(rows)
+        if bad:
+            notes.append(f"regression {spec}: {len(bad)} runs diverged, left out")
+    first = next(iter(views.values()), [])
+    sub = _subset_label(first) if first else ""
+    top.suptitle("Beyond the theorems' optimizer (the theorems cover GD / gradient flow only)"
+                 "\nclassification: Figure 1 grid, stop at zero training error", fontsize=9)
+    bottom.suptitle("regression: " + sub.replace("\n", " ") + "; " + BAND_NOTE, fontsize=8)
+    _footnote(fig, notes)
+    return _save(fig, path)

@@ -141,7 +141,10 @@ def check_schema(columns: Mapping[str, str]) -> dict:
 
 def jsonable(obj):
     """obj with enums as their names, dataclasses/NamedTuples as dicts, tuples as lists and
-    numpy scalars as Python numbers, i.e. exactly what json.load gives back."""
+    numpy scalars as Python numbers, i.e. exactly what json.load gives back. An object with a
+    `jsonable()` method (e.g. optim.Optimizer, recorded as its specification) gives its result."""
+    if callable(getattr(obj, "jsonable", None)) and not isinstance(obj, type):
+        return jsonable(obj.jsonable())
     if isinstance(obj, enum.Enum):
         return obj.name
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
@@ -186,6 +189,24 @@ def load_config(directory) -> dict | None:
     if not path.exists():
         return None
     return json.loads(path.read_text())
+
+
+def write_config(directory, config: Mapping) -> Path:
+    """Write DIR/config.json atomically for a directory that holds no results of its own (a
+    study's root, whose parts are results directories). An existing config whose "experiment"
+    differs is refused (ValueError naming the differing keys), as ResultsWriter refuses one."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    new = jsonable(config)
+    old = load_config(directory)
+    if old is not None:
+        diff = _diff(old.get("experiment"), new.get("experiment"), "experiment")
+        if diff:
+            raise ValueError(f"{directory} holds another study ({', '.join(diff)} differ); "
+                             "choose another --out")
+    path = directory / CONFIG
+    _write_atomic(path, json.dumps(new, indent=2, sort_keys=True) + "\n")
+    return path
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -537,4 +558,33 @@ def aggregate(rows: Iterable[Mapping], by: str | Sequence[str] = ("n", "d_over_n
         mean = float(x.mean()) if len(x) else math.nan
         sem = float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) >= 2 else math.nan
         out[key] = Summary(mean, sem, len(x), flagged[0])
+    return out
+
+
+def paired_differences(base: Iterable[Mapping], other: Iterable[Mapping], keys: Sequence[str],
+                       by: Sequence[str] = ("n", "d_over_n"),
+                       value: str = "test_error") -> dict:
+    """{by-key: Summary} of other - base in `value`, paired run by run on the columns `keys`
+    (the same cell and seed: the same data and initialisation), grouped by `by`, sorted.
+
+    A pair counts only if both runs are valid (not flagged); pairs with a flagged run, and runs
+    of `other` without a partner in `base`, are counted in `flagged`, never averaged in.
+    """
+    by = tuple(by)
+    index = {tuple(r[k] for k in keys): r for r in base}
+    groups: dict = {}
+    for r in other:
+        vals, flagged = groups.setdefault(tuple(r[c] for c in by), ([], [0]))
+        b = index.get(tuple(r[k] for k in keys))
+        if b is None or is_flagged(r) or is_flagged(b):
+            flagged[0] += 1
+        else:
+            vals.append(float(r[value]) - float(b[value]))
+    out = {}
+    for key in sorted(groups):
+        vals, flagged = groups[key]
+        x = np.asarray(vals, np.float64)
+        out[key] = Summary(float(x.mean()) if len(x) else math.nan,
+                           float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) >= 2 else math.nan,
+                           len(x), flagged[0])
     return out

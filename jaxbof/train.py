@@ -8,6 +8,11 @@ Two exact parameterizations of the same trajectory (performance.md):
   update needs a transpose). With G = X X^T and H_0 = X W_0^T computed once, the
   pre-activations are H_t = H_0 + G C_t^T (2 n^2 M FLOPs) and a step updates only C.
 
+The update rule is an optax transformation (`jaxbof.optim`; default: plain GD with step eta).
+In the Gram parameterization it is applied to the pseudo-gradient dH (dL/dW = dH^T X), which is
+exact for rules linear in past gradients (optim.Optimizer.linear: sgd, momentum, Nesterov);
+`gd_step` is the hand-written GD step the optax path is tested against.
+
 Everything here is pure and handles one model; the sweep vmaps and jits it. Padded samples
 (mask False) have zero rows in X, G and H_0 and never contribute to the loss or the update.
 """
@@ -20,6 +25,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxbof import optim
 from jaxbof.model import leaky_relu, leaky_relu_slope, network_from_preacts, predict
 from jaxbof.numerics import matmul_t
 
@@ -68,6 +74,7 @@ class TrainState(NamedTuple):
     converged: jax.Array  # the stopping rule was met
     diverged: jax.Array  # a non-finite output appeared
     f_n: jax.Array  # network outputs on the training inputs at theta (as of the last check)
+    opt: object = ()  # the update rule's state (optax; empty for plain GD)
 
 
 def direct_problem(X_nxd, y_n, mask_n, a_m, hyper: Hyper) -> Problem:
@@ -80,15 +87,24 @@ def gram_problem(X_nxd, W0_mxd, y_n, mask_n, a_m, hyper: Hyper) -> Problem:
                    H0_nxm=matmul_t(X_nxd, W0_mxd))
 
 
-def init_state(problem: Problem, W0_mxd) -> TrainState:
-    """Start of training: theta = W_0 (DIRECT) or C^T = 0 (GRAM)."""
+def init_state(problem: Problem, W0_mxd, optimizer: optim.Optimizer = optim.GD) -> TrainState:
+    """Start of training: theta = W_0 (DIRECT) or C^T = 0 (GRAM), the rule's initial state.
+    ValueError for a rule that is not Gram-exact in the Gram parameterization."""
     if problem.param == Param.DIRECT:
         theta = W0_mxd
     else:
+        _check_gram(optimizer)
         theta = jnp.zeros_like(problem.H0_nxm)
     false = jnp.zeros((), bool)
     f = jnp.zeros(problem.y_n.shape, theta.dtype)
-    return TrainState(theta, jnp.zeros((), jnp.int32), false, false, false, f)
+    return TrainState(theta, jnp.zeros((), jnp.int32), false, false, false, f,
+                      optim.init(optimizer, problem.hyper.eta, theta))
+
+
+def _check_gram(optimizer: optim.Optimizer) -> None:
+    if not optimizer.linear:
+        raise ValueError(f"optimizer {optimizer.spec!r} is not linear in past gradients, so the "
+                         "Gram parameterization would not be exact; use Param.DIRECT")
 
 
 def preacts(problem: Problem, theta) -> jax.Array:
@@ -125,7 +141,8 @@ def stop_reached(f_n, y_n, mask_n, stop):
 
 
 def gd_step(problem: Problem, state: TrainState) -> TrainState:
-    """One GD step, or nothing if the run has stopped. The stopping test uses the same forward
+    """One hand-written GD step (the reference `step` is tested against), or nothing if the run
+    has stopped. The stopping test uses the same forward
     pass as the step, so `steps` counts the updates made before the rule was first met."""
     hp = problem.hyper
     H = preacts(problem, state.theta)
@@ -135,11 +152,11 @@ def gd_step(problem: Problem, state: TrainState) -> TrainState:
     done = state.done | converged | diverged | (state.steps >= hp.max_steps)
 
     dH = loss_grad_preacts(H, problem.y_n, problem.mask_n, problem.a_m, hp.alpha)
-    step = jnp.where(done, 0.0, hp.eta).astype(dH.dtype)  # a stopped run no longer moves
+    lr = jnp.where(done, 0.0, hp.eta).astype(dH.dtype)  # a stopped run no longer moves
     if problem.param == Param.DIRECT:
-        theta = state.theta - step * (dH.T @ problem.X_nxd)
+        theta = state.theta - lr * (dH.T @ problem.X_nxd)
     else:
-        theta = state.theta - step * dH
+        theta = state.theta - lr * dH
     return TrainState(
         theta=theta,
         steps=state.steps + (~done).astype(state.steps.dtype),
@@ -147,10 +164,40 @@ def gd_step(problem: Problem, state: TrainState) -> TrainState:
         converged=jnp.where(state.done, state.converged, converged),
         diverged=jnp.where(state.done, state.diverged, diverged),
         f_n=jnp.where(state.done, state.f_n, f),
+        opt=state.opt,
     )
 
 
-def run(problem: Problem, state: TrainState, max_iters=None) -> tuple[TrainState, jax.Array]:
+def step(problem: Problem, state: TrainState,
+         optimizer: optim.Optimizer = optim.GD) -> TrainState:
+    """One update by `optimizer` (an optax rule with step size eta, `jaxbof.optim`), or nothing
+    if the run has stopped; the same stopping test and counters as `gd_step`, which it equals
+    bit for bit for the default plain GD. GRAM: the rule sees the pseudo-gradient dH (n x M) and
+    updates C^T, exact for linear rules only (checked at init_state)."""
+    hp = problem.hyper
+    H = preacts(problem, state.theta)
+    f = network_from_preacts(H, problem.a_m, hp.alpha)
+    converged = stop_reached(f, problem.y_n, problem.mask_n, hp.stop)
+    diverged = ~jnp.all(jnp.isfinite(jnp.where(problem.mask_n, f, 0.0)))
+    done = state.done | converged | diverged | (state.steps >= hp.max_steps)
+
+    dH = loss_grad_preacts(H, problem.y_n, problem.mask_n, problem.a_m, hp.alpha)
+    grad = dH.T @ problem.X_nxd if problem.param == Param.DIRECT else dH
+    theta, opt = optim.update(optimizer, jnp.asarray(hp.eta, dH.dtype), grad, state.opt,
+                              state.theta, done)
+    return TrainState(
+        theta=theta,
+        steps=state.steps + (~done).astype(state.steps.dtype),
+        done=done,
+        converged=jnp.where(state.done, state.converged, converged),
+        diverged=jnp.where(state.done, state.diverged, diverged),
+        f_n=jnp.where(state.done, state.f_n, f),
+        opt=opt,
+    )
+
+
+def run(problem: Problem, state: TrainState, max_iters=None,
+        optimizer: optim.Optimizer = optim.GD) -> tuple[TrainState, jax.Array]:
     """Step until the run stops (or for at most `max_iters` more steps). Returns (state, iters)."""
     limit = jnp.iinfo(jnp.int32).max if max_iters is None else max_iters
 
@@ -160,7 +207,7 @@ def run(problem: Problem, state: TrainState, max_iters=None) -> tuple[TrainState
 
     def body(carry):
         s, i = carry
-        return gd_step(problem, s), i + 1
+        return step(problem, s, optimizer), i + 1
 
     return jax.lax.while_loop(cond, body, (state, jnp.zeros((), jnp.int32)))
 

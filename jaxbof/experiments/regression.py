@@ -58,7 +58,7 @@ import scipy.linalg
 from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, eigsh
 
 from jaxbof import engine as _engine
-from jaxbof import ntk, sphere, spectra
+from jaxbof import ntk, optim, sphere, spectra
 from jaxbof.model import TwoLayerParams, init_two_layer, leaky_relu, two_layer_apply
 from jaxbof.numerics import float32_bits
 
@@ -69,7 +69,7 @@ __all__ = [
     "default_eta", "degrees_of", "eigenvalues_for", "experiment", "forward", "gd_step",
     "gradients", "linear_prediction", "parse_target", "prep_shapes", "prepare",
     "preset_protocol", "presets", "record_steps", "resume_slot", "run_cells", "step_bytes",
-    "step_flops",
+    "step_flops", "train_step",
 ]
 
 KIND = "regression"
@@ -165,8 +165,10 @@ class Protocol:
     n_test: int = 2000
     seed: int = 0
     drift_every: int = 8
+    optimizer: optim.Optimizer | str = optim.GD
 
     def __post_init__(self):
+        object.__setattr__(self, "optimizer", optim.as_optimizer(self.optimizer))
         if self.eta is not None and not (isinstance(self.eta, (int, float))
                                           and math.isfinite(self.eta) and self.eta > 0):
             raise ValueError(f"eta={self.eta!r} must be None or a finite float > 0")
@@ -377,6 +379,7 @@ class State(NamedTuple):
     rec: jax.Array  # int32: index of the next record
     diverged: jax.Array  # bool: non-finite outputs seen
     f_n: jax.Array  # (n,) training outputs at the current params (valid when halted)
+    opt: object = ()  # the update rule's state over the trained params (optax; () for GD)
 
 
 @jax.tree_util.register_static
@@ -463,7 +466,7 @@ def gradients(params: TwoLayerParams, X_nxd, y_n, Ht, At, f) -> TwoLayerParams:
 
 
 def gd_step(slot: Slot, st: State) -> State:
-    """One GD step of one run (eta = slot.data.eta; a updated only with train_outer), or a halt:
+    """One hand-written GD step of one run (the reference `train_step` is tested against) (eta = slot.data.eta; a updated only with train_outer), or a halt:
     if steps == rec_steps[rec] (a recording time) or the outputs are non-finite, set done (no
     update, f_n = these outputs). A halted state is returned unchanged."""
     p = TwoLayerParams(st.W, st.a, st.b)
@@ -485,6 +488,36 @@ def gd_step(slot: Slot, st: State) -> State:
         rec=st.rec,
         diverged=st.diverged | (bad & ~st.done),
         f_n=jnp.where(st.done, st.f_n, f),
+        opt=st.opt,
+    )
+
+
+def _trained(W, b, a, train_outer: bool) -> TwoLayerParams:
+    """The trained parameters as one pytree (a None unless train_outer; b None without a bias)."""
+    return TwoLayerParams(W, a if train_outer else None, b)
+
+
+def train_step(slot: Slot, st: State, optimizer: optim.Optimizer = optim.GD) -> State:
+    """One update of one run by `optimizer` (an optax rule with step size eta, `jaxbof.optim`)
+    over the trained parameters, with `gd_step`'s halting rule; equal to `gd_step` bit for bit
+    for the default plain GD. A halted state (and its rule's state) is returned unchanged."""
+    p = TwoLayerParams(st.W, st.a, st.b)
+    Ht, At, f = forward(p, slot.data.X)
+    bad = ~jnp.all(jnp.isfinite(f))
+    at_record = st.steps == slot.data.rec_steps[st.rec]
+    halt = st.done | at_record | bad
+    g = gradients(p, slot.data.X, slot.data.y, Ht, At, f)
+    outer = slot.data.train_outer.value
+    new, opt = optim.update(optimizer, slot.data.eta, _trained(g.W_mxd, g.b_m, g.a_m, outer),
+                            st.opt, _trained(st.W, st.b, st.a, outer), halt)
+    return State(
+        W=new.W_mxd, b=new.b_m, a=new.a_m if outer else st.a,
+        steps=st.steps + jnp.where(halt, 0, 1).astype(st.steps.dtype),
+        done=halt,
+        rec=st.rec,
+        diverged=st.diverged | (bad & ~st.done),
+        f_n=jnp.where(st.done, st.f_n, f),
+        opt=opt,
     )
 
 
@@ -515,23 +548,25 @@ def _antisymmetric(raw: TwoLayerParams, antisymmetric) -> TwoLayerParams:
 
 
 def _finish(X, u, X_test, Y_test, xi, raw, eta, noise, rademacher, antisymmetric, coef,
-            rec_steps, sh: Shape, degrees) -> Slot:
+            rec_steps, sh: Shape, degrees, optimizer: optim.Optimizer = optim.GD) -> Slot:
     """The slot of one cell from its random draws at the bucket's own shape: labels
     y = f*(X) + s * noise (f* = Y(X) coef), theta_0, the initial state (f_n = 0 until the
-    record at step 0 sets it)."""
+    record at step 0 sets it; the rule's state from theta_0's trained parameters)."""
     dt = X.dtype
     fstar = sphere.zonal_features(X, xi, degrees, sh.d) @ coef
     sign = jnp.where(u >= 0, 1.0, -1.0).astype(dt)
     y = fstar + noise * jnp.where(rademacher, sign, u)
     init = _antisymmetric(raw, antisymmetric)
+    opt = optim.init(optimizer, eta, _trained(init.W_mxd, init.b_m, init.a_m, sh.train_outer))
     state = State(init.W_mxd, init.b_m, init.a_m, jnp.zeros((), jnp.int32), jnp.zeros((), bool),
-                  jnp.zeros((), jnp.int32), jnp.zeros((), bool), jnp.zeros((sh.n,), dt))
+                  jnp.zeros((), jnp.int32), jnp.zeros((), bool), jnp.zeros((sh.n,), dt), opt)
     data = Data(X, u, y, X_test, Y_test, xi, raw, init, eta, noise, rademacher, antisymmetric,
                 coef, rec_steps, Static(bool(sh.train_outer)))
     return Slot(state, data)
 
 
-def prepare(inp: Inputs, sh: Shape, *, n_test: int, degrees: tuple[int, ...]) -> Slot:
+def prepare(inp: Inputs, sh: Shape, *, n_test: int, degrees: tuple[int, ...],
+            optimizer: optim.Optimizer = optim.GD) -> Slot:
     """Sample one cell at shape `sh` (device): n training points (point i from fold_in, so a
     larger draw holds a smaller one as a prefix), one uniform [-1, 1) noise draw per point,
     n_test test points and their zonal features, one direction per degree, a Gaussian init of
@@ -549,10 +584,11 @@ def prepare(inp: Inputs, sh: Shape, *, n_test: int, degrees: tuple[int, ...]) ->
     raw = init_two_layer(init_key, sh.width, sh.d, bias=sh.bias, antisymmetric=False, dtype=dt)
     return _finish(X, u, X_test, Y_test, xi, raw, inp.eta, inp.noise, inp.rademacher,
                    inp.antisymmetric, inp.coef, jnp.asarray(inp.rec_steps, jnp.int32), sh,
-                   degrees)
+                   degrees, optimizer)
 
 
-def crop(slot: Slot, b: Shape, degrees: tuple[int, ...]) -> Slot:
+def crop(slot: Slot, b: Shape, degrees: tuple[int, ...],
+         optimizer: optim.Optimizer = optim.GD) -> Slot:
     """Cut a slot prepared at a larger shape (n_pad >= n, M_pad >= M, with a bias draw) down to
     bucket b, exactly: the first n points and noise draws, the first M Gaussian neurons (b
     dropped without a bias), then labels, theta_0 and state rebuilt at b's shape (`_finish`)."""
@@ -560,7 +596,7 @@ def crop(slot: Slot, b: Shape, degrees: tuple[int, ...]) -> Slot:
     raw = TwoLayerParams(d.raw.W_mxd[:b.width], d.raw.a_m[:b.width],
                          d.raw.b_m[:b.width] if b.bias else None)
     return _finish(d.X[:b.n], d.u[:b.n], d.X_test, d.Y_test, d.xi, raw, d.eta, d.noise,
-                   d.rademacher, d.antisymmetric, d.coef, d.rec_steps, b, degrees)
+                   d.rademacher, d.antisymmetric, d.coef, d.rec_steps, b, degrees, optimizer)
 
 
 def prep_shapes(groups) -> dict:
@@ -790,11 +826,16 @@ def experiment(protocol: Protocol = Protocol(), cells: Iterable[Cell] = ()) -> _
             antisymmetric=np.array([c.init == "antisymmetric" for c in cs]),
             coef=coef, rec_steps=rec)
 
+    opt = protocol.optimizer
+
     def prepare_(inp, sh: Shape):
-        return prepare(inp, sh, n_test=n_test, degrees=degrees)
+        return prepare(inp, sh, n_test=n_test, degrees=degrees, optimizer=opt)
 
     def crop_(slot, b: Shape):
-        return crop(slot, b, degrees)
+        return crop(slot, b, degrees, opt)
+
+    def step(slot, st):
+        return train_step(slot, st, opt)
 
     def example_cell(sh: Shape) -> Cell:
         return Cell(sh.n, sh.d, sh.width, 0, ",".join(f"{k}:1.0" for k in degrees), 0.1,
@@ -848,9 +889,9 @@ def experiment(protocol: Protocol = Protocol(), cells: Iterable[Cell] = ()) -> _
 
     return _engine.Experiment(
         kind=KIND, columns=columns(degrees), key_columns=COORDINATES + ("step",),
-        static=(n_test, times, degrees), seed=int(protocol.seed),
+        static=(n_test, times, degrees, opt), seed=int(protocol.seed),
         coords=coords, keys=cell_keys, shape=shape, inputs=inputs, prepare=prepare_,
-        step=gd_step, example_cell=example_cell, report=report,
+        step=step, example_cell=example_cell, report=report,
         step_flops=step_flops, cell_of=cell_of, final="final", prep_shapes=prep_shapes,
         crop=crop_, resume=resume_slot, programs=programs)
 
