@@ -977,7 +977,9 @@ def study_parts(directory) -> StudyParts:
         raise ValueError(f"{directory} is not an optimizer study's directory")
     exp = config["experiment"]
     out = {"classification": {}, "regression": {}}
-    for sub, part in exp["parts"].items():
+    order = {spec: i for i, spec in enumerate(exp["optimizers"])}  # JSON sorts the parts
+    for sub, part in sorted(exp["parts"].items(),
+                            key=lambda kv: order.get(kv[1]["optimizer"], len(order))):
         path = directory / sub
         out[part["kind"]][part["optimizer"]] = store.load_results(path) if path.exists() else []
     return StudyParts(exp["baseline"], out["classification"], out["regression"])

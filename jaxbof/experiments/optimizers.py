@@ -11,7 +11,10 @@ initialisation for every rule: a cell's keys do not depend on the rule).
 
 Rules (`jaxbof.optim` conventions): sgd is the published GD; momentum:0.9 takes the same step
 (so about 10x as far per step); adam:0.001 is Adam at optax's and PyTorch's usual default
-learning rate, absolute per coordinate, in both experiments alike (not tuned to either).
+learning rate, absolute per coordinate, in both experiments alike (not tuned to either), and
+adam:1e-05 the same rule at a learning rate small against classification's init scale
+1/(M sqrt d) ~ 1e-3 (Adam's first step moves every weight by about LR, whatever the
+gradient's size).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import NamedTuple
 from jaxbof import optim
 from jaxbof.experiments import presets, regression
 
-OPTIMIZERS = ("sgd", "momentum:0.9", "adam:0.001")
+OPTIMIZERS = ("sgd", "momentum:0.9", "adam:0.001", "adam:1e-05")
 KIND = "optimizers"
 
 
