@@ -6,9 +6,10 @@ stepping; a halted run costs the same in lock-step):
   * classification, direct parameterization: the same cells (Adam & co. always run here);
   * regression: n = 500, d = 3, M = 1024, B = 1 (its CPU default), first layer trained.
 Prints microseconds per model-step and the ratio to sgd in the same bucket, measured in this run
-(best of 3 repetitions of K steps inside one compiled loop).
+(every program compiled first, then the best of R round-robin calls of K steps inside one
+compiled loop each).
 
-Usage: python benchmarks/optimizers.py [--steps K]
+Usage: python benchmarks/optimizers.py [--steps K] [--reps R]
 """
 
 from __future__ import annotations
@@ -30,14 +31,10 @@ RULES = ("sgd", "momentum:0.9", "nesterov:0.9", "adam:1e-3", "adamw:1e-3:1e-2",
          "rmsprop:1e-3", "adagrad:1e-2", "sign:1e-3")
 
 
-def best_time(fn, *args, reps: int = 3) -> float:
+def timed(fn, *args) -> float:
+    t = time.perf_counter()
     jax.block_until_ready(fn(*args))
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - t)
-    return best
+    return time.perf_counter() - t
 
 
 def slots_of(exp, cells, seed: int):
@@ -48,22 +45,23 @@ def slots_of(exp, cells, seed: int):
     return jax.jit(jax.vmap(lambda x: exp.prepare(x, sh)))(inp)
 
 
-def per_step(exp, slots, B: int, K: int) -> float:
-    """Seconds per model-step of K batched steps of B models."""
+def per_step(exp, slots, B: int, K: int):
+    """(compiled K batched steps of B models, its slots, model-steps per call)."""
     @jax.jit
     def run(slots):
         return jax.lax.fori_loop(0, K, lambda i, st: jax.vmap(exp.step)(slots, st), slots.state)
-    return best_time(run, slots) / (B * K)
+    jax.block_until_ready(run(slots))  # compile and warm up
+    return run, slots, B * K
 
 
-def classification_step(rule: str, param: Param, K: int) -> float:
+def classification_step(rule: str, param: Param, K: int):
     protocol = Protocol(optimizer=rule, param=param, max_steps=2**30)
     cells = [Cell(100, 500, 5.0, 0.05, 0.1, 0.1, 64, s) for s in range(8)]
     exp = C.experiment(protocol, max_margin=False, cells=cells)
     return per_step(exp, slots_of(exp, cells, protocol.seed), len(cells), K)
 
 
-def regression_step(rule: str, K: int) -> float:
+def regression_step(rule: str, K: int):
     protocol = dataclasses.replace(R.Protocol(t_max=1e9, times=1), optimizer=rule)
     cells = R.cells(n=500, d=3, width=1024, seeds=1)
     exp = R.experiment(protocol, cells)
@@ -76,19 +74,29 @@ def regression_step(rule: str, K: int) -> float:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--reps", type=int, default=5)
     args = ap.parse_args()
     K = args.steps
-    print(f"{jax.default_backend()} ({jax.devices()[0].device_kind}), float32, {K} steps per "
-          "repetition; us per model-step (ratio to sgd in the same bucket)")
-    print(f"{'rule':<18} {'class. Gram':>18} {'class. direct':>18} {'regression':>18}")
-    base = None
+    progs = {}  # (rule, bucket) -> (fn, slots, model-steps): all compiled before any timing
     for rule in RULES:
-        linear = optim.parse(rule).linear
-        t = (classification_step(rule, Param.GRAM, K) if linear else float("nan"),
-             classification_step(rule, Param.DIRECT, K), regression_step(rule, K))
-        base = base or t
-        cols = [("n/a (not linear)" if not np.isfinite(x) else f"{1e6 * x:8.1f} ({x / b:4.2f}x)")
-                for x, b in zip(t, base)]
+        if optim.parse(rule).linear:
+            progs[rule, 0] = classification_step(rule, Param.GRAM, K)
+        progs[rule, 1] = classification_step(rule, Param.DIRECT, K)
+        progs[rule, 2] = regression_step(rule, K)
+    best = {k: float("inf") for k in progs}
+    for _ in range(args.reps):  # round robin, so a slow spell of the machine hits every rule
+        for k, (fn, slots, count) in progs.items():
+            best[k] = min(best[k], timed(fn, slots) / count)
+    print(f"{jax.default_backend()} ({jax.devices()[0].device_kind}), float32, {K} steps per "
+          f"call, best of {args.reps} round-robin calls; us per model-step (ratio to sgd in the "
+          "same bucket)")
+    print(f"{'rule':<18} {'class. Gram':>18} {'class. direct':>18} {'regression':>18}")
+    for rule in RULES:
+        cols = []
+        for b in range(3):
+            x = best.get((rule, b))
+            cols.append("n/a (not linear)" if x is None
+                        else f"{1e6 * x:8.1f} ({x / best['sgd', b]:4.2f}x)")
         print(f"{rule:<18} " + " ".join(f"{c:>18}" for c in cols), flush=True)
 
 

@@ -12,6 +12,9 @@ experiment is `jaxbof.experiments.classification`, the regression one
 Kernel instruments (modules): `jaxbof.ntk` (empirical NTKs of any model, structured two-layer
 route, analytic infinite-width kernels), `jaxbof.spectra` (eigenvalues of dot-product kernels on
 the sphere) and `jaxbof.concentration` (||H_M - H_inf||_op / ||H_inf||_op against width).
+
+Update rules: `jaxbof.optim` (optax transformations; `Protocol(optimizer="momentum:0.9")`, or
+any optax GradientTransformation, in either experiment; default plain GD).
 """
 
 __version__ = "0.1.0"
@@ -23,11 +26,11 @@ from jaxbof.experiments.classification import run_cells, run_grid
 from jaxbof.grid import Cell, Grid, Protocol
 from jaxbof.model import Outer, apply, init_weights, outer_weights
 from jaxbof.train import Param, Stop
-from jaxbof import concentration, ntk, sphere, spectra  # noqa: E402  (modules, after the names above)
+from jaxbof import concentration, ntk, optim, sphere, spectra  # noqa: E402  (modules, after the names above)
 
 __all__ = [
     "Cell", "Corruption", "Engine", "Experiment", "FIG1", "FIG1_QUICK", "FIG2", "FIG2_QUICK", "Grid", "Outer",
     "Param", "Protocol", "Signal", "Stop", "SweepStats", "apply", "concentration", "init_weights",
-    "ntk", "outer_weights", "preset", "run_cells", "run_grid", "sample_test", "sample_train",
+    "ntk", "optim", "outer_weights", "preset", "run_cells", "run_grid", "sample_test", "sample_train",
     "sphere", "spectra",
 ]

@@ -265,3 +265,68 @@ def test_cli_bad_optimizer_exits_2_in_one_line(argv, words, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert words in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------- the study
+
+
+def _write_part(root, kind, spec, rows, columns):
+    from jaxbof.experiments import optimizers as O
+    with store.ResultsWriter(root / O.subdir(kind, spec), {"experiment": {"kind": kind}},
+                             columns) as w:
+        w.write(rows)
+
+
+def test_study_table_and_picture_read_the_parts(tmp_path):
+    """The study's comparison from synthetic part directories: the table's paired difference
+    equals the one computed here by hand, flagged runs are counted and left out, the picture
+    is drawn, and a root holding another study is refused."""
+    from jaxbof import plots
+    from jaxbof.experiments import classification as C
+    from jaxbof.experiments import optimizers as O
+
+    specs = ("sgd", "adam:0.001")
+    root = tmp_path / "study"
+    store.write_config(root, O.config(True, specs))
+    rng = np.random.default_rng(0)
+    blank = {c: {"int": 0, "float": 0.0, "bool": False, "str": "direct"}[k]
+             for c, k in C.COLUMNS.items()}
+    errors = {}
+    for spec in specs:
+        rows = []
+        for n in (50, 100):
+            for r in (1.0, 2.0):
+                for seed in (0, 1):
+                    e = float(rng.uniform(0.0, 0.5))
+                    ok = not (spec != "sgd" and n == 50 and r == 1.0 and seed == 0)
+                    rows.append({**blank, "n": n, "d": int(n * r), "d_over_n": r, "gamma": 5 / n,
+                                 "alpha": 0.1, "noise_rate": 0.1, "width": 64, "seed": seed,
+                                 "steps": 7, "converged": ok, "test_error": e})
+                    errors[(spec, n, r, seed)] = (e, ok)
+        _write_part(root, "classification", spec, rows, C.COLUMNS)
+        reg = []
+        for n in (20, 40):
+            for seed in (0, 1):
+                for step in range(4):
+                    cell = R.cells(n=n, width=8, seeds=(seed,), target="1:0.5,2:0.5")[0]
+                    reg.append({**cell._asdict(), "eta": 0.5, "step": step, "t": 0.5 * step,
+                                "final": step == 3, "diverged": False,
+                                **{c: 1.0 / (1 + step) for c in (
+                                    "train_risk", "excess_risk", "approx_error",
+                                    "estimation_error", "kernel_gap", "weight_move",
+                                    "ntk_drift", "target_norm2", "noise_var", "coef_1", "coef_2",
+                                    "pop_coef_1", "pop_coef_2")}})
+        _write_part(root, "regression", spec, reg, R.columns((1, 2)))
+    pairs = [errors[("adam:0.001", *k[1:])][0] - errors[k][0]
+             for k in errors if k[0] == "sgd" and errors[("adam:0.001", *k[1:])][1]]
+    table = plots.optimizer_table(root)
+    adam = next(line.split(",") for line in table if line.startswith("classification,adam"))
+    assert adam[2:4] == ["7", "1"]  # valid runs, flagged
+    assert float(adam[5]) == pytest.approx(np.mean(pairs), abs=5e-5) and adam[7] == "7"
+    assert [line.split(",")[1] for line in table if line.startswith("classification,")] == \
+        list(specs)  # in the study's order
+    assert sum(line.startswith("regression,") for line in table) == 4  # 2 rules x 2 n
+    paths = plots.plot_dir(root)
+    assert paths == [str(root / "optimizers.png")] and (root / "optimizers.png").stat().st_size
+    with pytest.raises(ValueError, match="another study"):
+        store.write_config(root, O.config(True, ("sgd", "momentum:0.9")))

@@ -3,8 +3,8 @@ optimizer.
 
 Karhadkar et al. prove benign overfitting for gradient descent, Park et al. their excess-risk
 rates for gradient flow; neither says anything about momentum or Adam. This study trains the
-Figure 1 grid (quick: the karhadkar-fig1-quick grid) and the park-regression preset (quick: its
-quick preset) under each rule of OPTIMIZERS, every (experiment, rule) pair in its own results
+Figure 1 grid (quick: the karhadkar-fig1-quick grid) and the park-regression preset's main
+cells (`regression_cells`) under each rule of OPTIMIZERS, every (experiment, rule) pair in its own results
 directory (`Part.subdir`), resumable like any run. `store.paired_differences` and
 `jaxbof.plots.optimizer_study` compare them with GD cell by cell (the same data and
 initialisation for every rule: a cell's keys do not depend on the rule).
@@ -47,10 +47,22 @@ def subdir(kind: str, optimizer: str) -> str:
     return f"{kind}-{optim.parse(optimizer).spec.replace(':', '-')}"
 
 
+def regression_cells(quick: bool = False) -> tuple:
+    """The park-regression preset's main cells (target 1:0.5,2:0.5,4:0.5, noise 0.5, d = 3,
+    antisymmetric init, first layer): quick n in {250, 500, 1000} at M = 1024, 2 seeds (the
+    quick preset without its width and cubic cells); full n in {250, 500, 1000} x M in {256,
+    1024, 4096}, 3 seeds (the full preset's main block)."""
+    if quick:
+        return tuple(regression.cells(n=(250, 500, 1000), width=1024, seeds=2,
+                                      target="1:0.5,2:0.5,4:0.5", noise=0.5))
+    return tuple(regression.cells(n=(250, 500, 1000), width=(256, 1024, 4096), seeds=3,
+                                  target="1:0.5,2:0.5,4:0.5", noise=0.5))
+
+
 def parts(quick: bool = False, optimizers=OPTIMIZERS) -> list[Part]:
     """Every part of the study: classification first, then regression, each under every rule."""
     fig1 = presets.preset("karhadkar-fig1", quick)
-    reg_cells = tuple(regression.presets(quick))
+    reg_cells = regression_cells(quick)
     reg_protocol = regression.preset_protocol(quick)
     reg_name = "park-regression" + ("-quick" if quick else "")
     out = []
@@ -64,8 +76,8 @@ def parts(quick: bool = False, optimizers=OPTIMIZERS) -> list[Part]:
         opt = optim.parse(spec)
         out.append(Part("regression", opt.spec, subdir("regression", opt.spec),
                         f"{reg_name} under {opt.spec}",
-                        f"Park et al. (2024) preset {reg_name}; rule {opt.spec}",
-                        {"preset": reg_name}, dataclasses.replace(reg_protocol, optimizer=opt),
+                        f"Park et al. (2024) preset {reg_name}, main cells; rule {opt.spec}",
+                        {"preset": reg_name, "cells": "main"}, dataclasses.replace(reg_protocol, optimizer=opt),
                         reg_cells))
     return out
 
