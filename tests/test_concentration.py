@@ -34,9 +34,16 @@ def test_fit_slopes_recovers_an_exact_power_law():
     assert C.fit_slopes(rows[:2]) == []  # one width: no fit
 
 
-def test_rows_are_deterministic_and_skip_resumes():
-    cfg = C.Config(nd=((20, 4),), widths=(8, 32), seeds=2)
-    full = C.run(cfg)
+TINY = C.Config(nd=((20, 4),), widths=(8, 32), seeds=2)
+
+
+@pytest.fixture(scope="module")
+def tiny_rows():
+    return C.run(TINY)
+
+
+def test_rows_are_deterministic_and_skip_resumes(tiny_rows):
+    cfg, full = TINY, tiny_rows
     seen = []
     rest = C.run(cfg, on_row=seen.append, skip={(20, 4, 8, 0), (20, 4, 32, 1)})
     assert seen == rest and len(rest) == 2
@@ -58,9 +65,9 @@ def test_bad_config_names_the_value(cfg, needle):
     assert needle in str(e.value)
 
 
-def test_rows_read_back_typed(tmp_path):
+def test_rows_read_back_typed(tmp_path, tiny_rows):
     from jaxbof import store
-    rows = C.run(C.Config(nd=((10, 3),), widths=(4, 8), seeds=1))
+    rows = tiny_rows
     with store.ResultsWriter(tmp_path, {"experiment": "t"}, columns=C.SCHEMA) as w:
         w.write(rows)
     assert store.load_results(tmp_path) == rows

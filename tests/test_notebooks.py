@@ -17,7 +17,10 @@ def test_every_notebook_is_collected():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs(path, tmp_path):
+def test_notebook_runs(path, tmp_path, monkeypatch):
+    """Run with JAXBOF_NOTEBOOK_QUICK=1 (inherited by the kernel): a notebook may then run some
+    sections at smaller sizes, keeping every assertion it makes on its results."""
+    monkeypatch.setenv("JAXBOF_NOTEBOOK_QUICK", "1")
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})

@@ -2,7 +2,8 @@
 runtime are fixed per process): several CPU devices give the rows of one, bit for bit; two
 processes on 127.0.0.1 give the rows of one; a process killed with SIGKILL at any moment loses
 nothing, and rerunning the same command gives exactly the rows of an uninterrupted run; a warm
-compile cache is hit."""
+compile cache is hit. One cold reference run fills a compile cache that the other runs share,
+except those that must still be compiling when they are killed or raced."""
 
 import json
 import os
@@ -11,6 +12,9 @@ import socket
 import subprocess
 import sys
 import time
+
+from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -47,21 +51,51 @@ def _port():
         return s.getsockname()[1]
 
 
+HIT_COUNTER = ("import sys, jax\n"
+               "hits = []\n"
+               "jax.monitoring.register_event_listener(lambda e, **k: hits.append(e))\n"
+               "from jaxbof import cli\n"
+               "rc = cli.main(sys.argv[1:])\n"
+               "print('hits', hits.count('/jax/compilation_cache/cache_hits'))\n"
+               "sys.exit(rc)\n")
+
+
+def _counted(args, env):
+    """Run the CLI in a subprocess that counts persistent compile-cache hits."""
+    p = subprocess.run([sys.executable, "-c", HIT_COUNTER, *args], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    return int(p.stdout.split("hits")[-1])
+
+
+class Reference(NamedTuple):
+    rows: tuple  # (header, sorted rows) of one uninterrupted single-process run
+    cache: Path  # the persistent compile cache that run filled (cold before it)
+    cold_hits: int  # cache hits of that run
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
+    """One cold single-process run: the rows every other run must reproduce, and a warm compile
+    cache that the runs compiling the same programs share (each would otherwise spend ~15 s
+    compiling them again). Runs whose timing or cache state matters keep a private cache."""
     tmp = tmp_path_factory.mktemp("ref")
-    rc, _, err = _finish(_cli(GRID + ["--out", str(tmp / "one")], _env(tmp)))
-    assert rc == 0, err
-    return _rows(tmp / "one")
+    cache = tmp / "xla"
+    hits = _counted(GRID + ["--out", str(tmp / "one"), "--compile-cache", str(cache)], _env(tmp))
+    return Reference(_rows(tmp / "one"), cache, hits)
+
+
+def _warm(reference):
+    return ["--compile-cache", str(reference.cache)]
 
 
 def test_devices_give_the_rows_of_one_device(tmp_path, reference):
     for n in (2, 4):
         out = tmp_path / f"dev{n}"
-        rc, _, err = _finish(_cli(GRID + ["--out", str(out), "--devices", str(n)],
-                                  _env(tmp_path, devices=4)))
+        args = GRID + ["--out", str(out), "--devices", str(n)] + _warm(reference)
+        rc, _, err = _finish(_cli(args, _env(tmp_path, devices=4)))
         assert rc == 0, err
-        assert _rows(out) == reference
+        assert _rows(out) == reference.rows
         run = json.loads((out / "config.json").read_text())["run"]
         assert (run["devices"], run["processes"]) == (n, 1)
     rc, _, err = _finish(_cli(GRID + ["--out", str(tmp_path / "bad"), "--devices", "5"],
@@ -69,9 +103,9 @@ def test_devices_give_the_rows_of_one_device(tmp_path, reference):
     assert rc == 2 and "--devices" in err and "allowed 1 to 4" in err and "Traceback" not in err
 
 
-def _two_processes(out, env, kill_after_rows=None):
+def _two_processes(out, env, kill_after_rows=None, extra=()):
     port = _port()
-    procs = [_cli(GRID + ["--out", str(out), "--coordinator", f"127.0.0.1:{port}",
+    procs = [_cli(GRID + [*extra, "--out", str(out), "--coordinator", f"127.0.0.1:{port}",
                           "--num-processes", "2", "--process-id", str(i)], env)
              for i in range(2)]
     if kill_after_rows is not None:  # kill process 1 once its part holds that many rows
@@ -95,10 +129,10 @@ def _two_processes(out, env, kill_after_rows=None):
 
 def test_two_processes_give_the_rows_of_one(tmp_path, reference):
     out = tmp_path / "two"
-    results = _two_processes(out, _env(tmp_path))
+    results = _two_processes(out, _env(tmp_path), extra=_warm(reference))
     for rc, _, err in results:
         assert rc == 0, err
-    assert _rows(out) == reference
+    assert _rows(out) == reference.rows
     assert not list(out.glob("results.part-*"))  # folded into results.csv
     assert json.loads((out / "config.json").read_text())["run"]["processes"] == 2
     assert any("models to train" in err and "for the other processes" in err
@@ -111,59 +145,55 @@ def test_killed_process_is_recovered_by_rerunning(tmp_path, reference):
     # killed once its part is open (header written), before it has finished its cells
     assert _two_processes(out, env, kill_after_rows=0) == -signal.SIGKILL
     header, rows = _rows(out) if (out / "results.csv").exists() else (None, [])
-    assert len(rows) < len(reference[1])  # the sweep is incomplete before the rerun
-    for rc, _, err in _two_processes(out, env):
+    assert len(rows) < len(reference.rows[1])  # the sweep is incomplete before the rerun
+    for rc, _, err in _two_processes(out, env, extra=_warm(reference)):
         assert rc == 0, err
-    assert _rows(out) == reference
+    assert _rows(out) == reference.rows
 
 
-@pytest.mark.parametrize("delay", [0.0, 6.0])
-def test_sigkill_at_any_moment_then_rerun(tmp_path, reference, delay):
-    """Killed before anything is written (0 s: still importing) or mid-sweep, the rerun gives
-    exactly the rows of an uninterrupted run, and the lock of the killed run is gone."""
+def test_sigkill_while_importing_then_rerun(tmp_path, reference):
+    """Killed before anything is written (still importing), the rerun gives exactly the rows of
+    an uninterrupted run."""
     out = tmp_path / "one"
     env = _env(tmp_path)
     p = _cli(GRID + ["--out", str(out)], env)
-    time.sleep(delay)
     p.send_signal(signal.SIGKILL)
     p.communicate()
-    rc, _, err = _finish(_cli(GRID + ["--out", str(out)], env))
+    rc, _, err = _finish(_cli(GRID + ["--out", str(out)] + _warm(reference), env))
     assert rc == 0, err
-    assert _rows(out) == reference
+    assert _rows(out) == reference.rows
 
 
-def test_second_sweep_on_the_same_out_is_refused(tmp_path):
+def test_second_sweep_is_refused_then_sigkill_mid_sweep_then_rerun(tmp_path, reference):
+    """While a sweep runs, a second one on the same --out is refused; the first, killed with
+    SIGKILL mid-sweep, leaves no lock behind: the rerun gives exactly the rows of an
+    uninterrupted run. The first sweep has a private cold cache, so it is still compiling when
+    the second starts and when it is killed."""
     out = tmp_path / "busy"
     env = _env(tmp_path)
     first = _cli(GRID + ["--out", str(out)], env)
     deadline = time.monotonic() + 120
     while not (out / "results.csv").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    second = _finish(_cli(GRID + ["--out", str(out)], env))
-    rc1, _, err1 = _finish(first)
-    assert rc1 == 0, err1
-    rc, _, err = second
+    rc, _, err = _finish(_cli(GRID + ["--out", str(out)], env))
     if rc == 0:  # the first sweep had already finished: nothing to refuse
+        _finish(first)
         pytest.skip("first sweep finished before the second started")
     assert rc == 2 and "is in use by another sweep" in err and "Traceback" not in err
+    first.send_signal(signal.SIGKILL)
+    first.communicate()
+    assert first.returncode == -signal.SIGKILL  # killed, not finished
+    rc, _, err = _finish(_cli(GRID + ["--out", str(out)] + _warm(reference), env))
+    assert rc == 0, err
+    assert _rows(out) == reference.rows
 
 
-def test_warm_compile_cache_is_hit(tmp_path):
-    """The second run of a sweep reads its programs from the persistent cache."""
-    code = ("import sys, jax\n"
-            "hits = []\n"
-            "jax.monitoring.register_event_listener(lambda e, **k: hits.append(e))\n"
-            "from jaxbof import cli\n"
-            "rc = cli.main(sys.argv[1:])\n"
-            "print('hits', hits.count('/jax/compilation_cache/cache_hits'))\n"
-            "sys.exit(rc)\n")
-    cache = tmp_path / "xla"
-    counts = []
-    for run in ("cold", "warm"):
-        p = subprocess.run([sys.executable, "-c", code, *GRID, "--out", str(tmp_path / run),
-                            "--compile-cache", str(cache)], env=_env(tmp_path),
-                           capture_output=True, text=True, timeout=300)
-        assert p.returncode == 0, p.stderr
-        counts.append(int(p.stdout.split("hits")[-1]))
-    assert counts[0] == 0 < counts[1]
-    assert any(cache.iterdir())
+def test_warm_compile_cache_is_hit(tmp_path, reference):
+    """The reference run started with an empty persistent cache and filled it; a second run of
+    the sweep reads its programs from it and gives the same rows."""
+    assert reference.cold_hits == 0
+    assert any(reference.cache.iterdir())
+    out = tmp_path / "warm"
+    hits = _counted(GRID + ["--out", str(out)] + _warm(reference), _env(tmp_path))
+    assert hits > 0
+    assert _rows(out) == reference.rows
