@@ -142,8 +142,8 @@ def stop_reached(f_n, y_n, mask_n, stop):
 
 def gd_step(problem: Problem, state: TrainState) -> TrainState:
     """One hand-written GD step (the reference `step` is tested against), or nothing if the run
-    has stopped. The stopping test uses the same forward
-    pass as the step, so `steps` counts the updates made before the rule was first met."""
+    has stopped. The stopping test uses the same forward pass as the step, so `steps` counts
+    the updates made before the rule was first met."""
     hp = problem.hyper
     H = preacts(problem, state.theta)
     f = network_from_preacts(H, problem.a_m, hp.alpha)
