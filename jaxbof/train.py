@@ -140,32 +140,51 @@ def stop_reached(f_n, y_n, mask_n, stop):
     return jnp.where(stop == Stop.ZERO_LOSS, zero_loss, zero_error)
 
 
-def gd_step(problem: Problem, state: TrainState) -> TrainState:
-    """One hand-written GD step (the reference `step` is tested against), or nothing if the run
-    has stopped. The stopping test uses the same forward pass as the step, so `steps` counts
-    the updates made before the rule was first met."""
+class _Check(NamedTuple):
+    """One forward pass of a step: the stopping test and the loss gradient at theta."""
+
+    f_n: jax.Array
+    converged: jax.Array
+    diverged: jax.Array
+    done: jax.Array  # stopped before this step: converged, diverged or out of steps
+    dH_nxm: jax.Array  # dL/dH (dL/dW = dH^T X)
+
+
+def _check(problem: Problem, state: TrainState) -> _Check:
     hp = problem.hyper
     H = preacts(problem, state.theta)
     f = network_from_preacts(H, problem.a_m, hp.alpha)
     converged = stop_reached(f, problem.y_n, problem.mask_n, hp.stop)
     diverged = ~jnp.all(jnp.isfinite(jnp.where(problem.mask_n, f, 0.0)))
     done = state.done | converged | diverged | (state.steps >= hp.max_steps)
-
     dH = loss_grad_preacts(H, problem.y_n, problem.mask_n, problem.a_m, hp.alpha)
-    lr = jnp.where(done, 0.0, hp.eta).astype(dH.dtype)  # a stopped run no longer moves
-    if problem.param == Param.DIRECT:
-        theta = state.theta - lr * (dH.T @ problem.X_nxd)
-    else:
-        theta = state.theta - lr * dH
+    return _Check(f, converged, diverged, done, dH)
+
+
+def _advance(state: TrainState, c: _Check, theta, opt) -> TrainState:
+    """The state after a step to (theta, opt): counters and flags frozen once stopped."""
     return TrainState(
         theta=theta,
-        steps=state.steps + (~done).astype(state.steps.dtype),
-        done=done,
-        converged=jnp.where(state.done, state.converged, converged),
-        diverged=jnp.where(state.done, state.diverged, diverged),
-        f_n=jnp.where(state.done, state.f_n, f),
-        opt=state.opt,
+        steps=state.steps + (~c.done).astype(state.steps.dtype),
+        done=c.done,
+        converged=jnp.where(state.done, state.converged, c.converged),
+        diverged=jnp.where(state.done, state.diverged, c.diverged),
+        f_n=jnp.where(state.done, state.f_n, c.f_n),
+        opt=opt,
     )
+
+
+def gd_step(problem: Problem, state: TrainState) -> TrainState:
+    """One hand-written GD step (the reference `step` is tested against), or nothing if the run
+    has stopped. The stopping test uses the same forward pass as the step, so `steps` counts
+    the updates made before the rule was first met."""
+    c = _check(problem, state)
+    lr = jnp.where(c.done, 0.0, problem.hyper.eta).astype(c.dH_nxm.dtype)  # stopped: no move
+    if problem.param == Param.DIRECT:
+        theta = state.theta - lr * (c.dH_nxm.T @ problem.X_nxd)
+    else:
+        theta = state.theta - lr * c.dH_nxm
+    return _advance(state, c, theta, state.opt)
 
 
 def step(problem: Problem, state: TrainState,
@@ -174,26 +193,12 @@ def step(problem: Problem, state: TrainState,
     if the run has stopped; the same stopping test and counters as `gd_step`, which it equals
     bit for bit for the default plain GD. GRAM: the rule sees the pseudo-gradient dH (n x M) and
     updates C^T, exact for linear rules only (checked at init_state)."""
-    hp = problem.hyper
-    H = preacts(problem, state.theta)
-    f = network_from_preacts(H, problem.a_m, hp.alpha)
-    converged = stop_reached(f, problem.y_n, problem.mask_n, hp.stop)
-    diverged = ~jnp.all(jnp.isfinite(jnp.where(problem.mask_n, f, 0.0)))
-    done = state.done | converged | diverged | (state.steps >= hp.max_steps)
-
-    dH = loss_grad_preacts(H, problem.y_n, problem.mask_n, problem.a_m, hp.alpha)
+    c = _check(problem, state)
+    dH = c.dH_nxm
     grad = dH.T @ problem.X_nxd if problem.param == Param.DIRECT else dH
-    theta, opt = optim.update(optimizer, jnp.asarray(hp.eta, dH.dtype), grad, state.opt,
-                              state.theta, done)
-    return TrainState(
-        theta=theta,
-        steps=state.steps + (~done).astype(state.steps.dtype),
-        done=done,
-        converged=jnp.where(state.done, state.converged, converged),
-        diverged=jnp.where(state.done, state.diverged, diverged),
-        f_n=jnp.where(state.done, state.f_n, f),
-        opt=opt,
-    )
+    theta, opt = optim.update(optimizer, jnp.asarray(problem.hyper.eta, dH.dtype), grad,
+                              state.opt, state.theta, c.done)
+    return _advance(state, c, theta, opt)
 
 
 def run(problem: Problem, state: TrainState, max_iters=None,

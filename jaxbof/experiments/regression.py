@@ -465,30 +465,27 @@ def gradients(params: TwoLayerParams, X_nxd, y_n, Ht, At, f) -> TwoLayerParams:
     return TwoLayerParams(gW, ga, gb)
 
 
-def gd_step(slot: Slot, st: State) -> State:
-    """One hand-written GD step of one run (the reference `train_step` is tested against) (eta = slot.data.eta; a updated only with train_outer), or a halt:
-    if steps == rec_steps[rec] (a recording time) or the outputs are non-finite, set done (no
-    update, f_n = these outputs). A halted state is returned unchanged."""
+def _halt_check(slot: Slot, st: State):
+    """One forward pass of a step: (gradients, f, bad, halt). halt: already halted, at a
+    recording time (steps == rec_steps[rec]) or non-finite outputs (bad)."""
     p = TwoLayerParams(st.W, st.a, st.b)
     Ht, At, f = forward(p, slot.data.X)
     bad = ~jnp.all(jnp.isfinite(f))
-    at_record = st.steps == slot.data.rec_steps[st.rec]
-    halt = st.done | at_record | bad
-    g = gradients(p, slot.data.X, slot.data.y, Ht, At, f)
-    eta = slot.data.eta
+    halt = st.done | (st.steps == slot.data.rec_steps[st.rec]) | bad
+    return gradients(p, slot.data.X, slot.data.y, Ht, At, f), f, bad, halt
 
-    def upd(x, gx):
-        return jnp.where(halt, x, x - eta * gx)
+
+def _advance(st: State, new: TwoLayerParams, opt, f, bad, halt) -> State:
+    """The state after a step to the params `new` (a None: a untrained): counters and f_n
+    frozen once halted."""
     return State(
-        W=upd(st.W, g.W_mxd),
-        b=None if st.b is None else upd(st.b, g.b_m),
-        a=upd(st.a, g.a_m) if slot.data.train_outer.value else st.a,
+        W=new.W_mxd, b=new.b_m, a=st.a if new.a_m is None else new.a_m,
         steps=st.steps + jnp.where(halt, 0, 1).astype(st.steps.dtype),
         done=halt,
         rec=st.rec,
         diverged=st.diverged | (bad & ~st.done),
         f_n=jnp.where(st.done, st.f_n, f),
-        opt=st.opt,
+        opt=opt,
     )
 
 
@@ -497,28 +494,30 @@ def _trained(W, b, a, train_outer: bool) -> TwoLayerParams:
     return TwoLayerParams(W, a if train_outer else None, b)
 
 
+def gd_step(slot: Slot, st: State) -> State:
+    """One hand-written GD step of one run (the reference `train_step` is tested against;
+    eta = slot.data.eta; a updated only with train_outer), or a halt: if steps ==
+    rec_steps[rec] (a recording time) or the outputs are non-finite, set done (no update,
+    f_n = these outputs). A halted state is returned unchanged."""
+    g, f, bad, halt = _halt_check(slot, st)
+    eta, outer = slot.data.eta, slot.data.train_outer.value
+
+    def upd(x, gx):
+        return None if x is None else jnp.where(halt, x, x - eta * gx)
+    new = _trained(upd(st.W, g.W_mxd), upd(st.b, g.b_m), upd(st.a, g.a_m) if outer else None,
+                   outer)
+    return _advance(st, new, st.opt, f, bad, halt)
+
+
 def train_step(slot: Slot, st: State, optimizer: optim.Optimizer = optim.GD) -> State:
     """One update of one run by `optimizer` (an optax rule with step size eta, `jaxbof.optim`)
     over the trained parameters, with `gd_step`'s halting rule; equal to `gd_step` bit for bit
     for the default plain GD. A halted state (and its rule's state) is returned unchanged."""
-    p = TwoLayerParams(st.W, st.a, st.b)
-    Ht, At, f = forward(p, slot.data.X)
-    bad = ~jnp.all(jnp.isfinite(f))
-    at_record = st.steps == slot.data.rec_steps[st.rec]
-    halt = st.done | at_record | bad
-    g = gradients(p, slot.data.X, slot.data.y, Ht, At, f)
+    g, f, bad, halt = _halt_check(slot, st)
     outer = slot.data.train_outer.value
     new, opt = optim.update(optimizer, slot.data.eta, _trained(g.W_mxd, g.b_m, g.a_m, outer),
                             st.opt, _trained(st.W, st.b, st.a, outer), halt)
-    return State(
-        W=new.W_mxd, b=new.b_m, a=new.a_m if outer else st.a,
-        steps=st.steps + jnp.where(halt, 0, 1).astype(st.steps.dtype),
-        done=halt,
-        rec=st.rec,
-        diverged=st.diverged | (bad & ~st.done),
-        f_n=jnp.where(st.done, st.f_n, f),
-        opt=opt,
-    )
+    return _advance(st, new, opt, f, bad, halt)
 
 
 def resume_slot(slot: Slot) -> Slot:
