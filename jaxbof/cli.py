@@ -665,7 +665,7 @@ def _optimizer_study(args) -> int:
     root = Path(args.out or "runs/optimizers" + ("-quick" if quick else ""))
     runtime = _runtime(args)
     try:
-        store.write_config(root, {**O.config(quick), "run": _run_meta(runtime=runtime)})
+        O.write_root_config(root, {**O.config(quick), "run": _run_meta(runtime=runtime)})
     except ValueError as e:
         raise UsageError(str(e)) from None
     except OSError as e:

@@ -23,6 +23,14 @@ W_t - W_0 stays in the span of the rows of X, and applying the rule to the pseud
 space (W = W_0 + C X) gives the same trajectory; classification uses it where d > n/2. Any other
 rule runs in the direct parameterization (a user's own transformation too, unless declared
 linear). Weight decay is not linear in this sense (W_0 decays too) and runs direct.
+
+Rotation invariance: `rotation_invariant` says that the rule commutes with every orthogonal map
+of the parameters, update(g Q) = update(g) Q, so that training on X Q from W_0 Q gives W_t Q and
+the same outputs. A rule linear in past gradients with scalar coefficients is (sgd, momentum,
+Nesterov); a per-coordinate rule is not (Adam, AdamW, RMSProp, Adagrad and sign descent rescale
+or take signs of each coordinate, so the basis matters: a signal on the axis e_1 is not a signal
+on a random direction for them). tests/test_optim.py trains both ways. A user's own rule is
+rotation-invariant only if declared so (or declared linear, which implies it).
 """
 
 from __future__ import annotations
@@ -44,12 +52,14 @@ __all__ = ["GD", "Optimizer", "RULES", "as_optimizer", "custom", "init", "parse"
 class Optimizer:
     """An update rule: spec (canonical text, recorded in config.json), make(step) -> optax
     GradientTransformation (step: the run's published step size, a traced scalar), linear
-    (Gram-exact, module docstring) and uses_step (its learning rate is `step`)."""
+    (Gram-exact, module docstring), uses_step (its learning rate is `step`) and
+    rotation_invariant (update(g Q) = update(g) Q for orthogonal Q, module docstring)."""
 
     spec: str
     make: Callable[[jax.Array], optax.GradientTransformation] = dataclasses.field(repr=False)
     linear: bool = False
     uses_step: bool = False
+    rotation_invariant: bool = False
 
     def jsonable(self) -> str:
         """What config.json records (jaxbof.store.jsonable)."""
@@ -67,6 +77,7 @@ class _Rule(NamedTuple):
     build: Callable  # (step, *values) -> GradientTransformation
     linear: bool
     uses_step: bool
+    rotation_invariant: bool
 
 
 def _beta(v):
@@ -86,20 +97,23 @@ _CHECKS = {"beta": (_beta, "in [0, 1)"), "b1": (_beta, "in [0, 1)"), "b2": (_bet
            "wd": (_nonneg, ">= 0")}
 
 RULES: dict[str, _Rule] = {
-    "sgd": _Rule((), 0, (), lambda s: optax.sgd(s), True, True),
-    "momentum": _Rule(("beta",), 1, (), lambda s, b: optax.sgd(s, momentum=b), True, True),
+    # name: params, required, defaults, build, linear, uses_step, rotation_invariant
+    "sgd": _Rule((), 0, (), lambda s: optax.sgd(s), True, True, True),
+    "momentum": _Rule(("beta",), 1, (), lambda s, b: optax.sgd(s, momentum=b), True, True,
+                      True),
     "nesterov": _Rule(("beta",), 1, (),
-                      lambda s, b: optax.sgd(s, momentum=b, nesterov=True), True, True),
+                      lambda s, b: optax.sgd(s, momentum=b, nesterov=True), True, True, True),
     "adam": _Rule(("lr", "b1", "b2", "eps"), 1, (0.9, 0.999, 1e-8),
-                  lambda s, lr, b1, b2, eps: optax.adam(lr, b1, b2, eps), False, False),
+                  lambda s, lr, b1, b2, eps: optax.adam(lr, b1, b2, eps), False, False, False),
     "adamw": _Rule(("lr", "wd", "b1", "b2", "eps"), 1, (1e-4, 0.9, 0.999, 1e-8),
                    lambda s, lr, wd, b1, b2, eps: optax.adamw(lr, b1, b2, eps, weight_decay=wd),
-                   False, False),
+                   False, False, False),
     "rmsprop": _Rule(("lr", "decay", "eps"), 1, (0.9, 1e-8),
-                     lambda s, lr, decay, eps: optax.rmsprop(lr, decay, eps), False, False),
+                     lambda s, lr, decay, eps: optax.rmsprop(lr, decay, eps), False, False,
+                     False),
     "adagrad": _Rule(("lr", "eps"), 1, (1e-7,),
-                     lambda s, lr, eps: optax.adagrad(lr, eps=eps), False, False),
-    "sign": _Rule(("lr",), 1, (), lambda s, lr: optax.sign_sgd(lr), False, False),
+                     lambda s, lr, eps: optax.adagrad(lr, eps=eps), False, False, False),
+    "sign": _Rule(("lr",), 1, (), lambda s, lr: optax.sign_sgd(lr), False, False, False),
 }
 
 
@@ -147,17 +161,20 @@ def parse(spec: str) -> Optimizer:
 def _build(canonical: str, values: tuple) -> Optimizer:
     rule = RULES[canonical.split(":")[0]]
     return Optimizer(canonical, lambda step: rule.build(step, *values), rule.linear,
-                     rule.uses_step)
+                     rule.uses_step, rule.rotation_invariant)
 
 
 GD = parse("sgd")
 
 
-def custom(transformation, *, name: str = "custom", linear: bool = False) -> Optimizer:
+def custom(transformation, *, name: str = "custom", linear: bool = False,
+           rotation_invariant: bool | None = None) -> Optimizer:
     """An Optimizer from a user's optax GradientTransformation (used as is, the experiment's
     step ignored) or from a callable step -> GradientTransformation. linear=True declares the
     Gram fast path exact for it (module docstring); only do so for rules whose updates are
-    linear in past gradients with coefficients independent of gradients and parameters."""
+    linear in past gradients with coefficients independent of gradients and parameters.
+    rotation_invariant=True declares update(g Q) = update(g) Q for orthogonal Q (module
+    docstring); None (default): as declared by `linear`, which implies it."""
     if isinstance(transformation, optax.GradientTransformation):
         tx = transformation
         make, uses_step = (lambda step: tx), False
@@ -166,7 +183,12 @@ def custom(transformation, *, name: str = "custom", linear: bool = False) -> Opt
     else:
         raise ValueError(f"optimizer {transformation!r}: expected an optax "
                          "GradientTransformation or a callable step -> transformation")
-    return Optimizer(f"custom:{name}", make, bool(linear), uses_step)
+    invariant = linear if rotation_invariant is None else rotation_invariant
+    if linear and not invariant:
+        raise ValueError(f"optimizer custom:{name}: a rule linear in past gradients with scalar "
+                         "coefficients is rotation-invariant; rotation_invariant=False "
+                         "contradicts linear=True")
+    return Optimizer(f"custom:{name}", make, bool(linear), uses_step, bool(invariant))
 
 
 def as_optimizer(x) -> Optimizer:

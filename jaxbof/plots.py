@@ -958,31 +958,60 @@ REGRESSION_FIGURES = (
 
 # ----------------------------------------------------------------------------- optimizer study
 
-CLASSIFICATION_KEYS = ("n", "d", "d_over_n", "gamma", "alpha", "noise_rate", "width", "seed")
+# the same data and initialisation: the cell, the seed and the signal direction (a part's)
+CLASSIFICATION_KEYS = ("n", "d", "d_over_n", "gamma", "alpha", "noise_rate", "width", "seed",
+                       "signal")
+SIGNAL_STYLES = {"e1": "-", "random": "--"}
 
 
 class StudyParts(NamedTuple):
-    """The rows of an optimizer study's parts (DIR/<part>), by rule, in the config's order."""
+    """The rows of an optimizer study's parts (DIR/<part>), in the config's rule order.
+    classification: {(spec, signal): rows}, signal 'e1' or 'random', each row tagged with its
+    part's "signal" (pairing keys on it); subdirs: {(spec, signal): part directory name}."""
 
     baseline: str
-    classification: dict  # {optimizer spec: rows}
-    regression: dict
+    classification: dict  # {(optimizer spec, signal): rows}
+    regression: dict  # {optimizer spec: rows}
+    subdirs: dict  # {(optimizer spec, signal): subdir} of the classification parts
 
 
 def study_parts(directory) -> StudyParts:
-    """Read the parts an optimizer study's config.json lists (missing parts: no rows)."""
+    """Read the parts an optimizer study's config.json lists (missing parts: no rows). A part
+    recorded without a signal (a study from before the random direction) is e1."""
     directory = Path(directory)
     config = store.load_config(directory)
     if config is None or experiment_kind(config, directory) != "optimizers":
         raise ValueError(f"{directory} is not an optimizer study's directory")
     exp = config["experiment"]
-    out = {"classification": {}, "regression": {}}
+    cls, reg, subdirs = {}, {}, {}
     order = {spec: i for i, spec in enumerate(exp["optimizers"])}  # JSON sorts the parts
-    for sub, part in sorted(exp["parts"].items(),
-                            key=lambda kv: order.get(kv[1]["optimizer"], len(order))):
+    sig_order = {sig: i for i, sig in enumerate(SIGNAL_STYLES)}
+
+    def rank(kv):
+        part = kv[1]
+        return (order.get(part["optimizer"], len(order)),
+                sig_order.get(part.get("signal", "e1"), len(sig_order)))
+    for sub, part in sorted(exp["parts"].items(), key=rank):
         path = directory / sub
-        out[part["kind"]][part["optimizer"]] = store.load_results(path) if path.exists() else []
-    return StudyParts(exp["baseline"], out["classification"], out["regression"])
+        rows = store.load_results(path) if path.exists() else []
+        if part["kind"] == "classification":
+            key = (part["optimizer"], part.get("signal", "e1"))
+            cls[key] = [{**r, "signal": key[1]} for r in rows]
+            subdirs[key] = sub
+        else:
+            reg[part["optimizer"]] = rows
+    return StudyParts(exp["baseline"], cls, reg, subdirs)
+
+
+def _baseline_rows(sp: StudyParts) -> list:
+    """The baseline's rows on every signal direction (pairing keys on the signal)."""
+    return [r for (spec, _), rows in sp.classification.items() if spec == sp.baseline
+            for r in rows]
+
+
+def _reference(sp: StudyParts, signal: str) -> str:
+    """The part a classification part is paired with: the baseline on the same direction."""
+    return sp.subdirs.get((sp.baseline, signal), "none")
 
 
 def _regression_view(rows) -> list:
@@ -991,21 +1020,22 @@ def _regression_view(rows) -> list:
 
 
 def optimizer_table(directory) -> list[str]:
-    """The study's comparison as CSV lines: per classification rule, valid runs, flagged, mean
-    test error, the mean paired difference against the baseline (store.paired_differences over
-    all cells) and median steps; per regression rule and n, the final-time means."""
+    """The study's comparison as CSV lines: per classification rule and signal direction,
+    valid runs, flagged, mean test error, the mean paired difference against the baseline on
+    the same direction (store.paired_differences over all cells; `reference`: that baseline
+    part) and median steps; per regression rule and n, the final-time means."""
     sp = study_parts(directory)
-    base = sp.classification.get(sp.baseline, [])
-    lines = ["experiment,optimizer,runs,flagged,mean_test_error,diff_vs_" + sp.baseline
-             + ",sem,pairs,median_steps"]
-    for spec, rows in sp.classification.items():
+    base = _baseline_rows(sp)
+    lines = ["experiment,optimizer,signal,runs,flagged,mean_test_error,diff_vs_" + sp.baseline
+             + ",sem,pairs,median_steps,reference"]
+    for (spec, sig), rows in sp.classification.items():
         ok = [r for r in rows if not store.is_flagged(r)]
         d = store.paired_differences(base, rows, CLASSIFICATION_KEYS, by=())[()] if rows \
             else store.Summary(math.nan, math.nan, 0, 0)
         err = np.mean([r["test_error"] for r in ok]) if ok else math.nan
         steps = np.median([r["steps"] for r in ok]) if ok else math.nan
-        lines.append(f"classification,{spec},{len(ok)},{len(rows) - len(ok)},{err:.4f},"
-                     f"{d.mean:+.4f},{d.sem:.4f},{d.count},{steps:g}")
+        lines.append(f"classification,{spec},{sig},{len(ok)},{len(rows) - len(ok)},{err:.4f},"
+                     f"{d.mean:+.4f},{d.sem:.4f},{d.count},{steps:g},{_reference(sp, sig)}")
     lines.append("experiment,optimizer,n,width,t,train_risk,excess_risk,weight_move,ntk_drift,"
                  "runs,diverged")
     for spec, rows in sp.regression.items():
@@ -1040,8 +1070,9 @@ def _difference_panel(fig, ax, diff: dict, title: str, vmax: float) -> None:
     for (n, r), sm in diff.items():
         i, j = dn_y.index(r), n_x.index(n)
         text = "n/a" if sm.count == 0 else f"{sm.mean:+.3f}".replace("+0.000", "0")
+        dark = np.isfinite(sm.mean) and abs(sm.mean) > 0.6 * vmax  # white on deep colours
         ax.text(j + 0.5, i + 0.5, text + ("*" if sm.flagged else ""), ha="center",
-                va="center", fontsize=6)
+                va="center", fontsize=7, color="white" if dark else "black")
     ax.set_xticks(np.arange(len(n_x)) + 0.5, [f"{n:g}" for n in n_x], fontsize=7)
     ax.set_yticks(np.arange(len(dn_y)) + 0.5, [f"{r:g}" for r in dn_y], fontsize=7)
     ax.set_xlabel("n")
@@ -1051,42 +1082,61 @@ def _difference_panel(fig, ax, diff: dict, title: str, vmax: float) -> None:
 
 
 def optimizer_study(directory, path) -> str:
-    """The optimizer study in one PNG. Top: per rule other than the baseline, its paired
-    test-error difference against the baseline per (n, d/n) cell (mean over seeds; red: worse
-    than GD), and mean test error against d/n per rule (valid runs, pooled over n). Bottom:
-    regression train risk, excess risk and weight movement against t (nominal for rules other
-    than GD: eta * step), mean over seeds, per rule (colour) and n (line style)."""
+    """The optimizer study in one PNG. Top: per rule other than the baseline and per signal
+    direction (rows: e1, random), its paired test-error difference against the baseline on
+    the same direction per (n, d/n) cell (mean over seeds; red: worse than GD), and mean test
+    error against d/n per rule (colour) and direction (solid e1, dashed random; valid runs,
+    pooled over n). Bottom: regression train risk, excess risk and weight movement against t
+    (nominal for rules other than GD: eta * step), mean over seeds, per rule (colour) and n
+    (line style)."""
     sp = study_parts(directory)
-    others = [s for s in sp.classification if s != sp.baseline]
-    base = sp.classification.get(sp.baseline, [])
-    diffs = {s: store.paired_differences(base, sp.classification[s], CLASSIFICATION_KEYS)
-             for s in others}
+    base = _baseline_rows(sp)
+    others = [k for k in sp.classification if k[0] != sp.baseline]
+    specs = list(dict.fromkeys(spec for spec, _ in others))
+    sigs = [g for g in SIGNAL_STYLES if any(k[1] == g for k in others)] or ["e1"]
+    sigs += sorted({k[1] for k in others} - set(sigs))
+    diffs = {k: store.paired_differences(base, sp.classification[k], CLASSIFICATION_KEYS)
+             for k in others}
     finite = [abs(sm.mean) for d in diffs.values() for sm in d.values() if np.isfinite(sm.mean)]
     vmax = max(max(finite, default=0.0), 1e-3)
-    fig = Figure(figsize=(5.0 * max(len(others) + 1, 3), 9.4), layout="constrained")
-    top, bottom = fig.subfigures(2, 1, height_ratios=(1.0, 1.0))
-    axes = list(top.subplots(1, len(others) + 1, squeeze=False)[0])
+    ncols = len(specs) + 1
+    fig = Figure(figsize=(5.0 * max(ncols, 3), 4.3 * len(sigs) + 4.9), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=(4.3 * len(sigs), 4.9))
+    mosaic = [[f"{spec}|{g}" for spec in specs] + ["line"] for g in sigs]
+    axd = top.subplot_mosaic(mosaic)
     notes = []
-    for ax, spec in zip(axes, others):
-        k = sum(sm.flagged for sm in diffs[spec].values())
-        _difference_panel(top, ax, diffs[spec], f"test error: {spec} minus {sp.baseline}, "
-                          "paired by cell and seed", vmax)
-        if k:
-            notes.append(f"{spec}: {k} runs not converged/diverged (or without a {sp.baseline} "
-                         "partner): '*' cells, left out")
-    colours = {spec: f"C{i}" for i, spec in enumerate(sp.classification)}
-    ax = axes[-1]
-    for spec, rows in sp.classification.items():
+    for spec in specs:
+        for g in sigs:
+            ax = axd[f"{spec}|{g}"]
+            if (spec, g) not in diffs:
+                ax.set_axis_off()
+                ax.text(0.5, 0.5, f"{spec}: no {g}-signal part\n(rotation-invariant: the e1 "
+                        "part\nstands for every direction)", ha="center", va="center",
+                        fontsize=8, color="0.4", transform=ax.transAxes)
+                continue
+            k = sum(sm.flagged for sm in diffs[(spec, g)].values())
+            _difference_panel(top, ax, diffs[(spec, g)],
+                              f"test error: {spec} minus {sp.baseline}, {g} signal\npaired by "
+                              f"cell and seed with {_reference(sp, g)}", vmax)
+            if k:
+                notes.append(f"{spec} ({g} signal): {k} runs not converged/diverged (or "
+                             f"without a {sp.baseline} partner on that signal): '*' cells, "
+                             "left out")
+    rules = list(dict.fromkeys(spec for spec, _ in sp.classification))
+    colours = {spec: f"C{i}" for i, spec in enumerate(rules)}
+    ax = axd["line"]
+    for (spec, g), rows in sp.classification.items():
         agg = store.aggregate(rows, by="d_over_n") if rows else {}
         if agg:
             x = np.array(list(agg))
             m = np.array([sm.mean for sm in agg.values()])
             e = np.array([sm.sem for sm in agg.values()])
             ax.errorbar(x, m, yerr=np.nan_to_num(e), color=colours[spec], marker="o", ms=4,
-                        capsize=3, label=spec)
+                        capsize=3, ls=SIGNAL_STYLES.get(g, ":"), label=f"{spec}, {g} signal")
     ax.set_xlabel("d / n")
     ax.set_ylabel("mean test error (valid runs, pooled over n)")
-    ax.set_title("classification: test error per rule", fontsize=8)
+    ax.set_title("classification: test error per rule\n(solid: signal e1, dashed: random "
+                 "direction)", fontsize=8)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
     raxes = list(bottom.subplots(1, 3, squeeze=False)[0])
@@ -1116,7 +1166,9 @@ def optimizer_study(directory, path) -> str:
     first = next(iter(views.values()), [])
     sub = _subset_label(first) if first else ""
     top.suptitle("Beyond the theorems' optimizer (the theorems cover GD / gradient flow only)"
-                 "\nclassification: Figure 1 grid, stop at zero training error", fontsize=9)
+                 "\nclassification: Figure 1 grid, stop at zero training error; signal on e1 "
+                 "(published) and, for rules that are not rotation-invariant, on a random "
+                 "direction, each paired with GD on the same direction and data", fontsize=9)
     bottom.suptitle("regression: " + sub.replace("\n", " ") + "; " + BAND_NOTE, fontsize=8)
     _footnote(fig, notes)
     return _save(fig, path)

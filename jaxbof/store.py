@@ -567,11 +567,26 @@ def paired_differences(base: Iterable[Mapping], other: Iterable[Mapping], keys: 
     """{by-key: Summary} of other - base in `value`, paired run by run on the columns `keys`
     (the same cell and seed: the same data and initialisation), grouped by `by`, sorted.
 
-    A pair counts only if both runs are valid (not flagged); pairs with a flagged run, and runs
-    of `other` without a partner in `base`, are counted in `flagged`, never averaged in.
+    `keys` must name everything that fixes a run's data besides the rule: in the optimizer study
+    also the signal direction ("signal", which the study tags on each row from its part), so that
+    a run on a random signal is paired with the baseline on the same random signal, never with
+    the baseline on e1 (a different data draw), and `base` may hold the baseline's runs on both.
+    Two different runs of `base` with equal keys are refused (ValueError; the same run read
+    twice is harmless). A pair counts only if both runs are valid (not flagged); pairs with a
+    flagged run, and runs of `other` without a partner in `base`, are counted in `flagged`,
+    never averaged in.
     """
     by = tuple(by)
-    index = {tuple(r[k] for k in keys): r for r in base}
+    index = {}
+    for r in base:
+        key = tuple(r[k] for k in keys)
+        old = index.setdefault(key, r)
+        a, b = float(old[value]), float(r[value])
+        if old is not r and (not (a == b or math.isnan(a) and math.isnan(b))
+                             or is_flagged(old) != is_flagged(r)):
+            # e.g. the baseline on two signal directions with "signal" not in keys
+            raise ValueError(f"paired_differences: two different base runs share "
+                             f"{dict(zip(keys, key))}; the keys must tell them apart")
     groups: dict = {}
     for r in other:
         vals, flagged = groups.setdefault(tuple(r[c] for c in by), ([], [0]))

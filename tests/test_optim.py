@@ -65,6 +65,23 @@ def test_protocols_take_specs_transformations_and_refuse_gram_for_adam():
     assert choose_param(cell, Protocol(optimizer="adam:1e-3")) == Param.DIRECT
 
 
+@pytest.mark.parametrize("spec, invariant", [
+    ("sgd", True), ("momentum:0.9", True), ("nesterov:0.5", True), ("adam:1e-3", False),
+    ("adamw:1e-3", False), ("sign:1e-3", False), ("rmsprop:1e-3", False),
+    ("adagrad:0.1", False)])
+def test_rotation_invariance_is_a_property_of_the_rule(spec, invariant):
+    assert optim.parse(spec).rotation_invariant is invariant
+
+
+def test_custom_rules_are_rotation_invariant_only_if_declared():
+    tx = optax.sgd(0.1)
+    assert not optim.custom(tx).rotation_invariant  # unknown: not assumed
+    assert optim.custom(tx, rotation_invariant=True).rotation_invariant
+    assert optim.custom(lambda s: optax.sgd(s, momentum=0.5), linear=True).rotation_invariant
+    with pytest.raises(ValueError, match="contradicts linear=True"):
+        optim.custom(tx, linear=True, rotation_invariant=False)
+
+
 # ----------------------------------------------------------------------------- classification
 
 
@@ -147,6 +164,44 @@ def test_gram_trajectory_equals_direct(spec):
         train.init_state(gram, W0, optim.parse("adam:1e-3"))
 
 
+def _orthogonal(d, seed=0):
+    """A random orthogonal d x d matrix (QR of a Gaussian, signs fixed: Haar)."""
+    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(d, d)))
+    return q * np.sign(np.diag(r))
+
+
+@pytest.mark.parametrize("spec, invariant", [
+    ("sgd", True), ("momentum:0.9", True), ("nesterov:0.9", True), ("adam:1e-2", False),
+    ("sign:1e-2", False)])
+def test_training_on_rotated_data_shows_which_rules_are_rotation_invariant(spec, invariant):
+    """Train on (X, W_0) and on (X Q, W_0 Q), Q random orthogonal, direct parameterization:
+    a rotation-invariant rule gives the same outputs f and W_t Q (so with the signal on e_1
+    it stands for every direction); Adam and sign descent, per-coordinate, do not."""
+    opt = optim.parse(spec)
+    assert opt.rotation_invariant is invariant
+    td, W0, direct, _ = _problem(4, n=8, d=16, width=4, max_steps=10_000)
+    Q = jnp.asarray(_orthogonal(16))
+    rotated = train.direct_problem(td.X_nxd @ Q, direct.y_n, direct.mask_n, direct.a_m,
+                                   direct.hyper)
+    k = 40
+    a = _trajectory(direct, train.init_state(direct, W0, opt), opt, k)[-1]
+    b = _trajectory(rotated, train.init_state(rotated, W0 @ Q, opt), opt, k)[-1]
+    assert int(a.steps) >= 5  # a real trajectory (a fast rule may reach zero loss within k)
+    f, f_rot = (np.asarray(train.final_outputs(p, s.theta)) for p, s in ((direct, a),
+                                                                         (rotated, b)))
+    W, W_back = np.asarray(a.theta), np.asarray(b.theta @ Q.T)
+    moved = np.linalg.norm(W - np.asarray(W0))
+    assert moved > 0.5 * np.linalg.norm(np.asarray(W0))  # the weights went somewhere
+    if invariant:
+        assert int(b.steps) == int(a.steps) and bool(b.converged) == bool(a.converged)
+        np.testing.assert_allclose(f_rot, f, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(W_back, W, rtol=1e-10, atol=1e-13)
+    else:
+        # some 1e13 times the invariant rules' float error: a different trajectory
+        assert np.max(np.abs(f_rot - f)) > 0.05 * np.max(np.abs(f))
+        assert np.linalg.norm(W_back - W) > 0.3 * moved
+
+
 def test_adam_converges_on_a_separable_problem_and_is_flagged_when_it_cannot():
     opt = optim.parse("adam:1e-3")
     _, W0, direct, _ = _problem(3, n=16, d=80, stop=Stop.ZERO_ERROR, max_steps=20_000)
@@ -175,6 +230,12 @@ def test_paired_differences_pair_by_cell_and_leave_flagged_out():
     assert d[(10, 1.0)].count == 2 and d[(10, 1.0)].flagged == 0
     np.testing.assert_allclose(d[(10, 1.0)].mean, (0.05 - 0.1) / 2)
     assert d[(20, 1.0)].count == 0 and d[(20, 1.0)].flagged == 2  # flagged, and unpaired
+    # keys that do not tell two base runs apart (e.g. GD on e1 and on a random signal without
+    # "signal" in the keys) are refused; the same run read twice is harmless
+    twice = store.paired_differences(base + base[:1], other, ("n", "seed"))
+    assert twice[(10, 1.0)] == d[(10, 1.0)]
+    with pytest.raises(ValueError, match="tell them apart"):
+        store.paired_differences(base + [row(10, 0, 0.9)], other, ("n", "seed"))
 
 
 # ----------------------------------------------------------------------------- regression
@@ -270,40 +331,93 @@ def test_cli_bad_optimizer_exits_2_in_one_line(argv, words, capsys):
 # ----------------------------------------------------------------------------- the study
 
 
-def _write_part(root, kind, spec, rows, columns):
+def _write_part(root, kind, spec, rows, columns, signal=None):
     from jaxbof.experiments import optimizers as O
-    with store.ResultsWriter(root / O.subdir(kind, spec), {"experiment": {"kind": kind}},
+    with store.ResultsWriter(root / O.subdir(kind, spec, signal), {"experiment": {"kind": kind}},
                              columns) as w:
         w.write(rows)
 
 
+def test_study_runs_the_random_signal_for_rules_that_are_not_rotation_invariant():
+    """Parts: e1 for every rule under the published names, the random direction for Adam (by
+    its flag, not its name) and for GD, its pairing partner on the same data; none for
+    momentum. A study of rotation-invariant rules only has no random part at all."""
+    from jaxbof.experiments import optimizers as O
+
+    ps = O.parts(True)
+    assert [p.subdir for p in ps if p.kind == "classification"] == [
+        "classification-sgd", "classification-sgd-random", "classification-momentum-0.9",
+        "classification-adam-0.001", "classification-adam-0.001-random",
+        "classification-adam-1e-05", "classification-adam-1e-05-random"]
+    for p in ps:
+        if p.kind == "classification":
+            assert p.protocol.signal == p.signal and p.protocol.optimizer.spec == p.optimizer
+            assert (p.signal == Signal.RANDOM) == p.subdir.endswith("-random")
+    assert [p.subdir for p in ps if p.kind == "regression"] == [
+        "regression-sgd", "regression-momentum-0.9", "regression-adam-0.001",
+        "regression-adam-1e-05"]  # the sphere has no preferred axis: one part per rule
+    assert O.signals("sign:1e-3", ("sign:1e-3",)) == (Signal.E1, Signal.RANDOM)
+    assert O.signals("sgd", ("sgd", "nesterov:0.9")) == (Signal.E1,)
+    parts = O.config(True)["experiment"]["parts"]
+    assert parts["classification-adam-0.001-random"] == {
+        "kind": "classification", "optimizer": "adam:0.001", "signal": "random"}
+    assert parts["regression-sgd"] == {"kind": "regression", "optimizer": "sgd"}
+
+
+def test_an_older_study_root_is_adopted_and_another_study_refused(tmp_path):
+    """A root config from before the random direction (parts without a signal, no random
+    parts) is this study with fewer parts: adopted, so its part directories resume."""
+    from jaxbof.experiments import optimizers as O
+
+    new = O.config(True)
+    old = json.loads(json.dumps(new))
+    old["experiment"]["parts"] = {
+        sub: {k: v for k, v in e.items() if k != "signal"}
+        for sub, e in new["experiment"]["parts"].items() if not sub.endswith("-random")}
+    root = tmp_path / "old"
+    store.write_config(root, old)
+    O.write_root_config(root, new)
+    assert store.load_config(root)["experiment"] == store.jsonable(new)["experiment"]
+    O.write_root_config(root, new)  # and again: the same study
+    with pytest.raises(ValueError, match="another study"):
+        O.write_root_config(root, O.config(True, ("sgd", "momentum:0.9")))
+    wrong = json.loads(json.dumps(old))
+    wrong["experiment"]["parts"]["classification-sgd"]["optimizer"] = "adam:0.001"
+    store.write_config(tmp_path / "w", wrong)
+    with pytest.raises(ValueError, match="another study"):
+        O.write_root_config(tmp_path / "w", new)
+
+
 def test_study_table_and_picture_read_the_parts(tmp_path):
     """The study's comparison from synthetic part directories: the table's paired difference
-    equals the one computed here by hand, flagged runs are counted and left out, the picture
-    is drawn, and a root holding another study is refused."""
+    equals the one computed here by hand, each rule and signal direction paired with GD on
+    the same direction (the table names that part), flagged runs are counted and left out, the
+    picture is drawn, and a root holding another study is refused."""
     from jaxbof import plots
     from jaxbof.experiments import classification as C
     from jaxbof.experiments import optimizers as O
 
     specs = ("sgd", "adam:0.001")
     root = tmp_path / "study"
-    store.write_config(root, O.config(True, specs))
+    O.write_root_config(root, O.config(True, specs))
     rng = np.random.default_rng(0)
     blank = {c: {"int": 0, "float": 0.0, "bool": False, "str": "direct"}[k]
              for c, k in C.COLUMNS.items()}
     errors = {}
     for spec in specs:
-        rows = []
-        for n in (50, 100):
-            for r in (1.0, 2.0):
-                for seed in (0, 1):
-                    e = float(rng.uniform(0.0, 0.5))
-                    ok = not (spec != "sgd" and n == 50 and r == 1.0 and seed == 0)
-                    rows.append({**blank, "n": n, "d": int(n * r), "d_over_n": r, "gamma": 5 / n,
-                                 "alpha": 0.1, "noise_rate": 0.1, "width": 64, "seed": seed,
-                                 "steps": 7, "converged": ok, "test_error": e})
-                    errors[(spec, n, r, seed)] = (e, ok)
-        _write_part(root, "classification", spec, rows, C.COLUMNS)
+        for sig in (Signal.E1, Signal.RANDOM):
+            rows = []
+            for n in (50, 100):
+                for r in (1.0, 2.0):
+                    for seed in (0, 1):
+                        e = float(rng.uniform(0.0, 0.5))
+                        ok = not (spec != "sgd" and n == 50 and r == 1.0 and seed == 0)
+                        rows.append({**blank, "n": n, "d": int(n * r), "d_over_n": r,
+                                     "gamma": 5 / n, "alpha": 0.1, "noise_rate": 0.1,
+                                     "width": 64, "seed": seed, "steps": 7 + int(sig),
+                                     "converged": ok, "test_error": e})
+                        errors[(spec, sig, n, r, seed)] = (e, ok)
+            _write_part(root, "classification", spec, rows, C.COLUMNS, sig)
         reg = []
         for n in (20, 40):
             for seed in (0, 1):
@@ -317,14 +431,23 @@ def test_study_table_and_picture_read_the_parts(tmp_path):
                                     "ntk_drift", "target_norm2", "noise_var", "coef_1", "coef_2",
                                     "pop_coef_1", "pop_coef_2")}})
         _write_part(root, "regression", spec, reg, R.columns((1, 2)))
-    pairs = [errors[("adam:0.001", *k[1:])][0] - errors[k][0]
-             for k in errors if k[0] == "sgd" and errors[("adam:0.001", *k[1:])][1]]
     table = plots.optimizer_table(root)
-    adam = next(line.split(",") for line in table if line.startswith("classification,adam"))
-    assert adam[2:4] == ["7", "1"]  # valid runs, flagged
-    assert float(adam[5]) == pytest.approx(np.mean(pairs), abs=5e-5) and adam[7] == "7"
-    assert [line.split(",")[1] for line in table if line.startswith("classification,")] == \
-        list(specs)  # in the study's order
+    assert table[0].split(",")[:3] == ["experiment", "optimizer", "signal"]
+    assert table[0].endswith(",reference")
+    lines = [line.split(",") for line in table if line.startswith("classification,")]
+    assert [x[1:3] for x in lines] == [["sgd", "e1"], ["sgd", "random"], ["adam:0.001", "e1"],
+                                       ["adam:0.001", "random"]]  # in the study's order
+    for sig in (Signal.E1, Signal.RANDOM):
+        name = O.signal_name(sig)
+        pairs = [errors[("adam:0.001", *k[1:])][0] - errors[k][0] for k in errors
+                 if k[:2] == ("sgd", sig) and errors[("adam:0.001", *k[1:])][1]]
+        adam = next(x for x in lines if x[1:3] == ["adam:0.001", name])
+        assert adam[3:5] == ["7", "1"]  # valid runs, flagged
+        assert float(adam[6]) == pytest.approx(np.mean(pairs), abs=5e-5) and adam[8] == "7"
+        assert adam[9] == str(7 + int(sig)) and adam[10] == O.subdir("classification", "sgd",
+                                                                        sig)
+        gd = next(x for x in lines if x[1:3] == ["sgd", name])
+        assert float(gd[6]) == 0.0 and gd[8] == "8"  # paired with itself, not the other draw
     assert sum(line.startswith("regression,") for line in table) == 4  # 2 rules x 2 n
     paths = plots.plot_dir(root)
     assert paths == [str(root / "optimizers.png")] and (root / "optimizers.png").stat().st_size
