@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxbof import metrics
 from jaxbof.experiments import FIG1, FIG1_QUICK
 from jaxbof.experiments import classification as sweep
 from jaxbof.grid import cell_coords, choose_param
@@ -55,10 +56,10 @@ def one_by_one(cells, protocol) -> tuple[float, list[int]]:
             state, _ = run(slot.problem, slot.state)
             slot = slot._replace(state=state)
             out = sweep.measure_train(slot)
-            w = sweep.measure_weights(out["WWt"], out["Wv"], slot.problem.a_m,
-                                      slot.problem.hyper.alpha, slot.extras.gamma, slot.extras.d,
-                                      slot.extras.test_key, protocol.n_test)
-            return state.steps, w["test_error"]
+            err = metrics.test_error_mc(slot.extras.test_key, out["WWt"], out["Wv"],
+                                        slot.problem.a_m, slot.problem.hyper.alpha,
+                                        slot.extras.gamma, slot.extras.d, protocol.n_test)
+            return state.steps, err
 
         s, _ = train_one(sc)
         steps.append(int(s))

@@ -19,6 +19,14 @@ Devices. A bucket's batch is D x B slots over the process's D local devices (a o
 axis "slots", B slots per device): prepare and the cycle run under shard_map, the experiment's
 programs with the slot axis sharded; a device's slots are refilled only from cells sampled on
 that device, and each device leaves its while-loop on its own once its slots have halted.
+Every program the engine runs is pure XLA, checked when it is compiled (`check_pure`): no
+collective (a device never waits on another device's program, whatever their trip counts) and,
+on CPU, no library kernel (custom call). XLA:CPU runs the devices' programs on one thread pool;
+a library kernel such as jaxlib's batched LAPACK eigh splits its batch over that pool and blocks
+a pool thread until the parts are done, so two devices running it at once on a 2-core machine
+hold both threads and wait for each other forever. Such work belongs on the host (`report`).
+A wait on a device that lasts past `Engine.stall_warning_s` is reported on stderr with the
+bucket, program and devices it waits on, and the threads' Python stacks.
 Processes never share arrays: a multi-process sweep gives each process its own cells (`owner`,
 a stable hash of the coordinates), and the caller merges their rows (jaxbof.store).
 
@@ -39,9 +47,13 @@ state unchanged (the engine also halts idle slots by setting done).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import faulthandler
 import hashlib
 import os
+import re
+import sys
 import threading
 import time
 from collections import deque
@@ -56,8 +68,9 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from threadpoolctl import threadpool_limits
 
-__all__ = ["Engine", "Experiment", "Report", "Resume", "SweepStats", "default_slots",
-           "init_processes", "local_devices", "memory_slots", "owner", "resume", "run"]
+__all__ = ["Engine", "Experiment", "ImpureProgram", "Program", "Report", "Resume", "SweepStats",
+           "check_pure", "default_slots", "init_processes", "local_devices", "memory_slots",
+           "owner", "resume", "run", "take"]
 
 AXIS = "slots"  # the one mesh axis: slots of a bucket spread over local devices
 
@@ -67,6 +80,15 @@ class Report(NamedTuple):
 
     rows: list[dict]  # measured rows (may be empty, or many: one per recorded time)
     finished: bool  # True: the run is over and its slot is free; False: resume it
+
+
+class Program(NamedTuple):
+    """An experiment's extra device program (`Experiment.programs`); a plain (fn, args) pair is
+    a batched one."""
+
+    fn: Callable
+    args: tuple  # example arguments (ShapeDtypeStructs or arrays)
+    batched: bool = True  # True: maps the B slots, per device; False: one slot, first device
 
 
 class Experiment(NamedTuple):
@@ -93,10 +115,13 @@ class Experiment(NamedTuple):
     example_cell(bucket) -> cell: any cell of that shape (used to lower programs).
     report(bucket, slots, halted, cells, programs) -> list[Report]: measure the halted slots
         (indices `halted` into the batch `slots`, device arrays; their cells) on the host.
-    programs(bucket, slot_shapes, B) -> {name: (fn, example_args)}: extra device programs
-        `report` uses, compiled ahead with the others and passed to it by name. The name is
-        the cache key: it must say every shape the program depends on, so that buckets that
-        need the same program share one compile (e.g. "weights_64_float32").
+    programs(bucket, slot_shapes, B) -> {name: Program}: extra device programs `report`
+        uses, compiled ahead with the others and passed to it by name. The name is the cache
+        key: it must say every shape the program depends on, so that buckets that need the
+        same program share one compile (e.g. "weights_64_float32"). A batched program maps
+        the slots (every argument and output has the leading slot axis, length B) and runs
+        per device like the cycle; an unbatched one measures one slot (`take`) on the first
+        device.
     step_flops(bucket, cell) -> float: FLOPs of one step of `cell` (cell None: of a padded
         slot of the bucket's shape).
     cell_of(row) -> cell: the cell a stored row belongs to (for resuming).
@@ -138,12 +163,15 @@ class Engine:
     chunk: int = 64  # steps between host checks
     compile_ahead: bool = True  # compile the next buckets on a second thread while training
     devices: int | None = None  # local devices the slots are sharded over; None: all
+    stall_warning_s: float = 300.0  # report a wait on a device longer than this (stderr)
 
     def __post_init__(self):
         for name in ("slots", "chunk", "devices"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"{name}={v!r} must be >= 1")
+        if not self.stall_warning_s > 0:
+            raise ValueError(f"stall_warning_s={self.stall_warning_s!r} must be > 0")
 
 
 class SweepStats(NamedTuple):
@@ -255,6 +283,75 @@ def _launched_by_cluster() -> bool:
 
 # ----------------------------------------------------------------------------- device programs
 
+_COLLECTIVE = re.compile(r"= [^=\n]*? (all-reduce|all-gather|all-to-all|collective-permute|"
+                         r"reduce-scatter|collective-broadcast|ragged-all-to-all)(-start)?\(")
+_CUSTOM_CALL = re.compile(r'custom_call_target="([^"]+)"')
+
+
+class ImpureProgram(ValueError):
+    """An engine program with a collective or (on CPU) a library kernel (`check_pure`)."""
+
+
+def check_pure(name, compiled, platform: str):
+    """Refuse a compiled program that could wait on something other than its own device: a
+    collective (it would wait on other devices' programs) or, on CPU, a custom call (a library
+    kernel: jaxlib's batched LAPACK kernels block a thread of the pool that runs every device's
+    program until their parts finish, which deadlocks once every pool thread does so).
+    Returns `compiled`."""
+    text = compiled.as_text()
+    bad = sorted({m.group(1) for m in _COLLECTIVE.finditer(text)})
+    if bad:
+        raise ImpureProgram(f"engine program {name!r} contains collectives {bad}: the engine's "
+                            "programs run per device and must not communicate")
+    if platform == "cpu":
+        calls = sorted(set(_CUSTOM_CALL.findall(text)))
+        if calls:
+            raise ImpureProgram(
+                f"engine program {name!r} calls library kernels {calls} on CPU: the devices' "
+                "programs share XLA:CPU's thread pool, which such a kernel can block; compute "
+                "this on the host (Experiment.report) or with plain jnp operations")
+    return compiled
+
+
+class _Watch:
+    """What the sweep waits for, and since when: a daemon thread reports on stderr a wait longer
+    than `limit` seconds (with every thread's Python stack), again every `limit` seconds. It
+    only reports: a slow chunk is not an error, and nothing is cancelled."""
+
+    def __init__(self, limit: float, stream=None):
+        self.limit, self.stream = limit, stream
+        self._what, self._since, self._told = None, 0.0, 0.0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        threading.Thread(target=self._loop, name="jaxbof-watch", daemon=True).start()
+
+    @contextlib.contextmanager
+    def waiting(self, what: str):
+        with self._lock:
+            self._what, self._since, self._told = what, time.monotonic(), 0.0
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._what = None
+
+    def _loop(self):
+        while not self._stop.wait(min(self.limit / 4, 5.0)):
+            with self._lock:
+                what, waited = self._what, time.monotonic() - self._since
+                due = what is not None and waited - self._told >= self.limit
+                if due:
+                    self._told = waited
+            if due:
+                out = self.stream or sys.stderr
+                print(f"jaxbof: still waiting after {waited:.0f} s for {what}; no result from the "
+                      "device since. Python stacks of all threads follow.", file=out, flush=True)
+                with contextlib.suppress(Exception):
+                    faulthandler.dump_traceback(out, all_threads=True)
+
+    def close(self):
+        self._stop.set()
+
 
 def _cycle(exp: Experiment, bucket, slots, fresh, load_b, src_b, keep_b, resume_b, num_steps):
     """One scheduling cycle of a bucket, batched over B slots:
@@ -331,7 +428,11 @@ class _Compiler:
         self._lock = threading.Lock()
         self._static = (exp.kind, exp.static, B, chunk, jnp.dtype(dtype).name,
                         tuple(d.id for d in devices))
+        self.platform = devices[0].platform
         self.compile_s = 0.0
+
+    def _compile(self, name, lowered):
+        return check_pure(name, lowered.compile(), self.platform)
 
     def _get(self, name, make):
         with _PROGRAMS_LOCK:
@@ -365,17 +466,17 @@ class _Compiler:
 
     def keys(self, n_coords: int):
         coords = jax.ShapeDtypeStruct((self.B, n_coords), jnp.uint32)
-        return self._get(("keys", n_coords), lambda: _placed(jax.jit(
+        return self._get(("keys", n_coords), lambda: _placed(self._compile("keys", jax.jit(
             jax.vmap(self.exp.keys, in_axes=(None, 0))).lower(
                 jax.ShapeDtypeStruct(self.base_key.shape, self.base_key.dtype,
                                      sharding=self.replicated),
-                jax.ShapeDtypeStruct(coords.shape, coords.dtype, sharding=self.sharded)
-            ).compile()))
+                jax.ShapeDtypeStruct(coords.shape, coords.dtype, sharding=self.sharded)))))
 
     def prepare(self, sh):
         fn = self._per_device(self._prepare_fn(sh), P(AXIS), P(AXIS))
-        return self._get(("prepare", sh), lambda: _placed(jax.jit(fn).lower(
-            self._shard(jax.eval_shape(lambda x: x, self._inputs_example(sh)))).compile()))
+        return self._get(("prepare", sh), lambda: _placed(self._compile(
+            f"prepare {sh}", jax.jit(fn).lower(
+                self._shard(jax.eval_shape(lambda x: x, self._inputs_example(sh)))))))
 
     def slot_shapes(self, sh):
         return self._get(("shapes", sh), lambda: self._shard(jax.eval_shape(
@@ -389,29 +490,54 @@ class _Compiler:
         def make():
             b = jax.ShapeDtypeStruct((self.B,), bool, sharding=self.sharded)
             fn = self._per_device(local, (P(AXIS),) * 6 + (P(),), (P(AXIS), P(AXIS)))
-            return jax.jit(fn).lower(  # takes only its own outputs, prepare's and host arrays
+            return self._compile(f"cycle {bucket}", jax.jit(fn).lower(
+                # takes only its own outputs, prepare's and host arrays
                 self.slot_shapes(bucket), self.slot_shapes(prep_shape), b,
                 jax.ShapeDtypeStruct((self.B,), jnp.int32, sharding=self.sharded), b, b,
-                jax.ShapeDtypeStruct((), jnp.int32, sharding=self.replicated)).compile()
+                jax.ShapeDtypeStruct((), jnp.int32, sharding=self.replicated)))
         return self._get(("cycle", bucket, prep_shape), make)
 
     def extra(self, bucket) -> dict:
-        """The experiment's programs: an argument with a leading slot axis (length B) is
-        sharded like the slots, any other is replicated; XLA partitions the program."""
+        """The experiment's programs (`Program`): a batched one runs per device on its slots
+        (shard_map, every argument and output split on its leading slot axis), an unbatched
+        one on the first device alone. Neither communicates between devices."""
         if self.exp.programs is None:
             return {}
+        first = jax.sharding.SingleDeviceSharding(self.mesh.devices.flat[0])
 
-        def place(a):
-            if getattr(a, "sharding", None) is not None:
-                return a
-            sharding = self.sharded if a.ndim and a.shape[0] == self.B else self.replicated
-            return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding)
+        def compile_(name, prog):
+            if prog.batched:
+                for a in jax.tree.leaves(prog.args):
+                    if not (a.ndim and a.shape[0] == self.B):
+                        raise ValueError(f"batched program {name!r}: argument of shape "
+                                         f"{a.shape} has no leading slot axis of length {self.B}")
+                fn = self._per_device(prog.fn, P(AXIS), P(AXIS))
+                args = self._shard(prog.args)
+            else:
+                fn, args = prog.fn, jax.tree.map(
+                    lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=first), prog.args)
+            return _placed(self._compile(name, jax.jit(fn).lower(*args)))
 
         out = {}
-        for name, (fn, args) in self.exp.programs(bucket, self.slot_shapes(bucket), self.B).items():
-            out[name] = self._get(("extra", name), lambda fn=fn, args=args: _placed(
-                jax.jit(fn).lower(*jax.tree.map(place, args)).compile()))
+        for name, prog in self.exp.programs(bucket, self.slot_shapes(bucket), self.B).items():
+            prog = Program(*prog)
+            out[name] = self._get(("extra", name), lambda n=name, p=prog: compile_(n, p))
         return out
+
+
+def take(tree, s: int):
+    """Slot s of a batch of slots (a pytree of arrays with the leading slot axis), each leaf
+    sliced on the device that holds it: no program spans devices."""
+    def one(a):
+        if isinstance(a, jax.Array) and len(a.sharding.device_set) > 1:
+            for shard in a.addressable_shards:
+                rows = shard.index[0]
+                start, stop = rows.start or 0, rows.stop if rows.stop is not None else a.shape[0]
+                if start <= s < stop:
+                    return shard.data[s - start]
+            raise IndexError(f"slot {s} is not held by this process")
+        return a[s]
+    return jax.tree.map(one, tree)
 
 
 def _inputs_example(exp: Experiment, sh, B: int, dtype, base_key):
@@ -471,15 +597,18 @@ def run(exp: Experiment, cells: Sequence[Any], engine: Engine = Engine(), *,
     # Host measurements are small: one BLAS thread, so that BLAS workers do not spin against
     # XLA's threads for the cores.
     pool = ThreadPoolExecutor(max_workers=1)
+    watch = _Watch(engine.stall_warning_s)
     try:
         with threadpool_limits(1, user_api="blas"):
             compiled = [pool.submit(compile_bucket, b) if engine.compile_ahead else None
                         for b in order]
             for b, fut in zip(order, compiled):
-                progs = fut.result() if fut is not None else compile_bucket(b)
-                _run_bucket(exp, b, groups[b], compiler.B, compiler.D, engine, progs, dtype,
-                            emit, compiler.base_key)
+                with watch.waiting(f"the compile of bucket {b}"):
+                    progs = fut.result() if fut is not None else compile_bucket(b)
+                _run_bucket(exp, b, groups[b], compiler.B, devices, engine, progs, dtype,
+                            emit, compiler.base_key, watch)
     finally:  # an interrupted sweep does not wait for compiles it will not use
+        watch.close()
         pool.shutdown(wait=False, cancel_futures=True)
     stats = SweepStats(counts[0], len(rows), time.perf_counter() - t_start, compiler.compile_s,
                        counts[1], counts[2], len(groups), compiler.D, compiler.B)
@@ -505,12 +634,14 @@ def _compiler(exp: Experiment, groups: dict, prep_shape: dict, engine: Engine, d
     return compiler
 
 
-def _run_bucket(exp: Experiment, bucket, group: list, B: int, D: int, engine: Engine, programs,
-                dtype, emit, base_key):
+def _run_bucket(exp: Experiment, bucket, group: list, B: int, devices: Sequence, engine: Engine,
+                programs, dtype, emit, base_key, watch: _Watch):
     """Continuous batching of one bucket. Slot s lives on device s // (B / D) and is refilled
     only from cells sampled on that device (row r of a fresh batch lives on r // (B / D))."""
     keys_fn, prep, cycle_fn, extra, slot_shapes = programs
+    D = len(devices)
     Bl = B // D  # slots per device
+    where = f"bucket {bucket} ({Bl} slots on each of {', '.join(str(d) for d in devices)})"
     pending = deque(group)
 
     def launch():  # dispatch (asynchronously) the sampling of the next B queued cells
@@ -550,15 +681,19 @@ def _run_bucket(exp: Experiment, bucket, group: list, B: int, D: int, engine: En
         occupied = np.array([c is not None for c in slot_cell])
         if not occupied.any():
             return
-        slots, iters = cycle_fn(slots, fresh, load, src, occupied, resume, np.int32(engine.chunk))
-        flops_exec = int(np.asarray(iters).sum()) * Bl * per_step
+        with watch.waiting(f"a chunk of {engine.chunk} steps of {where}, its sampling included"):
+            slots, iters = cycle_fn(slots, fresh, load, src, occupied, resume,
+                                    np.int32(engine.chunk))
+            iters = np.asarray(iters)
+        flops_exec = int(iters.sum()) * Bl * per_step
         halted = np.asarray(slots.state.done) & occupied
         resume = np.zeros(B, bool)
         if not halted.any():
             emit([], 0, flops_exec, 0.0)
             continue
         idx = [int(s) for s in np.flatnonzero(halted)]
-        reports = exp.report(bucket, slots, idx, [slot_cell[s] for s in idx], extra)
+        with watch.waiting(f"the measurements (Experiment.report) of {len(idx)} runs of {where}"):
+            reports = exp.report(bucket, slots, idx, [slot_cell[s] for s in idx], extra)
         new_rows, finished, flops_use = [], 0, 0.0
         steps = np.asarray(slots.state.steps)
         for s, rep in zip(idx, reports):

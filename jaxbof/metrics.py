@@ -69,15 +69,35 @@ def weight_stats(WWt_mxm, Wv_m, a_m, alpha) -> WeightStats:
 def test_error_mc(key, WWt_mxm, Wv_m, a_m, alpha, gamma, d, num: int):
     """Monte Carlo test error on `num` fresh clean points, sampled in the M-dim projection W x.
 
-    Equal in distribution to sampling x in R^d (see the module docstring and the tests).
+    Equal in distribution to sampling x in R^d (see the module docstring and the tests). One
+    model, for direct use; it factors Sigma with jnp.linalg.eigh, a library (LAPACK) kernel on
+    CPU. The sweep factors on the host instead (`noise_factor`) and calls
+    `test_error_mc_factor`, so that its device programs are pure XLA (engine.py: Devices).
     """
-    y_key, e_key = jax.random.split(key)
     Sigma = (WWt_mxm - jnp.outer(Wv_m, Wv_m)) / d
-    evals, U = jnp.linalg.eigh(Sigma)
-    L = U * jnp.sqrt(jnp.maximum(evals, 0.0))[None, :]
+    evals, U = jnp.linalg.eigh(0.5 * (Sigma + Sigma.T))
+    S = (U * jnp.sqrt(jnp.maximum(evals, 0.0))[None, :]) @ U.T
+    return test_error_mc_factor(key, S, Wv_m, a_m, alpha, gamma, num)
+
+
+def noise_factor(WWt_mxm, Wv_m, d) -> np.ndarray:
+    """The symmetric PSD square root S of Sigma = (W W^T - (W v)(W v)^T) / d, the covariance of
+    W z (host, float64). The square root is unique, so the test points drawn from it do not
+    depend on how an eigensolver orders or signs its eigenvectors."""
+    WWt, Wv = np.asarray(WWt_mxm, np.float64), np.asarray(Wv_m, np.float64)
+    Sigma = (WWt - np.outer(Wv, Wv)) / float(d)
+    evals, U = np.linalg.eigh(0.5 * (Sigma + Sigma.T))
+    return (U * np.sqrt(np.maximum(evals, 0.0))[None, :]) @ U.T
+
+
+def test_error_mc_factor(key, S_mxm, Wv_m, a_m, alpha, gamma, num: int):
+    """Monte Carlo test error on `num` fresh clean points from the symmetric factor S of W z's
+    covariance (`noise_factor`): W x = sqrt(gamma) y W v + sqrt(1 - gamma) S eps, eps ~ N(0, I_M).
+    Matrix products and random draws only (no library kernel)."""
+    y_key, e_key = jax.random.split(key)
     y = jnp.where(jax.random.bernoulli(y_key, shape=(num,)), 1.0, -1.0)
-    eps = jax.random.normal(e_key, (num, Wv_m.shape[0]), dtype=WWt_mxm.dtype)
-    H = jnp.sqrt(gamma) * y[:, None] * Wv_m[None, :] + jnp.sqrt(1.0 - gamma) * eps @ L.T
+    eps = jax.random.normal(e_key, (num, Wv_m.shape[0]), dtype=S_mxm.dtype)
+    H = jnp.sqrt(gamma) * y[:, None] * Wv_m[None, :] + jnp.sqrt(1.0 - gamma) * eps @ S_mxm
     f = network_from_preacts(H, a_m, alpha)
     return jnp.mean(predict(f) != y)
 

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxbof import engine, store
+from jaxbof import engine, metrics, store
 from jaxbof.experiments import classification as sweep
 from jaxbof.grid import Cell, Grid, Protocol, cell_coords
 from jaxbof.train import Param, Stop, run
@@ -86,8 +86,9 @@ def test_sweep_equals_single_model_run(base_rows):
         out = measure_train(slot._replace(state=state))
         assert float(out["train_error"]) == row["train_error"]
         np.testing.assert_allclose(float(out["hinge_loss"]), row["hinge_loss"], rtol=1e-9)
-        w = measure_weights(out["WWt"], out["Wv"], slot.problem.a_m, slot.problem.hyper.alpha,
-                            slot.extras.gamma, slot.extras.d, slot.extras.test_key,
+        S = metrics.noise_factor(out["WWt"], out["Wv"], cell.d)
+        w = measure_weights(out["WWt"], out["Wv"], S, slot.problem.a_m,
+                            slot.problem.hyper.alpha, slot.extras.gamma, slot.extras.test_key,
                             n_test=PROTO.n_test)
         np.testing.assert_allclose(float(w["w_norm"]), row["w_norm"], rtol=1e-9)
         assert abs(float(w["test_error"]) - row["test_error"]) <= 1.0 / PROTO.n_test

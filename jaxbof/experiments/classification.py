@@ -195,10 +195,11 @@ def measure_train_host(slots: Slot, s: int) -> dict:
     )
 
 
-def measure_weights(WWt, Wv, a_m, alpha, gamma, d, test_key, n_test: int) -> dict:
-    """Theory quantities and the Monte Carlo test error from the moments (no n- or d-sized input)."""
+def measure_weights(WWt, Wv, S, a_m, alpha, gamma, test_key, n_test: int) -> dict:
+    """Theory quantities and the Monte Carlo test error from the moments and the noise factor
+    S = metrics.noise_factor(WWt, Wv, d) (no n- or d-sized input; no library kernel)."""
     ws = metrics.weight_stats(WWt, Wv, a_m, alpha)
-    err = metrics.test_error_mc(test_key, WWt, Wv, a_m, alpha, gamma, d, n_test)
+    err = metrics.test_error_mc_factor(test_key, S, Wv, a_m, alpha, gamma, n_test)
     return dict(test_error=err, **ws._asdict())
 
 
@@ -303,8 +304,8 @@ def experiment(protocol: Protocol = Protocol(), *, max_margin: bool = True,
         n_test, M, dt = protocol.n_test, b.width, shapes.extras.S0_mxm.dtype
         sdt, s = shapes.extras.gamma.dtype, jax.ShapeDtypeStruct
         f = jax.vmap(lambda *a: measure_weights(*a, n_test))
-        args = (s((B, M, M), dt), s((B, M), dt), s((B, M), dt), s((B,), sdt), s((B,), sdt),
-                s((B,), jnp.int32), s((B, 2), jnp.uint32))
+        args = (s((B, M, M), dt), s((B, M), dt), s((B, M, M), dt), s((B, M), dt), s((B,), sdt),
+                s((B,), sdt), s((B, 2), jnp.uint32))
         return {_weights_name(M, dt): (f, args)}
 
     def report(b: Shape, slots, idx, cells_, progs):
@@ -333,10 +334,12 @@ def _report(bucket: Shape, slots, finished, cells, weights_fn, protocol, max_mar
     M = bucket.width
     WWt = np.zeros((len(slots.state.done), M, M), slots.extras.S0_mxm.dtype)
     Wv = np.zeros(WWt.shape[:2], WWt.dtype)
-    for s in finished:
-        WWt[s], Wv[s] = train[s].pop("WWt"), train[s].pop("Wv")
+    S = np.zeros_like(WWt)
+    for s, cell in zip(finished, cells):
+        WWt[s], Wv[s] = train[s]["WWt"], train[s]["Wv"]
+        S[s] = metrics.noise_factor(train[s].pop("WWt"), train[s].pop("Wv"), cell.d)
     p, ex = slots.problem, slots.extras
-    w_out = jax.tree.map(np.asarray, weights_fn(WWt, Wv, p.a_m, p.hyper.alpha, ex.gamma, ex.d,
+    w_out = jax.tree.map(np.asarray, weights_fn(WWt, Wv, S, p.a_m, p.hyper.alpha, ex.gamma,
                                                 ex.test_key))
     st = jax.tree.map(np.asarray, slots.state)
     y, xv = np.asarray(p.y_n), np.asarray(ex.Xv_n)

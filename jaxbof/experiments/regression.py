@@ -613,35 +613,25 @@ def prep_shapes(groups) -> dict:
     return out
 
 
-def _pick(x, s):
-    return None if x is None else jax.lax.dynamic_index_in_dim(x, s, keepdims=False)
-
-
-def _pick_params(p: TwoLayerParams, s) -> TwoLayerParams:
-    return TwoLayerParams(_pick(p.W_mxd, s), _pick(p.a_m, s), _pick(p.b_m, s))
-
-
-def measure_fn(W_B, b_B, a_B, W0_B, Xt_B, s):
-    """(f_test (n_test,), weight_move) of slot s of a batch: the net on the test points and
-    max_j ||w_j - w_j(0)|| (device program)."""
-    p = _pick_params(TwoLayerParams(W_B, a_B, b_B), s)
-    f = two_layer_apply(p, _pick(Xt_B, s))
-    move = jnp.max(jnp.sqrt(jnp.sum((p.W_mxd - _pick(W0_B, s)) ** 2, axis=-1)))
+def measure_fn(W, b, a, W0, Xt):
+    """(f_test (n_test,), weight_move) of one slot (engine.take): the net on the test points
+    and max_j ||w_j - w_j(0)|| (device program)."""
+    p = TwoLayerParams(W, a, b)
+    f = two_layer_apply(p, Xt)
+    move = jnp.max(jnp.sqrt(jnp.sum((W - W0) ** 2, axis=-1)))
     return f, move
 
 
-def ntk_fn(W_B, b_B, a_B, X_B, s, *, train_outer: bool):
-    """H_t (n, n): empirical NTK Gram of the trained layers at the params of slot s (device)."""
-    p = _pick_params(TwoLayerParams(W_B, a_B, b_B), s)
-    return ntk.structured_ntk(p, _pick(X_B, s), layers=_layers(train_outer), train_bias=True)
+def ntk_fn(W, b, a, X, *, train_outer: bool):
+    """H_t (n, n): empirical NTK Gram of the trained layers at one slot's params (device)."""
+    return ntk.structured_ntk(TwoLayerParams(W, a, b), X, layers=_layers(train_outer),
+                              train_bias=True)
 
 
-def init_fn(init_B: TwoLayerParams, X_B, Xt_B, s, *, train_outer: bool):
-    """(K0 (n, n), K_test (n_test, n), f0_train (n,), f0_test (n_test,)) of slot s: the
+def init_fn(p: TwoLayerParams, X, Xt, *, train_outer: bool):
+    """(K0 (n, n), K_test (n_test, n), f0_train (n,), f0_test (n_test,)) of one slot: the
     empirical NTK of the trained layers at theta_0 (ntk.structured_ntk) on the training points
     and test x train, and the initial outputs (0 under the antisymmetric init). Device."""
-    p = _pick_params(init_B, s)
-    X, Xt = _pick(X_B, s), _pick(Xt_B, s)
     layers = _layers(train_outer)
     return (ntk.structured_ntk(p, X, layers=layers, train_bias=True),
             ntk.structured_ntk(p, Xt, X, layers=layers, train_bias=True),
@@ -714,7 +704,7 @@ def _host_cell(cell: Cell, slots: Slot, s: int, degrees, protocol: Protocol,
     K0 = U diag(lam) U^T (float64) of the empirical NTK at init (device program `init_prog`)."""
     d = slots.data
     K0, K_test, f0_train, f0_test = (np.asarray(x, np.float64) for x in init_prog(
-        d.init, d.X, d.X_test, np.int32(s)))
+        *_engine.take((d.init, d.X, d.X_test), s)))
     y, Y_test = np.asarray(d.y[s], np.float64), np.asarray(d.Y_test[s], np.float64)
     K0 = 0.5 * (K0 + K0.T)
     lam, U = scipy.linalg.eigh(K0, driver="evr")  # MRRR: several times faster than evd here
@@ -843,14 +833,17 @@ def experiment(protocol: Protocol = Protocol(), cells: Iterable[Cell] = ()) -> _
 
     def programs(b: Shape, shapes: Slot, B: int):
         st, dt = shapes.state, shapes.data
-        s = jax.ShapeDtypeStruct((), jnp.int32)
         dtype = st.W.dtype
-        out = {_measure_name(b, n_test, dtype): (
-            measure_fn, (st.W, st.b, st.a, dt.init.W_mxd, dt.X_test, s))}
-        fn = functools.partial(ntk_fn, train_outer=b.train_outer)
-        out[_ntk_name(b, dtype)] = (fn, (st.W, st.b, st.a, dt.X, s))
-        fn0 = functools.partial(init_fn, train_outer=b.train_outer)
-        out[_init_name(b, n_test, dtype)] = (fn0, (dt.init, dt.X, dt.X_test, s))
+
+        def one(*args):  # one slot's arguments: measured one slot at a time (engine.take)
+            return _engine.Program(args[0], jax.tree.map(
+                lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), args[1:]), batched=False)
+        out = {_measure_name(b, n_test, dtype): one(
+            measure_fn, st.W, st.b, st.a, dt.init.W_mxd, dt.X_test)}
+        out[_ntk_name(b, dtype)] = one(
+            functools.partial(ntk_fn, train_outer=b.train_outer), st.W, st.b, st.a, dt.X)
+        out[_init_name(b, n_test, dtype)] = one(
+            functools.partial(init_fn, train_outer=b.train_outer), dt.init, dt.X, dt.X_test)
         return out
 
     def report(b: Shape, slots: Slot, idx, cells_, progs):
@@ -864,7 +857,6 @@ def experiment(protocol: Protocol = Protocol(), cells: Iterable[Cell] = ()) -> _
         div_all = np.asarray(st.diverged)
         out = []
         for s, cell in zip(idx, cells_):
-            si = np.int32(s)
             f_n = f_n_all[s]
             hc = cache.get(cell)
             if hc is None:
@@ -872,11 +864,12 @@ def experiment(protocol: Protocol = Protocol(), cells: Iterable[Cell] = ()) -> _
             rec, diverged = int(rec_all[s]), bool(div_all[s])
             last = rec == len(hc.steps) - 1
             finished = diverged or last
-            f_test, move = measure(st.W, st.b, st.a, slots.data.init.W_mxd, slots.data.X_test,
-                                   si)
+            W, b_, a, W0, Xt, X = _engine.take(
+                (st.W, st.b, st.a, slots.data.init.W_mxd, slots.data.X_test, slots.data.X), s)
+            f_test, move = measure(W, b_, a, W0, Xt)
             drift = math.nan
             if not diverged and (rec % protocol.drift_every == 0 or last):
-                H = np.asarray(ntk_prog(st.W, st.b, st.a, slots.data.X, si), np.float64)
+                H = np.asarray(ntk_prog(W, b_, a, X), np.float64)
                 drift = _op_norm(H - hc.K0) / hc.h0_norm
             out.append(_engine.Report([_row(
                 cell, hc, degrees, step=int(steps_all[s]), final=finished, diverged=diverged,
