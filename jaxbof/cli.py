@@ -23,9 +23,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import importlib
 import math
+import os
 import platform
 import sys
+import threading
+import time
 from fractions import Fraction
 from pathlib import Path
 from typing import NamedTuple
@@ -473,8 +477,6 @@ MATMUL_PRECISIONS = ("float32", "tensorfloat32", "bfloat16", "default")
 def compile_cache_dir(args) -> Path | None:
     """--compile-cache DIR, else $XDG_CACHE_HOME/jaxbof/xla (~/.cache if unset); None with
     --no-compile-cache."""
-    import os
-
     if args.no_compile_cache:
         if args.compile_cache is not None:
             raise UsageError("--compile-cache and --no-compile-cache exclude each other")
@@ -573,14 +575,26 @@ def _experiment(study: Study):
 
 def _run(study: Study, args, runtime: Runtime | None = None, *, tables: bool = True) -> int:
     """Train a study into --out (resuming), print its table, draw its plots. runtime: set up
-    already (several studies in one process); tables False: no table on stdout."""
+    already (several studies in one process); tables False: no table on stdout. With the
+    environment variable JAXBOF_PHASES set, the last line on stderr says where the time went
+    (engine.PHASES, and here: runtime, import, results, plots)."""
+    clock = [time.perf_counter()]
+    times: dict = {}
+
+    def lap(name):  # the time since the previous lap goes to `name`
+        now = time.perf_counter()
+        times[name] = times.get(name, 0.0) + now - clock[0]
+        clock[0] = now
+
     runtime = runtime or _runtime(args)
+    lap("runtime")
     import jax
     import jax.numpy as jnp
     from tqdm import tqdm
 
     from jaxbof import engine as eng
-    from jaxbof import plots, store
+    from jaxbof import store
+    lap("import")
 
     try:
         engine = eng.Engine(slots=args.slots, chunk=args.chunk, devices=args.devices)
@@ -614,7 +628,13 @@ def _run(study: Study, args, runtime: Runtime | None = None, *, tables: bool = T
         bar = tqdm(total=len(cells), unit="model", disable=args.no_progress or not cells,
                    file=sys.stderr)
 
+        importing = [args.no_plots]
+
         def on_rows(rows):
+            if not importing[0]:  # matplotlib loads while the device trains
+                importing[0] = True
+                threading.Thread(target=importlib.import_module, args=("jaxbof.plots",),
+                                 name="jaxbof-import-plots", daemon=True).start()
             writer.write(resume.new_rows(exp, rows))
             if exp.final is None:
                 bar.update(len(rows))
@@ -622,6 +642,7 @@ def _run(study: Study, args, runtime: Runtime | None = None, *, tables: bool = T
                 bar.update(sum(bool(r[exp.final]) for r in rows))
 
         dtype = jnp.float64 if args.x64 else jnp.float32
+        lap("results")
         try:
             _, stats = eng.run(exp, cells, engine, on_rows=on_rows, dtype=dtype)
         except KeyboardInterrupt:
@@ -631,6 +652,7 @@ def _run(study: Study, args, runtime: Runtime | None = None, *, tables: bool = T
                   f"command to resume", file=sys.stderr)
             return 130
         bar.close()
+        lap("sweep")
     if many:  # fold every part written so far into results.csv; the last process completes it
         store.merge(out, exp.key_columns)
     rows = store.load_results(out)
@@ -644,13 +666,22 @@ def _run(study: Study, args, runtime: Runtime | None = None, *, tables: bool = T
     if left:
         print(f"{who}{len(left)} models of other processes are not in {out} yet; the last "
               "process to finish merges all rows into results.csv", file=sys.stderr)
-        return 0
-    if tables:
-        (_print_table if study.kind == "classification" else _print_regression_table)(rows)
-    if not args.no_plots:
-        with store.exclusive(out, "plots"):  # processes finishing together draw in turn
-            for path in plots.plot_dir(out):
-                print(f"wrote {path}", file=sys.stderr)
+    else:
+        if tables:
+            (_print_table if study.kind == "classification" else _print_regression_table)(rows)
+        lap("results")
+        if not args.no_plots:
+            from jaxbof import plots
+            with store.exclusive(out, "plots"):  # processes finishing together draw in turn
+                for path in plots.plot_dir(out):
+                    print(f"wrote {path}", file=sys.stderr)
+            lap("plots")
+    if os.environ.get("JAXBOF_PHASES"):
+        lap("results")
+        sweep = times.pop("sweep", 0.0)
+        parts = {**times, **stats.phases, "sweep_other": sweep - stats.wall_s}
+        print(f"{who}phases (s): " + " ".join(f"{k}={v:.3f}" for k, v in parts.items()),
+              file=sys.stderr)
     return 0
 
 

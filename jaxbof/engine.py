@@ -11,9 +11,10 @@ needs the host: it finished (converged, diverged, out of steps) or reached a rec
 Between chunks the host measures the halted slots (`Experiment.report`, which returns rows and
 says whether the run is finished), refills finished slots from the bucket's queue and resumes
 the others (`Experiment.resume`), so runs of very different lengths share a batch without
-waiting for the slowest (performance.md). Several buckets may sample their cells with one
-compiled sampler at a larger shape (`Experiment.prep_shapes`); `Experiment.crop` cuts a prepared
-slot down exactly.
+waiting for the slowest (performance.md). Where runs halt only when finished (no `resume`),
+the halted slots are refilled at once and measured while the next chunk trains. Several
+buckets may sample their cells with one compiled sampler at a larger shape
+(`Experiment.prep_shapes`); `Experiment.crop` cuts a prepared slot down exactly.
 
 Devices. A bucket's batch is D x B slots over the process's D local devices (a one-axis mesh,
 axis "slots", B slots per device): prepare and the cycle run under shard_map, the experiment's
@@ -57,8 +58,9 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import jax
@@ -184,6 +186,18 @@ class SweepStats(NamedTuple):
     buckets: int
     devices: int = 1  # local devices the slots were sharded over
     slots: int = 0  # slots per batch (all devices together)
+    phases: Mapping[str, float] = MappingProxyType({})  # seconds by phase (`PHASES`)
+
+
+# Where a sweep's time goes (SweepStats.phases, seconds). Main thread, summing to wall_s with
+# "other": setup (tracing slot sizes), compile_wait (for programs compiled ahead), prepare
+# (dispatching the sampling of batches), train (waiting on the cycle: the device's training,
+# and its sampling unless JAXBOF_PHASES=sync blocks on each sampled batch, attributing it to
+# prepare), report (Experiment.report: host measurements and their device programs), write
+# (on_rows). Summed over both threads, overlapping training when compiled ahead: lower (tracing
+# and lowering programs, eval_shape), compile (XLA compiles or persistent-cache loads).
+PHASES = ("setup", "compile_wait", "prepare", "train", "report", "write", "other", "lower",
+          "compile")
 
 
 class Resume(NamedTuple):
@@ -429,20 +443,32 @@ class _Compiler:
         self._static = (exp.kind, exp.static, B, chunk, jnp.dtype(dtype).name,
                         tuple(d.id for d in devices))
         self.platform = devices[0].platform
-        self.compile_s = 0.0
+        self.compile_s = 0.0  # making programs: tracing, lowering and compiling
+        self.xla_s = 0.0  # of which XLA compiles (or persistent-cache loads) and their checks
+        self._nested = threading.local()
 
     def _compile(self, name, lowered):
-        return check_pure(name, lowered.compile(), self.platform)
+        t0 = time.perf_counter()
+        out = check_pure(name, lowered.compile(), self.platform)
+        with self._lock:
+            self.xla_s += time.perf_counter() - t0
+        return out
 
     def _get(self, name, make):
         with _PROGRAMS_LOCK:
             entry = _PROGRAMS.setdefault((name, self._static), [threading.Lock(), None])
         with entry[0]:
             if entry[1] is None:
+                outer = not getattr(self._nested, "depth", 0)  # time each thing once
+                self._nested.depth = getattr(self._nested, "depth", 0) + 1
                 t0 = time.perf_counter()
-                entry[1] = make()
-                with self._lock:
-                    self.compile_s += time.perf_counter() - t0
+                try:
+                    entry[1] = make()
+                finally:
+                    self._nested.depth -= 1
+                if outer:
+                    with self._lock:
+                        self.compile_s += time.perf_counter() - t0
         return entry[1]
 
     def _inputs_example(self, sh):
@@ -472,15 +498,18 @@ class _Compiler:
                                      sharding=self.replicated),
                 jax.ShapeDtypeStruct(coords.shape, coords.dtype, sharding=self.sharded)))))
 
-    def prepare(self, sh):
+    def _traced_prepare(self, sh):
+        """prepare at shape sh, traced once for both its program and its slots' shapes."""
         fn = self._per_device(self._prepare_fn(sh), P(AXIS), P(AXIS))
+        return self._get(("traced prepare", sh), lambda: jax.jit(fn).trace(
+            self._shard(jax.eval_shape(lambda x: x, self._inputs_example(sh)))))
+
+    def prepare(self, sh):
         return self._get(("prepare", sh), lambda: _placed(self._compile(
-            f"prepare {sh}", jax.jit(fn).lower(
-                self._shard(jax.eval_shape(lambda x: x, self._inputs_example(sh)))))))
+            f"prepare {sh}", self._traced_prepare(sh).lower())))
 
     def slot_shapes(self, sh):
-        return self._get(("shapes", sh), lambda: self._shard(jax.eval_shape(
-            self._prepare_fn(sh), self._inputs_example(sh))))
+        return self._get(("shapes", sh), lambda: self._shard(self._traced_prepare(sh).out_info))
 
     def cycle(self, bucket, prep_shape):
         def local(*args):  # one device's slots; each device leaves its loop on its own
@@ -562,6 +591,8 @@ def run(exp: Experiment, cells: Sequence[Any], engine: Engine = Engine(), *,
     order; `on_rows` is called with each batch of new rows as soon as they are measured, so a
     caller can save them before the sweep ends."""
     t_start = time.perf_counter()
+    phases = dict.fromkeys(PHASES, 0.0)
+    sync = os.environ.get("JAXBOF_PHASES") == "sync"
     groups: dict[Hashable, list] = {}
     for c in cells:
         groups.setdefault(exp.shape(c), []).append(c)
@@ -569,7 +600,9 @@ def run(exp: Experiment, cells: Sequence[Any], engine: Engine = Engine(), *,
     devices = local_devices(engine.devices)
     if not groups:
         return [], SweepStats(0, 0, time.perf_counter() - t_start, 0.0, 0.0, 0.0, 0, len(devices))
+    t = time.perf_counter()
     compiler = _compiler(exp, groups, prep_shape, engine, devices, dtype)
+    phases["setup"] = time.perf_counter() - t
 
     rows: list[dict] = []
     counts = [0, 0.0, 0.0]  # finished runs, flops executed, flops useful
@@ -580,7 +613,9 @@ def run(exp: Experiment, cells: Sequence[Any], engine: Engine = Engine(), *,
         counts[1] += fe
         counts[2] += fu
         if on_rows is not None and new_rows:
+            t = time.perf_counter()
             on_rows(new_rows)
+            phases["write"] += time.perf_counter() - t
 
     run_cost = exp.run_cost or exp.step_flops
 
@@ -603,15 +638,20 @@ def run(exp: Experiment, cells: Sequence[Any], engine: Engine = Engine(), *,
             compiled = [pool.submit(compile_bucket, b) if engine.compile_ahead else None
                         for b in order]
             for b, fut in zip(order, compiled):
+                t = time.perf_counter()
                 with watch.waiting(f"the compile of bucket {b}"):
                     progs = fut.result() if fut is not None else compile_bucket(b)
+                phases["compile_wait"] += time.perf_counter() - t
                 _run_bucket(exp, b, groups[b], compiler.B, devices, engine, progs, dtype,
-                            emit, compiler.base_key, watch)
+                            emit, compiler.base_key, watch, phases, sync)
     finally:  # an interrupted sweep does not wait for compiles it will not use
         watch.close()
         pool.shutdown(wait=False, cancel_futures=True)
-    stats = SweepStats(counts[0], len(rows), time.perf_counter() - t_start, compiler.compile_s,
-                       counts[1], counts[2], len(groups), compiler.D, compiler.B)
+    wall = time.perf_counter() - t_start
+    phases["other"] = wall - sum(phases[k] for k in PHASES[:6])
+    phases["lower"], phases["compile"] = compiler.compile_s - compiler.xla_s, compiler.xla_s
+    stats = SweepStats(counts[0], len(rows), wall, compiler.compile_s, counts[1], counts[2],
+                       len(groups), compiler.D, compiler.B, MappingProxyType(phases))
     return rows, stats
 
 
@@ -635,9 +675,10 @@ def _compiler(exp: Experiment, groups: dict, prep_shape: dict, engine: Engine, d
 
 
 def _run_bucket(exp: Experiment, bucket, group: list, B: int, devices: Sequence, engine: Engine,
-                programs, dtype, emit, base_key, watch: _Watch):
+                programs, dtype, emit, base_key, watch: _Watch, phases: dict, sync: bool = False):
     """Continuous batching of one bucket. Slot s lives on device s // (B / D) and is refilled
-    only from cells sampled on that device (row r of a fresh batch lives on r // (B / D))."""
+    only from cells sampled on that device (row r of a fresh batch lives on r // (B / D)).
+    Adds its time to `phases` (prepare, train, report; sync: block on each sampled batch)."""
     keys_fn, prep, cycle_fn, extra, slot_shapes = programs
     D = len(devices)
     Bl = B // D  # slots per device
@@ -647,6 +688,7 @@ def _run_bucket(exp: Experiment, bucket, group: list, B: int, devices: Sequence,
     def launch():  # dispatch (asynchronously) the sampling of the next B queued cells
         if not pending:
             return None
+        t = time.perf_counter()
         cells = [pending.popleft() for _ in range(min(B, len(pending)))]
         rows: list = [None] * B  # cell i is sampled on device i % D: short batches spread evenly
         for i, c in enumerate(cells):
@@ -655,7 +697,11 @@ def _run_bucket(exp: Experiment, bucket, group: list, B: int, devices: Sequence,
         keys = keys_fn(base_key, np.stack([exp.coords(c) for c in padded]))
         queues = [deque((r - k * Bl, rows[r]) for r in range(k * Bl, (k + 1) * Bl)
                         if rows[r] is not None) for k in range(D)]
-        return queues, prep(exp.inputs(padded, keys, dtype))
+        fresh = prep(exp.inputs(padded, keys, dtype))
+        if sync:
+            jax.block_until_ready(fresh)
+        phases["prepare"] += time.perf_counter() - t
+        return queues, fresh
 
     queues, fresh = [deque() for _ in range(D)], None
     upcoming = launch()
@@ -663,6 +709,34 @@ def _run_bucket(exp: Experiment, bucket, group: list, B: int, devices: Sequence,
     resume = np.zeros(B, bool)
     slots = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), slot_shapes)
     per_step = exp.step_flops(bucket, None)
+    # Without Experiment.resume every halted run is finished: its slot is refilled at once and
+    # it is measured on the host while the next chunk trains (its slots stay alive anyway until
+    # that chunk ends: no program donates its arguments).
+    deferred = exp.resume is None
+    later = None  # (slots, halted slots, their cells): measured while the next chunk trains
+
+    def measure(slots, idx, cells):
+        """Report the halted slots idx of `slots`; returns (rows, runs finished, useful FLOPs)."""
+        t = time.perf_counter()
+        with watch.waiting(f"the measurements (Experiment.report) of {len(idx)} runs of {where}"):
+            reports = exp.report(bucket, slots, idx, cells, extra)
+        phases["report"] += time.perf_counter() - t
+        new_rows, finished, flops_use = [], 0, 0.0
+        steps = np.asarray(slots.state.steps)
+        for s, cell, rep in zip(idx, cells, reports):
+            new_rows.extend(rep.rows)
+            if rep.finished:
+                flops_use += int(steps[s]) * exp.step_flops(bucket, cell)
+                if not deferred:  # (deferred: freed when it halted, maybe refilled since)
+                    slot_cell[s] = None
+                finished += 1
+            elif deferred:
+                raise ValueError(f"Experiment.report says a run of {where} is not finished, "
+                                 "but the experiment has no resume")
+            else:
+                resume[s] = True
+        return new_rows, finished, flops_use
+
     while True:
         load = np.zeros(B, bool)
         src = np.zeros(B, np.int32)
@@ -680,28 +754,37 @@ def _run_bucket(exp: Experiment, bucket, group: list, B: int, devices: Sequence,
                 load[s] = True
         occupied = np.array([c is not None for c in slot_cell])
         if not occupied.any():
+            if later is not None:
+                new_rows, finished, flops_use = measure(*later)
+                emit(new_rows, finished, 0.0, flops_use)
             return
-        with watch.waiting(f"a chunk of {engine.chunk} steps of {where}, its sampling included"):
+        chunk = f"a chunk of {engine.chunk} steps of {where}, its sampling included"
+        t = time.perf_counter()
+        with watch.waiting(chunk):  # dispatched: the device trains while the host measures
             slots, iters = cycle_fn(slots, fresh, load, src, occupied, resume,
                                     np.int32(engine.chunk))
+        phases["train"] += time.perf_counter() - t
+        if later is not None:
+            new_rows, finished, flops_use = measure(*later)
+            later = None
+            emit(new_rows, finished, 0.0, flops_use)
+        t = time.perf_counter()
+        with watch.waiting(chunk):
             iters = np.asarray(iters)
         flops_exec = int(iters.sum()) * Bl * per_step
         halted = np.asarray(slots.state.done) & occupied
+        phases["train"] += time.perf_counter() - t
         resume = np.zeros(B, bool)
         if not halted.any():
             emit([], 0, flops_exec, 0.0)
             continue
         idx = [int(s) for s in np.flatnonzero(halted)]
-        with watch.waiting(f"the measurements (Experiment.report) of {len(idx)} runs of {where}"):
-            reports = exp.report(bucket, slots, idx, [slot_cell[s] for s in idx], extra)
-        new_rows, finished, flops_use = [], 0, 0.0
-        steps = np.asarray(slots.state.steps)
-        for s, rep in zip(idx, reports):
-            new_rows.extend(rep.rows)
-            if rep.finished:
-                flops_use += int(steps[s]) * exp.step_flops(bucket, slot_cell[s])
+        cells = [slot_cell[s] for s in idx]
+        if deferred:
+            later = (slots, idx, cells)
+            for s in idx:
                 slot_cell[s] = None
-                finished += 1
-            else:
-                resume[s] = True
+            emit([], 0, flops_exec, 0.0)
+            continue
+        new_rows, finished, flops_use = measure(slots, idx, cells)
         emit(new_rows, finished, flops_exec, flops_use)

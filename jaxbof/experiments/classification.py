@@ -330,6 +330,8 @@ def _weights_name(width: int, dtype) -> str:
 
 
 def _report(bucket: Shape, slots, finished, cells, weights_fn, protocol, max_margin):
+    # The host measurements come first and the device program last: the engine may call this
+    # while the next chunk trains, and the device runs its programs in turn.
     train = {s: measure_train_host(slots, s) for s in finished}
     M = bucket.width
     WWt = np.zeros((len(slots.state.done), M, M), slots.extras.S0_mxm.dtype)
@@ -339,39 +341,42 @@ def _report(bucket: Shape, slots, finished, cells, weights_fn, protocol, max_mar
         WWt[s], Wv[s] = train[s]["WWt"], train[s]["Wv"]
         S[s] = metrics.noise_factor(train[s].pop("WWt"), train[s].pop("Wv"), cell.d)
     p, ex = slots.problem, slots.extras
-    w_out = jax.tree.map(np.asarray, weights_fn(WWt, Wv, S, p.a_m, p.hyper.alpha, ex.gamma,
-                                                ex.test_key))
     st = jax.tree.map(np.asarray, slots.state)
     y, xv = np.asarray(p.y_n), np.asarray(ex.Xv_n)
     G = np.asarray(p.G_nxn) if p.G_nxn is not None else None
     X = np.asarray(p.X_nxd) if p.X_nxd is not None else None
-    out = []
+    linear = {}
     for s, cell in zip(finished, cells):
+        if not max_margin:
+            linear[s] = (math.nan, math.nan)
+            continue
         if G is not None:
             Gs = G[s, :cell.n, :cell.n]
         else:
             Xs = X[s, :cell.n, :cell.d].astype(np.float64)
             Gs = Xs @ Xs.T
+        mm = metrics.max_margin(Gs, y[s, :cell.n])
+        linear[s] = (mm.norm if mm.ok else math.nan,
+                     metrics.max_margin_linear_error(mm, y[s, :cell.n], xv[s, :cell.n],
+                                                     cell.gamma, cell.d))
+    w_out = jax.tree.map(np.asarray, weights_fn(WWt, Wv, S, p.a_m, p.hyper.alpha, ex.gamma,
+                                                ex.test_key))
+    out = []
+    for s, cell in zip(finished, cells):
         meas = {**train[s], **{k: v[s] for k, v in w_out.items()}}
-        row = _row(cell, bucket.param, protocol, max_margin, st, meas, s, Gs, y[s, :cell.n],
-                   xv[s, :cell.n])
+        row = _row(cell, bucket.param, protocol, st, meas, s, *linear[s])
         out.append(_engine.Report([row], True))
     return out
 
 
-def _row(cell: Cell, param: Param, protocol: Protocol, max_margin: bool, st, out, s, G, y,
-         xv) -> dict:
+def _row(cell: Cell, param: Param, protocol: Protocol, st, out, s, wstar_norm: float,
+         linear_test_error: float) -> dict:
     row = dict(cell._asdict())
     row.update(param=param.name.lower(), steps=int(st.steps[s]), converged=bool(st.converged[s]),
                diverged=bool(st.diverged[s]))
     for k, v in out.items():
         row[k] = int(v) if k == "n_corrupt" else float(v)
-    if max_margin:
-        mm = metrics.max_margin(G, y)
-        row["wstar_norm"] = mm.norm if mm.ok else math.nan
-        row["linear_test_error"] = metrics.max_margin_linear_error(mm, y, xv, cell.gamma, cell.d)
-    else:
-        row["wstar_norm"] = row["linear_test_error"] = math.nan
+    row["wstar_norm"], row["linear_test_error"] = wstar_norm, linear_test_error
     row["margin_factor"] = row["w_norm"] / row["wstar_norm"]
     eta = protocol.lr_scale / (cell.width * cell.n)
     row.update(metrics.implied_constants(
