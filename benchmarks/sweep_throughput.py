@@ -6,14 +6,28 @@ Prints, all measured in this one process:
     parameterization, 2 n^2 M per step, for the steps each model needed);
   * the roofline ratio: executed FLOP/s over the FLOP/s of one large dense float32 matmul;
   * the speedup over training a sub-grid model by model (one jit per model, no vmap);
-  * optionally (--scaling) wall time against grid size, with the fitted slope.
+  * optionally (--scaling) wall time against grid size, with the fitted slope;
+  * optionally (--authors DIR) the published PyTorch code's own Figure-1 loop on the same grid,
+    timed in this process after jaxbof, side by side: both wall times and their ratio.
 
 Usage: python benchmarks/sweep_throughput.py [--quick] [--scaling] [--subgrid K]
+           [--authors DIR [--authors-cells K] [--authors-trials T]]
+
+--authors DIR: DIR is a checkout of the published code (git clone of kedar2/benign_overfitting);
+run in a venv with PyTorch and jaxbof (pip install torch matplotlib; pip install -e <jaxbof>).
+The Figure-1 cell of DIR/experiments.ipynb is executed as published, over this run's grid (the
+full Figure 1, or --quick's), with the minimum patch documented at AUTHORS_PATCH below.
+--authors-cells K runs only K (n, d/n) cells spread evenly over the grid (--authors-trials T
+trials each, default the grid's) and extrapolates the published time per model to the grid.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
 import time
 
 import jax
@@ -66,14 +80,177 @@ def one_by_one(cells, protocol) -> tuple[float, list[int]]:
     return time.perf_counter() - t0, steps
 
 
+# ---- the published code (--authors) ----
+# Karhadkar et al.'s experiments.ipynb: cell "from train import train_till_convergence" (with
+# IPython autoreload magics), cell "# Default hyperparameters" (m = 64, corruption_rate = 0.1),
+# cell "# Generate heatmaps" (Figure 1: for n, for d/n, 5 trials of train_till_convergence(d, n,
+# m, corruption_rate, 5/n), then a pandas table, a seaborn heatmap and a csv). We exec those three
+# cells' source in one namespace. The minimum patch, each an exact text match (exactly once, else
+# exit 2: the notebook changed):
+#   * import cell: the two '%' lines (IPython magics %load_ext autoreload / %autoreload 2) dropped;
+#   * the plotting-imports cell (pandas, seaborn, pyplot, tqdm) is not executed: the namespace
+#     gets np = numpy and tqdm = the identity (no progress bar);
+#   * Figure-1 cell: the loop bounds are set by us (AUTHORS_PATCH: n values, d/n values per n,
+#     trials), and everything from AUTHORS_CUT on (pandas table, heatmap, plt.show, and a to_csv
+#     that would overwrite the checkout's d_over_n_heatmap.csv) is cut;
+#   * not in the notebook: torch.manual_seed(protocol seed) before the loop (the published cell is
+#     unseeded), and train_till_convergence wrapped to time each call with perf_counter.
+# Nothing inside train.py, model.py or dataset.py is touched; they run from DIR as checked out.
+AUTHORS_PATCH = (
+    ("for n in tqdm(np.arange(50, 160, 10)):", "for n in tqdm(_bench_n):"),
+    ("for d_over_n in np.arange(1, 11, 1):", "for d_over_n in _bench_d_over_n[n]:"),
+    ("sample_size = 5\n", "sample_size = _bench_trials\n"),
+)
+AUTHORS_CUT = "df = pd.DataFrame("
+AUTHORS_CELLS = ("from train import train_till_convergence", "# Default hyperparameters",
+                 "# Generate heatmaps")
+
+
+def _die(msg: str):
+    print(f"sweep_throughput.py --authors: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
+def authors_setup(path: str) -> tuple[dict, object, str]:
+    """Check what --authors needs; returns (namespace, patched Figure-1 code, label). Exits 2 if not."""
+    missing = []
+    for mod in ("torch", "matplotlib"):  # torch: train.py; matplotlib: the cell's LogNorm import
+        try:
+            __import__(mod)
+        except ImportError as e:
+            missing.append(f"{mod} ({e})")
+    if missing:
+        _die(f"needs {' and '.join(missing)}: run it in a PyTorch venv "
+             "(pip install torch matplotlib, and jaxbof)")
+    nb_path = os.path.join(path, "experiments.ipynb")
+    for f in ("experiments.ipynb", "train.py", "model.py", "dataset.py"):
+        if not os.path.isfile(os.path.join(path, f)):
+            _die(f"{os.path.join(path, f)} not found: DIR must be a checkout of "
+                 "github.com/kedar2/benign_overfitting")
+    with open(nb_path) as fh:
+        code = ["".join(c["source"]) for c in json.load(fh)["cells"] if c["cell_type"] == "code"]
+    found = []
+    for mark in AUTHORS_CELLS:
+        hits = [c for c in code if mark in c]
+        if len(hits) != 1:
+            _die(f"{nb_path}: expected one code cell containing {mark!r}, found {len(hits)}")
+        found.append(hits[0])
+    imports, hyper, fig1 = found
+    imports = "".join(line for line in imports.splitlines(True) if not line.lstrip().startswith("%"))
+    for old, new in AUTHORS_PATCH:
+        if fig1.count(old) != 1:
+            _die(f"{nb_path}: Figure-1 cell does not contain {old.strip()!r} exactly once")
+        fig1 = fig1.replace(old, new)
+    if fig1.count(AUTHORS_CUT) != 1:
+        _die(f"{nb_path}: Figure-1 cell does not contain {AUTHORS_CUT!r} exactly once")
+    fig1 = fig1[: fig1.index(AUTHORS_CUT)]
+
+    sys.path.insert(0, os.path.abspath(path))
+    ns = {"__name__": "__authors__", "np": np, "tqdm": lambda it: it}
+    exec(compile(imports, f"{nb_path}[import cell]", "exec"), ns)
+    exec(compile(hyper, f"{nb_path}[hyperparameters cell]", "exec"), ns)
+    train_mod = sys.modules[ns["train_till_convergence"].__module__]
+    if os.path.dirname(os.path.abspath(train_mod.__file__)) != os.path.abspath(path):
+        _die(f"'train' was imported from {train_mod.__file__}, not from {path}")
+    try:
+        rev = subprocess.run(["git", "-C", path, "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        rev = ""
+    outer = sys.modules["model"].TwoLayerNet(2, 4).fc2.flatten().tolist()
+    import torch
+
+    label = (f"{path}{f' @ {rev}' if rev else ''}, torch {torch.__version__}, "
+             f"{torch.get_num_threads()} threads, outer weights {outer[:4]}...")
+    return ns, compile(fig1, f"{nb_path}[Figure-1 cell, patched]", "exec"), label
+
+
+def authors_run(ns: dict, fig1, pairs, trials: int, seed: int) -> tuple[float, list]:
+    """Exec the patched Figure-1 cell over `pairs` ((n, d/n) in grid order), `trials` each.
+    Returns (wall seconds, [(n, d, seconds, test error) per model])."""
+    import torch
+
+    calls = []
+    published = ns["train_till_convergence"]
+
+    def timed(d, n, *a, **k):
+        t = time.perf_counter()
+        out = published(d, n, *a, **k)
+        calls.append((int(n), int(d), time.perf_counter() - t, float(out[1])))
+        return out
+
+    by_n = {}
+    for n, r in pairs:
+        by_n.setdefault(int(n), []).append(int(r))
+    ns.update(train_till_convergence=timed, _bench_trials=trials,
+              _bench_n=np.array(list(by_n)),  # np.int64 like the published np.arange
+              _bench_d_over_n={n: np.array(rs) for n, rs in by_n.items()})
+    torch.manual_seed(seed)
+    t0 = time.perf_counter()
+    exec(fig1, ns)
+    return time.perf_counter() - t0, calls
+
+
+def authors_report(args, preset, cells, rows, st, gflops, authors):
+    ns, fig1, label = authors
+    pairs = list(dict.fromkeys((c.n, c.d_over_n) for c in cells))
+    trials = args.authors_trials or preset.grid.seeds
+    k = args.authors_cells
+    sub = (k is not None and k < len(pairs)) or trials != preset.grid.seeds
+    if k is not None and k < len(pairs):
+        pairs = pairs[:: max(1, len(pairs) // k)][:k]
+    wall, calls = authors_run(ns, fig1, pairs, trials, preset.protocol.seed)
+    per = np.array([c[2] for c in calls])
+    print(f"\n== published code, same process: {label} ==")
+    if sub:
+        print(f"SUB-GRID: {len(pairs)} (n, d/n) cells spread over {preset.name}, {trials} "
+              f"trials each = {len(calls)} models (of {st.models}); published time "
+              f"extrapolated per model")
+        print("cells: " + ", ".join(f"n={n} d/n={r:g}" for n, r in pairs))
+    print(f"published wall time            {wall:8.2f} s   ({len(calls)} models, "
+          f"{wall / len(calls):.2f} s/model, min {per.min():.2f} max {per.max():.2f})")
+    pub_grid = wall / len(calls) * st.models if sub else wall
+    what = f"published, whole grid{', EXTRAPOLATED' if sub else ''}"
+    print(f"{what:<31}{pub_grid:8.2f} s   ({preset.name}, {st.models} models)")
+    print(f"jaxbof, same grid (above)      {st.wall_s:8.2f} s   ratio published / jaxbof "
+          f"{pub_grid / st.wall_s:.1f}x{' (extrapolated)' if sub else ''}")
+    keep = {(n, r) for n, r in pairs}
+    if sub:
+        g = preset.grid.__class__(**{**preset.grid.__dict__, "seeds": trials})
+        sub_cells = [c for c in g.cells() if (c.n, c.d_over_n) in keep]
+        rows, sub_st = sweep.run_cells(sub_cells, preset.protocol, max_margin=False)
+        print(f"jaxbof, same sub-grid          {sub_st.wall_s:8.2f} s   ratio published / "
+              f"jaxbof {wall / sub_st.wall_s:.1f}x ({sub_st.models} models; run after the full grid)")
+    jerr = np.mean([r["test_error"] for r in rows
+                    if (r["n"], r["d_over_n"]) in keep and r["seed"] < trials])
+    print(f"dense f32 matmul 4096^3 (JAX)  {gflops:8.1f} GFLOP/s")
+    print(f"mean test error, same cells    published {np.mean([c[3] for c in calls]):.4f}, "
+          f"jaxbof {jerr:.4f} (different random draws; a sanity check only)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="the quick Figure 1 grid")
     ap.add_argument("--subgrid", type=int, default=6, help="models in the one-by-one baseline")
     ap.add_argument("--scaling", action="store_true", help="also time 1, 2, 3 seeds per cell")
+    ap.add_argument("--authors", metavar="DIR",
+                    help="checkout of the published code (kedar2/benign_overfitting): time its "
+                         "Figure-1 loop on the same grid, side by side (needs PyTorch)")
+    ap.add_argument("--authors-cells", type=int, metavar="K",
+                    help="with --authors: only K (n, d/n) cells, spread evenly; extrapolated")
+    ap.add_argument("--authors-trials", type=int, metavar="T",
+                    help="with --authors: trials per cell (default: the grid's)")
     args = ap.parse_args()
+    if (args.authors_cells is not None or args.authors_trials is not None) and not args.authors:
+        ap.error("--authors-cells and --authors-trials need --authors DIR")
+    if (args.authors_cells is not None and args.authors_cells < 1) or (
+            args.authors_trials is not None and args.authors_trials < 1):
+        ap.error("--authors-cells and --authors-trials must be >= 1")
+    authors = authors_setup(args.authors) if args.authors else None
     preset = FIG1_QUICK if args.quick else FIG1
     cells = preset.grid.cells()
+    if authors and any(c.d_over_n != int(c.d_over_n) for c in cells):
+        _die("the published loop takes integer d/n (d = n * d_over_n)")
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), float32, "
           f"jax {jax.__version__}")
 
@@ -122,6 +299,8 @@ def main():
         slope, icpt = np.polyfit(m, t, 1)
         print("scaling (programs already compiled): " + ", ".join(f"{int(a)} models {b:.1f} s" for a, b in scaling)
               + f"; slope {slope * 1e3:.1f} ms/model, intercept {icpt:.1f} s")
+    if authors:
+        authors_report(args, preset, cells, rows, st, gflops, authors)
 
 
 if __name__ == "__main__":
