@@ -18,8 +18,9 @@ from typing import NamedTuple
 
 import pytest
 
+# default flags: the grid of issue 14's report, which hung on 2 CPU devices before the engine's
+# programs were made pure (engine.check_pure)
 GRID = ["sweep", "classification", "--n", "12,16", "--d-over-n", "1,3", "--seeds", "2",
-        "--gamma", "0.3", "--width", "4", "--n-test", "200", "--max-steps", "4000",
         "--no-progress", "--no-plots"]
 
 
@@ -101,6 +102,40 @@ def test_devices_give_the_rows_of_one_device(tmp_path, reference):
     rc, _, err = _finish(_cli(GRID + ["--out", str(tmp_path / "bad"), "--devices", "5"],
                               _env(tmp_path, devices=4)))
     assert rc == 2 and "--devices" in err and "allowed 1 to 4" in err and "Traceback" not in err
+
+
+# the presets and a regression sweep as a user runs them (default settings; plots off, which
+# changes no row; the compile cache off, since no program of one device count is reused by
+# another), on 1, 2 and 4 of the process's 4 CPU devices, one subprocess per preset
+PRESETS = {"fig1-quick": ["reproduce", "karhadkar-fig1", "--quick"],
+           "park-quick": ["reproduce", "park-regression", "--quick"],
+           "regression": ["sweep", "regression", "--n", "50", "--seeds", "2"]}
+DEVICES_SCRIPT = ("import sys, json\n"
+                  "from jaxbof import cli\n"
+                  "for args in json.loads(sys.argv[1]):\n"
+                  "    rc = cli.main(args)\n"
+                  "    if rc: sys.exit(rc)\n")
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_presets_on_1_2_4_devices_give_the_rows_of_one_device(tmp_path, name):
+    """reproduce karhadkar-fig1 --quick, reproduce park-regression --quick and a regression
+    sweep with default flags on 1, 2 and 4 CPU devices: every run finishes (a stall would hit
+    the timeout; before issue 14's fix fig1-quick hung on 2 and 4 devices) and gives the rows
+    of one device, bit for bit."""
+    runs = [PRESETS[name] + ["--out", str(tmp_path / f"dev{n}"), "--devices", str(n),
+                             "--no-progress", "--no-plots", "--no-compile-cache"]
+            for n in (1, 2, 4)]
+    p = subprocess.run([sys.executable, "-c", DEVICES_SCRIPT, json.dumps(runs)],
+                       env=_env(tmp_path, devices=4), capture_output=True, text=True,
+                       timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    one = _rows(tmp_path / "dev1")
+    assert len(one[1]) > 0
+    for n in (2, 4):
+        assert _rows(tmp_path / f"dev{n}") == one, n
+        run = json.loads((tmp_path / f"dev{n}" / "config.json").read_text())["run"]
+        assert run["devices"] == n
 
 
 def _two_processes(out, env, kill_after_rows=None, extra=()):
