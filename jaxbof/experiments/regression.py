@@ -931,8 +931,9 @@ PROTOCOL_QUICK = Protocol(t_max=2500.0, times=30)
 def presets(quick: bool = False) -> list[Cell]:
     """The cells of the `park-regression` preset (quick: 41 s on the 2-core CPU on a fast day,
     80 s on 2026-12-03 at 60 GFLOP/s dense matmul; full: about 5 minutes on the fast day). Run
-    them under `preset_protocol(quick)` with `default_engine()` (the engine's CPU default of 8 slots pads the 3-run buckets with idle slots: 1.8x the work
-    measured on the quick preset, 41 s against 28 s)."""
+    them under `preset_protocol(quick)` with `default_engine()` (the engine's CPU default of 8
+    slots pads the 3-run buckets with idle slots: 1.8x the work measured on the quick preset,
+    41 s against 28 s)."""
     main = "1:0.5,2:0.5,4:0.5"
     if quick:
         return _unique(cells(n=(250, 500, 1000), width=1024, seeds=2, target=main, noise=0.5)
