@@ -276,13 +276,17 @@ class ResultsWriter:
         self._locks: list[_Lock] = []
         try:
             self._take_locks()
-            self._check_config(config, set(ignore))
-            if self.part is None:  # parts of an earlier multi-process run: fold them in first
-                merge(self.directory, keys)
-            target = self.directory / (RESULTS if self.part is None else part_name(*self.part))
-            self._lock = threading.Lock()
-            self._file = open(target, "a+b")
-            self._repair()
+            # Checking config.json and creating this process's file happen under one lock, so
+            # a peer process never sees a part without the config written just before it.
+            with exclusive(self.directory, "config"):
+                self._check_config(config, set(ignore))
+                if self.part is None:  # parts of an earlier multi-process run: fold them in
+                    merge(self.directory, keys)
+                target = self.directory / (RESULTS if self.part is None
+                                           else part_name(*self.part))
+                self._lock = threading.Lock()
+                self._file = open(target, "a+b")
+                self._repair()
         except BaseException:
             self._release()
             raise
@@ -310,8 +314,10 @@ class ResultsWriter:
         results = self.directory / RESULTS
         old = load_config(self.directory)
         if old is None:
-            if (results.exists() and results.stat().st_size > 0) or part_files(self.directory):
-                raise ValueError(f"{results} exists without {CONFIG}: cannot tell what it holds")
+            held = [results] if results.exists() and results.stat().st_size > 0 else []
+            held += part_files(self.directory)
+            if held:
+                raise ValueError(f"{held[0]} exists without {CONFIG}: cannot tell what it holds")
         else:
             keep = lambda c: {k: v for k, v in c.items() if k not in ignore}  # noqa: E731
             differ = _diff(keep(old), keep(config), "")

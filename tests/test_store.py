@@ -184,6 +184,41 @@ def test_second_writer_is_refused_and_a_closed_one_frees_the_directory(tmp_path)
     assert sorted(r["seed"] for r in store.load_results(tmp_path)) == [0, 1, 2]
 
 
+def test_peers_opening_at_once_never_see_a_part_without_config(tmp_path, monkeypatch):
+    """Two processes of one sweep open a fresh directory together: the one that finds no
+    config.json must not then find the other's part (it would refuse the directory). Reading
+    the config is slowed down to hold the window open; the config lock closes it."""
+    import threading
+    import time
+
+    load = store.load_config
+
+    def slow(directory):
+        config = load(directory)
+        if threading.current_thread().name == "part-1":
+            time.sleep(0.3)  # part 0 writes its config and creates its part meanwhile
+        return config
+
+    monkeypatch.setattr(store, "load_config", slow)
+    errors = []
+
+    def open_part(i):
+        try:
+            with store.ResultsWriter(tmp_path, CONFIG, cls.COLUMNS, part=(i, 2)) as w:
+                w.write([make_row(seed=i)])
+        except Exception as e:  # noqa: BLE001 - collected and asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=open_part, args=(i,), name=f"part-{i}") for i in (1, 0)]
+    for t in threads:
+        t.start()
+        time.sleep(0.05)  # part 1 reads the (missing) config first
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(r["seed"] for r in store.load_results(tmp_path)) == [0, 1]
+
+
 def test_lock_of_a_killed_writer_is_released(tmp_path):
     code = (f"import sys, os, signal; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
             "from jaxbof import store\n"
