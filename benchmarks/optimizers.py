@@ -24,7 +24,7 @@ import numpy as np
 from jaxbof import optim
 from jaxbof.experiments import classification as C
 from jaxbof.experiments import regression as R
-from jaxbof.grid import Cell, Protocol
+from jaxbof.experiments.classification.grid import Cell, Protocol
 from jaxbof.train import Param
 
 RULES = ("sgd", "momentum:0.9", "nesterov:0.9", "adam:1e-3", "adamw:1e-3:1e-2",

@@ -34,10 +34,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbof import metrics
-from jaxbof.experiments import FIG1, FIG1_QUICK
+from jaxbof.experiments.classification import metrics
+from jaxbof.experiments.classification.presets import FIG1, FIG1_QUICK
 from jaxbof.experiments import classification as sweep
-from jaxbof.grid import cell_coords, choose_param
+from jaxbof.experiments.classification.grid import cell_coords, choose_param
 from jaxbof.train import run
 
 

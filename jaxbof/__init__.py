@@ -19,11 +19,11 @@ any optax GradientTransformation, in either experiment; default plain GD).
 
 __version__ = "0.1.0"
 
-from jaxbof.data import Corruption, Signal, sample_test, sample_train
+from jaxbof.experiments.classification.data import Corruption, Signal, sample_test, sample_train
 from jaxbof.engine import Engine, Experiment, SweepStats
-from jaxbof.experiments import FIG1, FIG1_QUICK, FIG2, FIG2_QUICK, preset
+from jaxbof.experiments.classification.presets import FIG1, FIG1_QUICK, FIG2, FIG2_QUICK, preset  # noqa: E501
 from jaxbof.experiments.classification import run_cells, run_grid
-from jaxbof.grid import Cell, Grid, Protocol
+from jaxbof.experiments.classification.grid import Cell, Grid, Protocol
 from jaxbof.model import Outer, apply, init_weights, outer_weights
 from jaxbof.train import Param, Stop
 from jaxbof import concentration, ntk, optim, sphere, spectra  # noqa: E402  (modules, after the names above)

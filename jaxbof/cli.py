@@ -348,9 +348,9 @@ _REGRESSION_ONLY = ("d", "target", "noise", "noise_kind", "init", "bias", "train
 
 
 def _classification_sweep(args):
-    from jaxbof.data import Corruption, Signal
-    from jaxbof.experiments import Preset
-    from jaxbof.grid import Grid, Protocol
+    from jaxbof.experiments.classification.data import Corruption, Signal
+    from jaxbof.experiments.classification.presets import Preset
+    from jaxbof.experiments.classification.grid import Grid, Protocol
     from jaxbof.model import Outer
     from jaxbof.train import Stop
 
@@ -790,7 +790,7 @@ def main(argv=None) -> int:
                            "regime, excess risk decomposed", {"preset": name}, protocol,
                            tuple(cells))
         elif args.command == "reproduce":
-            from jaxbof.experiments import preset
+            from jaxbof.experiments.classification.presets import preset
             try:
                 chosen = _classification_study(preset(args.experiment, args.quick))
             except ValueError as e:

@@ -262,7 +262,7 @@ def error_vs_dn(rows, path, title: str | None = None, floor: float | None = None
     if zero.any():
         ax.plot(x[zero], np.full(zero.sum(), floor), marker="v", ls="none", color="tab:red",
                 label=f"mean error exactly 0: drawn at {floor:.2g}, excluded from the fit")
-    from jaxbof.metrics import fit_exponential_rate  # metrics imports JAX; plots must not
+    from jaxbof.experiments.classification.metrics import fit_exponential_rate  # metrics imports JAX; plots must not
 
     C, A, k = fit_exponential_rate(x, m)
     if math.isfinite(C):

@@ -4,8 +4,9 @@ import jax
 import numpy as np
 import pytest
 
-from jaxbof import data, model
-from jaxbof.data import Corruption, Signal
+from jaxbof import model
+from jaxbof.experiments.classification import data
+from jaxbof.experiments.classification.data import Corruption, Signal
 
 # Every sampler is jitted with static padded shapes; n, d, gamma, rates and enums are traced, so
 # the few shapes below compile once each.

@@ -11,7 +11,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxbof import engine
 from jaxbof.experiments import classification, regression
-from jaxbof.grid import Cell, Protocol
+from jaxbof.experiments.classification.grid import Cell, Protocol
 
 
 def _compiled(fn, *args):

@@ -9,8 +9,9 @@ import pytest
 import scipy.optimize
 import scipy.stats
 
-from jaxbof import data, metrics, model
-from jaxbof.data import Signal
+from jaxbof import model
+from jaxbof.experiments.classification import data, metrics
+from jaxbof.experiments.classification.data import Signal
 
 sample_test = jax.jit(data.sample_test, static_argnames=("num", "d_pad"))
 mc_error = jax.jit(metrics.test_error_mc, static_argnames=("num",))

@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxbof import data, model, train
-from jaxbof.data import Corruption, Signal
+from jaxbof import model, train
+from jaxbof.experiments.classification import data
+from jaxbof.experiments.classification.data import Corruption, Signal
 from jaxbof.model import Outer
 from jaxbof.train import Hyper, Stop
 

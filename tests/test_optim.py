@@ -13,11 +13,12 @@ import numpy as np
 import optax
 import pytest
 
-from jaxbof import data, model, optim, store, train
+from jaxbof import model, optim, store, train
+from jaxbof.experiments.classification import data
 from jaxbof.cli import main
-from jaxbof.data import Corruption, Signal
+from jaxbof.experiments.classification.data import Corruption, Signal
 from jaxbof.experiments import regression as R
-from jaxbof.grid import Cell, Protocol, choose_param
+from jaxbof.experiments.classification.grid import Cell, Protocol, choose_param
 from jaxbof.model import Outer, TwoLayerParams
 from jaxbof.train import Hyper, Param, Stop
 

@@ -12,7 +12,7 @@ import pytest
 
 from jaxbof import store
 from jaxbof.experiments import classification as cls
-from jaxbof.grid import Grid, Protocol
+from jaxbof.experiments.classification.grid import Grid, Protocol
 
 
 def make_row(n=50, d_over_n=2.0, seed=0, gamma=0.1, test_error=0.05, converged=True,

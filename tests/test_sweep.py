@@ -8,9 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxbof import engine, metrics, store
+from jaxbof import engine, store
+from jaxbof.experiments.classification import metrics
 from jaxbof.experiments import classification as sweep
-from jaxbof.grid import Cell, Grid, Protocol, cell_coords
+from jaxbof.experiments.classification.grid import Cell, Grid, Protocol, cell_coords
 from jaxbof.train import Param, Stop, run
 
 F64 = jnp.float64

@@ -41,8 +41,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from jaxbof import optim, store
-from jaxbof.data import Signal
-from jaxbof.experiments import presets, regression
+from jaxbof.experiments.classification.data import Signal
+from jaxbof.experiments import regression
+from jaxbof.experiments.classification import presets
 
 OPTIMIZERS = ("sgd", "momentum:0.9", "adam:0.001", "adam:1e-05")
 KIND = "optimizers"

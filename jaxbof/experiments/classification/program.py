@@ -19,9 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbof import engine as _engine
-from jaxbof import metrics, optim
-from jaxbof.data import sample_train
-from jaxbof.grid import Cell, Grid, Protocol, cell_coords, choose_param
+from jaxbof import optim
+from jaxbof.experiments.classification import metrics
+from jaxbof.experiments.classification.data import sample_train
+from jaxbof.experiments.classification.grid import Cell, Grid, Protocol, cell_coords, choose_param
 from jaxbof.model import init_weights, outer_weights
 from jaxbof.numerics import matmul_t
 from jaxbof.train import (Hyper, Param, TrainState, direct_problem, final_outputs,

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from jaxbof import optim
-from jaxbof.data import Corruption, Signal
+from jaxbof.experiments.classification.data import Corruption, Signal
 from jaxbof.model import Outer
 from jaxbof.numerics import float32_bits
 from jaxbof.train import Param, Stop

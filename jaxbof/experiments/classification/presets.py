@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from jaxbof.grid import Grid, Protocol
+from jaxbof.experiments.classification.grid import Grid, Protocol
 
 
 class Preset(NamedTuple):
