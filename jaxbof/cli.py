@@ -24,13 +24,11 @@ import argparse
 import dataclasses
 import datetime
 import importlib
-import math
 import os
 import platform
 import sys
 import threading
 import time
-from fractions import Fraction
 from pathlib import Path
 from typing import NamedTuple
 
@@ -45,55 +43,12 @@ class UsageError(Exception):
 
 
 def _number(text: str, kind, name: str):
+    from jaxbof.flags import number
+
     try:
-        value = kind(Fraction(text)) if kind is float else kind(text)
-    except (ValueError, ZeroDivisionError):
-        raise UsageError(f"--{name}: {text!r} is not a valid {kind.__name__}") from None
-    if isinstance(value, float) and not math.isfinite(value):
-        raise UsageError(f"--{name}: {text!r} must be finite")
-    return value
-
-
-def parse_values(text: str, kind=float, name: str = "value", allow_per_n: bool = False) -> tuple:
-    """'start:stop:step' (inclusive; step 1 if omitted) or a comma list. With allow_per_n,
-    entries may be 'c/n' (gamma = c / n)."""
-    text = text.strip()
-    if not text:
-        raise UsageError(f"--{name}: empty value")
-    if ":" in text:
-        parts = text.split(":")
-        if len(parts) not in (2, 3):
-            raise UsageError(f"--{name}: {text!r} must be start:stop or start:stop:step")
-        start, stop = (_number(p, kind, name) for p in parts[:2])
-        step = _number(parts[2], kind, name) if len(parts) == 3 else kind(1)
-        if step <= 0:
-            raise UsageError(f"--{name}: step {parts[2]!r} must be > 0")
-        if stop < start:
-            raise UsageError(f"--{name}: stop {parts[1]!r} is below start {parts[0]!r}")
-        count = (stop - start) / step
-        if abs(count - round(count)) > 1e-9:
-            raise UsageError(f"--{name}: {text!r}: (stop - start) is not a multiple of step")
-        if round(count) + 1 > 100_000:
-            raise UsageError(f"--{name}: {text!r} has more than 100000 values")
-        vals = [start + i * step for i in range(round(count) + 1)]
-        return tuple(round(v, 12) if kind is float else v for v in vals)
-    out = []
-    for item in text.split(","):
-        item = item.strip()
-        if allow_per_n and item.replace(" ", "").endswith("/n"):
-            _number(item.replace(" ", "")[:-2], float, name)
-            out.append(item.replace(" ", ""))
-        else:
-            out.append(_number(item, kind, name))
-    return tuple(out)
-
-
-def _enum_choice(enum_cls, text: str, name: str):
-    try:
-        return enum_cls[text.upper().replace("-", "_")]
-    except KeyError:
-        allowed = ", ".join(m.name.lower() for m in enum_cls)
-        raise UsageError(f"--{name}: {text!r} is not one of {allowed}") from None
+        return number(text, kind, name)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -102,6 +57,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from jaxbof import experiments
+
+    try:  # the registry: built-in experiments and other packages' plug-ins
+        plugins, reproducible = experiments.plugins(), experiments.reproducible()
+    except ValueError as e:  # a plug-in named like another one
+        raise UsageError(str(e)) from None
     p = _Parser(prog="jaxbof", description="Benign overfitting in leaky-ReLU networks, in JAX.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -133,44 +94,20 @@ def build_parser() -> argparse.ArgumentParser:
         h.add_argument("--process-id", type=int, default=None)
 
     r = sub.add_parser("reproduce", help="run a published protocol")
-    r.add_argument("experiment",
-                   help="karhadkar-fig1, karhadkar-fig2, park-regression, ntk-concentration or "
-                        "optimizers (both experiments under GD, momentum and Adam)")
+    r.add_argument("experiment", help="; ".join(f"{name}: {rep.help}" for name, (_, rep)
+                                              in reproducible.items()))
     r.add_argument("--quick", action="store_true", help="a small grid that runs in seconds")
     run_options(r)
 
-    s = sub.add_parser("sweep", help="run a custom grid")
-    s.add_argument("kind", help="classification or regression")
-    s.add_argument("--n", default=None, help="classification: 50:150:10; regression: 250,500")
-    s.add_argument("--seeds", default=None, help="seeds per cell (5; regression 3)")
-    s.add_argument("--width", default=None, help="classification: 64; regression: 256,4096")
-    s.add_argument("--seed", default="0", help="base seed of the whole sweep")
-    s.add_argument("--n-test", default=None, help="Monte Carlo test points per model")
-    c = s.add_argument_group("classification (Karhadkar et al.)")
-    c.add_argument("--d-over-n", default="1:10")
-    c.add_argument("--gamma", default="5/n", help="values, ranges or c/n (gamma = c / n)")
-    c.add_argument("--alpha", default="0.1")
-    c.add_argument("--noise-rate", default="0.1")
-    c.add_argument("--stop", default="zero_error", help="zero_error or zero_loss")
-    c.add_argument("--corruption", default="bernoulli", help="bernoulli or exact")
-    c.add_argument("--outer", default="alternating", help="alternating or all_negative")
-    c.add_argument("--signal", default="e1", help="e1 or random")
-    c.add_argument("--max-steps", default="200000")
-    c.add_argument("--init-scale", default="1", help="init std = init_scale / (M sqrt d)")
-    c.add_argument("--lr-scale", default="1", help="step size = lr_scale / (M n)")
-    g = s.add_argument_group("regression (Park et al.)")
-    g.add_argument("--d", default="5", help="input dimension (sphere S^{d-1})")
-    g.add_argument("--target", default="1:0.5,2:0.5,4:0.5",
-                   help="f* = sum c_k Y_k as degree:coefficient pairs")
-    g.add_argument("--noise", default="0.5", help="label noise level s")
-    g.add_argument("--noise-kind", default="uniform", help="uniform (on [-s, s]) or rademacher")
-    g.add_argument("--init", default="antisymmetric", help="antisymmetric or gaussian")
-    g.add_argument("--bias", action="store_true", help="a bias b ~ N(0, 1), trained")
-    g.add_argument("--train-outer", action="store_true", help="train the outer layer too")
-    g.add_argument("--eta", default=None, help="GD step (default 0.05 / max_k mu_k)")
-    g.add_argument("--t-max", default=None, help="last recorded time t = eta * steps")
-    g.add_argument("--times", default=None, help="log-spaced recording times")
-    run_options(s)
+    s = sub.add_parser("sweep", help="run a custom grid of one experiment")
+    kinds = s.add_subparsers(dest="kind", required=True, parser_class=_Parser,
+                             metavar="{" + ",".join(p.name for p in plugins if p.from_args) + "}")
+    for plugin in plugins:
+        if plugin.add_arguments is None:
+            continue
+        k = kinds.add_parser(plugin.name, help=f"{plugin.description} ({plugin.paper})")
+        plugin.add_arguments(k.add_argument_group(f"{plugin.name} ({plugin.paper})"))
+        run_options(k)
 
     pl = sub.add_parser("plot", help="plot a results directory")
     pl.add_argument("dir")
@@ -298,99 +235,7 @@ def _empirical_gram(kernel, x, width: int, alpha: float, bias: bool, key):
     return fn(params, x)
 
 
-def _concentration(args) -> int:
-    """jaxbof reproduce ntk-concentration: ||H_M - H_inf||_op / ||H_inf||_op against width."""
-    import jax
-
-    jax.config.update("jax_enable_x64", True)  # operator norms of kernel differences: float64
-    from jaxbof import concentration, plots, store
-
-    if args.x64 or args.slots is not None:
-        raise UsageError("ntk-concentration always runs in float64 and takes no --x64/--slots")
-    if (args.coordinator, args.num_processes, args.process_id) != (None, None, None):
-        raise UsageError("ntk-concentration runs in one process (no --coordinator, "
-                         "--num-processes, --process-id)")
-    runtime = _runtime(args)
-    config = concentration.QUICK if args.quick else concentration.Config()
-    name = "ntk-concentration" + ("-quick" if args.quick else "")
-    out = Path(args.out or f"runs/{name}")
-    meta = {
-        "experiment": {"kind": "ntk-concentration", "name": name, "config": config._asdict(),
-                       "precision": "float64"},
-        "run": _run_meta(runtime=runtime),
-    }
-    writer = _open_writer(out, meta, concentration.SCHEMA)
-    done = {(r["n"], r["d"], r["width"], r["seed"]) for r in store.load_results(out)}
-    total = len(config.nd) * len(config.widths) * config.seeds
-    print(f"{name}: {total - len(done)} Grams to compute ({len(done)} already in {out}), "
-          f"float64 on {jax.default_backend()}", file=sys.stderr)
-    with writer:
-        try:
-            concentration.run(config, on_row=lambda row: writer.write([row]), skip=done)
-        except KeyboardInterrupt:
-            print(f"jaxbof: interrupted; {len(store.load_results(out))} rows are saved in "
-                  f"{out}/results.csv; rerun the same command to resume", file=sys.stderr)
-            return 130
-    rows = store.load_results(out)
-    print("n,d,slope,prefactor,widths")
-    for fit in concentration.fit_slopes(rows):
-        print(f"{fit.n},{fit.d},{fit.slope:.4f},{fit.prefactor:.4g},{fit.widths}")
-    if not args.no_plots:
-        for path in plots.plot_dir(out):
-            print(f"wrote {path}", file=sys.stderr)
-    return 0
-
-
-_CLASSIFICATION_ONLY = ("d_over_n", "gamma", "alpha", "noise_rate", "stop", "corruption",
-                        "outer", "signal", "max_steps", "init_scale", "lr_scale")
-_REGRESSION_ONLY = ("d", "target", "noise", "noise_kind", "init", "bias", "train_outer", "eta",
-                    "t_max", "times")
-
-
-def _classification_sweep(args):
-    from jaxbof.experiments.classification.data import Corruption, Signal
-    from jaxbof.experiments.classification.presets import Preset
-    from jaxbof.experiments.classification.grid import Grid, Protocol
-    from jaxbof.model import Outer
-    from jaxbof.train import Stop
-
-    seeds = _number(args.seeds or "5", int, "seeds")
-    try:
-        grid = Grid(n=parse_values(args.n or "50:150:10", int, "n"),
-                    d_over_n=parse_values(args.d_over_n, float, "d-over-n"),
-                    gamma=parse_values(args.gamma, float, "gamma", allow_per_n=True),
-                    alpha=parse_values(args.alpha, float, "alpha"),
-                    noise_rate=parse_values(args.noise_rate, float, "noise-rate"),
-                    width=parse_values(args.width or "64", int, "width"), seeds=seeds)
-        protocol = Protocol(
-            corruption=_enum_choice(Corruption, args.corruption, "corruption"),
-            outer=_enum_choice(Outer, args.outer, "outer"),
-            signal=_enum_choice(Signal, args.signal, "signal"),
-            stop=_enum_choice(Stop, args.stop, "stop"),
-            init_scale=_number(args.init_scale, float, "init-scale"),
-            lr_scale=_number(args.lr_scale, float, "lr-scale"),
-            max_steps=_number(args.max_steps, int, "max-steps"),
-            n_test=_number(args.n_test or "1000", int, "n-test"),
-            seed=_number(args.seed, int, "seed"))
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    return _classification_study(Preset("classification-sweep", "custom classification grid", grid,
-                                        protocol))
-
-
-class Study(NamedTuple):
-    """What one run command trains: the experiment's kind, a name, its axes and protocol (as
-    written to config.json) and the cells."""
-
-    kind: str
-    name: str
-    description: str
-    grid: object
-    protocol: object
-    cells: tuple
-
-
-def _with_optimizer(study: Study, spec: str | None) -> Study:
+def _with_optimizer(study, spec: str | None):
     """The study under the update rule `spec` (--optimizer; None: the protocol's, plain GD).
     A rule other than GD gets its own name, hence its own default --out."""
     if spec is None:
@@ -405,67 +250,13 @@ def _with_optimizer(study: Study, spec: str | None) -> Study:
     return study._replace(name=name, protocol=dataclasses.replace(study.protocol, optimizer=opt))
 
 
-def _classification_study(preset) -> Study:
-    return Study("classification", preset.name, preset.description, preset.grid,
-                 preset.protocol, tuple(preset.grid.cells()))
-
-
-def _regression_sweep(args):
-    from jaxbof.experiments import regression as R
-
-    def choice(text, allowed, name):
-        if text not in allowed:
-            raise UsageError(f"--{name}: {text!r} is not one of {', '.join(allowed)}")
-        return text
-
-    def positive(text, kind, name):
-        if text is None:
-            return None
-        v = _number(text, kind, name)
-        if not v > 0:
-            raise UsageError(f"--{name}: {text} must be > 0")
-        return v
+def _plugin(kind: str):
+    from jaxbof import experiments
 
     try:
-        target = R.canonical_target(R.parse_target(args.target))
-    except ValueError as e:
-        raise UsageError(f"--target: {e}") from None
-    noise = _number(args.noise, float, "noise")
-    if noise < 0:
-        raise UsageError(f"--noise: {args.noise} must be >= 0")
-    axes = dict(n=parse_values(args.n or "250,500", int, "n"),
-                d=parse_values(args.d, int, "d"),
-                width=parse_values(args.width or "256,4096", int, "width"),
-                seeds=_number(args.seeds or "3", int, "seeds"), target=(target,), noise=(noise,),
-                noise_kind=(choice(args.noise_kind, ("uniform", "rademacher"), "noise-kind"),),
-                init=(choice(args.init, ("antisymmetric", "gaussian"), "init"),),
-                bias=(bool(args.bias),), train_outer=(bool(args.train_outer),))
-    kw = {}
-    for name, kind in (("eta", float), ("t_max", float), ("times", int), ("n_test", int)):
-        v = positive(getattr(args, name), kind, name.replace("_", "-"))
-        if v is not None:
-            kw[name] = v
-    try:
-        protocol = R.Protocol(seed=_number(args.seed, int, "seed"), **kw)
-        cells = R.cells(**axes)
+        return experiments.plugin(kind)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    return Study("regression", "regression-sweep", "custom regression sweep", axes, protocol,
-                 tuple(cells))
-
-
-def _sweep_preset(args):
-    if args.kind not in ("classification", "regression"):
-        raise UsageError(f"sweep: unknown kind {args.kind!r}; allowed: classification, regression")
-    base = build_parser().parse_args(["sweep", args.kind])  # the defaults
-    other = _REGRESSION_ONLY if args.kind == "classification" else _CLASSIFICATION_ONLY
-    for name in other:  # a flag of the other experiment is a mistake, not something to ignore
-        if getattr(args, name) != getattr(base, name):
-            flag = "--" + name.replace("_", "-")
-            raise UsageError(f"{flag} is a flag of the "
-                             f"{'regression' if args.kind == 'classification' else 'classification'}"
-                             f" sweep, not of {args.kind}")
-    return _classification_sweep(args) if args.kind == "classification" else _regression_sweep(args)
 
 
 # ----------------------------------------------------------------------------- commands
@@ -565,15 +356,11 @@ def _open_writer(out: Path, config: dict, columns, part=None, keys=None):
                          f"({e.strerror or e})") from None
 
 
-def _experiment(study: Study):
-    if study.kind == "classification":
-        from jaxbof.experiments import classification
-        return classification.experiment(study.protocol, cells=study.cells)
-    from jaxbof.experiments import regression
-    return regression.experiment(study.protocol, study.cells)
+def _experiment(study):
+    return _plugin(study.kind).experiment(study.protocol, study.cells)
 
 
-def _run(study: Study, args, runtime: Runtime | None = None, *, tables: bool = True) -> int:
+def _run(study, args, runtime: Runtime | None = None, *, tables: bool = True) -> int:
     """Train a study into --out (resuming), print its table, draw its plots. runtime: set up
     already (several studies in one process); tables False: no table on stdout. With the
     environment variable JAXBOF_PHASES set, the last line on stderr says where the time went
@@ -594,16 +381,16 @@ def _run(study: Study, args, runtime: Runtime | None = None, *, tables: bool = T
 
     from jaxbof import engine as eng
     from jaxbof import store
+    from jaxbof.stats import is_flagged
     lap("import")
 
     try:
         engine = eng.Engine(slots=args.slots, chunk=args.chunk, devices=args.devices)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    if study.kind == "regression" and args.slots is None:  # the experiment's own batching choice
-        from jaxbof.experiments import regression
-        engine = dataclasses.replace(regression.default_engine(), chunk=args.chunk,
-                                     devices=args.devices)
+    plugin = _plugin(study.kind)
+    if plugin.engine is not None and args.slots is None:  # the experiment's own batching
+        engine = dataclasses.replace(plugin.engine(), chunk=args.chunk, devices=args.devices)
     out = Path(args.out or f"runs/{study.name}")
     precision = "float64" if args.x64 else "float32"
     exp = _experiment(study)
@@ -658,7 +445,7 @@ def _run(study: Study, args, runtime: Runtime | None = None, *, tables: bool = T
     rows = store.load_results(out)
     done = eng.resume(exp, rows).done
     left = [c for c in study.cells if c not in done]
-    flagged = sum(store.is_flagged(r) for r in rows)
+    flagged = sum(is_flagged(r) for r in rows)
     print(f"{who}trained {stats.models} models in {stats.wall_s:.1f} s "
           f"(compile {stats.compile_s:.1f} s, {stats.buckets} shape buckets, {stats.slots} slots"
           f" on {stats.devices} device(s)); {len(rows)} rows in {out}/results.csv; {flagged} "
@@ -667,8 +454,9 @@ def _run(study: Study, args, runtime: Runtime | None = None, *, tables: bool = T
         print(f"{who}{len(left)} models of other processes are not in {out} yet; the last "
               "process to finish merges all rows into results.csv", file=sys.stderr)
     else:
-        if tables:
-            (_print_table if study.kind == "classification" else _print_regression_table)(rows)
+        if tables and plugin.table is not None:
+            for line in plugin.table(rows):
+                print(line)
         lap("results")
         if not args.no_plots:
             from jaxbof import plots
@@ -685,76 +473,11 @@ def _run(study: Study, args, runtime: Runtime | None = None, *, tables: bool = T
     return 0
 
 
-def _optimizer_study(args) -> int:
-    """jaxbof reproduce optimizers: every part of experiments.optimizers into DIR/<part>, then
-    the comparison (table on stdout, DIR/optimizers.png) once every part is complete."""
-    from jaxbof import engine as eng
-    from jaxbof import plots, store
-    from jaxbof.experiments import optimizers as O
+def _host():
+    from jaxbof.experiments import Host
 
-    quick = bool(args.quick)
-    root = Path(args.out or "runs/optimizers" + ("-quick" if quick else ""))
-    runtime = _runtime(args)
-    try:
-        O.write_root_config(root, {**O.config(quick), "run": _run_meta(runtime=runtime)})
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    except OSError as e:
-        raise UsageError(f"--out {str(root)!r}: cannot write there ({e.strerror or e})") from None
-    complete = True
-    for part in O.parts(quick):
-        study = Study(part.kind, part.name, part.description, part.grid, part.protocol,
-                      part.cells)
-        sub = argparse.Namespace(**{**vars(args), "out": str(root / part.subdir)})
-        print(f"optimizers: {part.subdir}", file=sys.stderr)
-        rc = _run(study, sub, runtime, tables=False)
-        if rc:
-            return rc
-        exp = _experiment(study)
-        done = eng.resume(exp, store.load_results(root / part.subdir)).done
-        complete &= all(c in done for c in part.cells)
-    if not complete:
-        print("optimizers: parts of other processes are still running; the last process "
-              "draws the comparison", file=sys.stderr)
-        return 0
-    for line in plots.optimizer_table(root):
-        print(line)
-    if not args.no_plots:
-        with store.exclusive(root, "plots"):
-            for path in plots.plot_dir(root):
-                print(f"wrote {path}", file=sys.stderr)
-    return 0
-
-
-def _print_regression_table(rows) -> None:
-    """Final-time means over seeds, one line per (target, init, bias, outer, n, width)."""
-    import numpy as np
-
-    groups: dict = {}
-    for r in rows:
-        if r["final"]:
-            key = (r["target"], r["init"], r["bias"], r["train_outer"], r["n"], r["width"])
-            groups.setdefault(key, []).append(r)
-    print("target,init,bias,train_outer,n,width,t,train_risk,excess_risk,approx_error,"
-          "estimation_error,kernel_gap,runs,diverged")
-    for key in sorted(groups):
-        g = groups[key]
-        ok = [r for r in g if not r["diverged"]]
-        mean = lambda c: float(np.mean([r[c] for r in ok])) if ok else float("nan")  # noqa: E731
-        target, init, bias, outer, n, width = key
-        print(f"\"{target}\",{init},{int(bias)},{int(outer)},{n},{width},{mean('t'):.4g},"
-              f"{mean('train_risk'):.4g},{mean('excess_risk'):.4g},{mean('approx_error'):.4g},"
-              f"{mean('estimation_error'):.4g},{mean('kernel_gap'):.4g},{len(ok)},"
-              f"{len(g) - len(ok)}")
-
-
-def _print_table(rows) -> None:
-    from jaxbof import store
-
-    agg = store.aggregate(rows, by=("n", "d_over_n", "gamma"))
-    print("n,d_over_n,gamma,mean_test_error,sem,count,flagged")
-    for (n, r, g), s in agg.items():
-        print(f"{n},{r:g},{g:.6g},{s.mean:.4f},{s.sem:.4f},{s.count},{s.flagged}")
+    return Host(runtime=_runtime, run=_run, meta=lambda runtime: _run_meta(runtime=runtime),
+                open_writer=_open_writer, error=UsageError)
 
 
 def main(argv=None) -> int:
@@ -775,28 +498,22 @@ def main(argv=None) -> int:
             v = getattr(args, name)
             if v is not None and v < 1:
                 raise UsageError(f"--{name}: {v} must be >= 1")
-        if args.command == "reproduce" and args.experiment in ("ntk-concentration",
-                                                               "optimizers"):
-            if args.optimizer is not None:
-                raise UsageError(f"--optimizer does not apply to reproduce {args.experiment}")
-            if args.experiment == "optimizers":
-                return _optimizer_study(args)
-            return _concentration(args)
-        if args.command == "reproduce" and args.experiment == "park-regression":
-            from jaxbof.experiments import regression
-            cells, protocol = regression.presets(args.quick), regression.preset_protocol(args.quick)
-            name = "park-regression" + ("-quick" if args.quick else "")
-            chosen = Study("regression", name, "Park et al. (2024): gradient flow in the NTK "
-                           "regime, excess risk decomposed", {"preset": name}, protocol,
-                           tuple(cells))
-        elif args.command == "reproduce":
-            from jaxbof.experiments.classification.presets import preset
+        from jaxbof import experiments
+
+        if args.command == "reproduce":
+            known = experiments.reproducible()
+            if args.experiment not in known:
+                raise UsageError(f"reproduce: unknown experiment {args.experiment!r}; known: "
+                                 f"{', '.join(known)}")
+            _, rep = known[args.experiment]
+            if rep.run is not None:
+                return rep.run(args, _host())
+            chosen = rep.study(bool(args.quick))
+        else:
             try:
-                chosen = _classification_study(preset(args.experiment, args.quick))
+                chosen = _plugin(args.kind).from_args(args)
             except ValueError as e:
                 raise UsageError(str(e)) from None
-        else:
-            chosen = _sweep_preset(args)
         return _run(_with_optimizer(chosen, args.optimizer), args)
     except UsageError as e:
         print(f"jaxbof: error: {e}", file=sys.stderr)

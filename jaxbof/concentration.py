@@ -24,7 +24,7 @@ from typing import Callable, Iterable, NamedTuple, Sequence
 import jax
 import numpy as np
 
-from jaxbof import ntk, sphere
+from jaxbof import ntk, sphere, stats
 
 __all__ = ["COLUMNS", "Config", "SCHEMA", "Slope", "deviation", "fit_slopes", "run",
            "sphere_points"]
@@ -140,7 +140,6 @@ def fit_slopes(rows: Sequence[dict]) -> list[Slope]:
         if len(by_m) < 2:
             continue
         m = np.array(sorted(by_m), np.float64)
-        y = np.array([np.mean(by_m[int(w)]) for w in m])
-        slope, icpt = np.polyfit(np.log(m), np.log(y), 1)
-        out.append(Slope(n, d, float(slope), float(np.exp(icpt)), len(m)))
+        fit = stats.fit_loglog_slope(m, [np.mean(by_m[int(w)]) for w in m])
+        out.append(Slope(n, d, fit.slope, fit.prefactor, len(m)))
     return out

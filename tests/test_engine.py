@@ -76,3 +76,80 @@ def test_a_long_wait_is_reported_with_what_it_waits_on(tmp_path):
     assert "something quick" not in text
     with pytest.raises(ValueError, match="stall_warning_s"):
         engine.Engine(stall_warning_s=0)
+
+
+# ----------------------------------------------------------------------------- the contract,
+# driven by a toy experiment (tests/toy_plugin: 1-D least squares by GD, with a closed form)
+
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent / "toy_plugin"))
+from jaxbof_toy import program as toy  # noqa: E402
+
+TOY_CELLS = [toy.Cell(n, lr, s) for n in (5, 12) for lr in (0.1, 0.6) for s in range(2)]
+
+
+def _same(a, b) -> bool:
+    """Rows equal bit for bit (repr: nan equals nan, 0.1 differs from 0.1 + 1 ulp)."""
+    return [repr(sorted(r.items())) for r in a] == [repr(sorted(r.items())) for r in b]
+
+
+def _toy_rows(cells, protocol=toy.Protocol(), **engine_kw):
+    exp = toy.experiment(protocol, cells)
+    rows, stats = engine.run(exp, cells, engine.Engine(slots=2, **engine_kw))
+    return exp, sorted(rows, key=lambda r: (r["n"], r["lr"], r["seed"], r["step"])), stats
+
+
+def test_toy_rows_follow_the_closed_form_with_several_rows_per_report():
+    """Every record of every run is written once (two per report: the halt every 2 * record
+    steps carries the middle one), the run resumes after each halt, the last row is final and
+    w_t matches w* (1 - (1 - lr s)^t) computed on the host from the same data."""
+    exp, rows, stats = _toy_rows(TOY_CELLS)
+    assert stats.models == len(TOY_CELLS) and stats.rows == 4 * len(TOY_CELLS)
+    for c in TOY_CELLS:
+        mine = [r for r in rows if (r["n"], r["lr"], r["seed"]) == c]
+        assert [r["step"] for r in mine] == [10, 20, 30, 40]
+        assert [r["final"] for r in mine] == [False, False, False, True]
+        np.testing.assert_allclose([r["w"] for r in mine], [r["w_exact"] for r in mine],
+                                   rtol=2e-5)
+
+
+def test_toy_program_and_crop_are_exact():
+    """The extra program's loss equals the loss of the host's own draw of the cell's data; a
+    cell sampled at the largest n and cropped gives the rows it gives sampled alone."""
+    _, rows, _ = _toy_rows(TOY_CELLS)
+    for r in (r for r in rows if r["final"]):
+        key = jax.random.fold_in(jax.random.PRNGKey(0), r["seed"])
+        x, y = (np.asarray(a, np.float64) for a in toy._draw(key, r["n"]))
+        assert r["loss"] == pytest.approx(np.mean((r["w"] * x - y) ** 2) / 2, rel=1e-5)
+    small = [c for c in TOY_CELLS if c.n == 5]
+    _, alone, _ = _toy_rows(small)  # one bucket: sampled at n = 5, no crop
+    assert _same(alone, [r for r in rows if r["n"] == 5])
+
+
+def test_toy_chunks_and_resume_never_change_a_row():
+    """A chunk shorter than the halt period (the host sees the runs mid-interval) gives the same
+    rows; a results file missing a run's last rows resumes that run only, adding just them."""
+    exp, rows, _ = _toy_rows(TOY_CELLS)
+    _, short, _ = _toy_rows(TOY_CELLS, chunk=3)
+    assert _same(short, rows)
+    cut = [r for r in rows if not ((r["n"], r["lr"], r["seed"]) == TOY_CELLS[0]
+                                   and r["step"] >= 30)]
+    res = engine.resume(exp, cut)
+    todo = [c for c in TOY_CELLS if c not in res.done]
+    assert todo == [TOY_CELLS[0]]
+    _, again, _ = _toy_rows(todo)
+    added = res.new_rows(exp, again)
+    assert [r["step"] for r in added] == [30, 40]
+    assert _same(sorted(cut + added, key=lambda r: (r["n"], r["lr"], r["seed"], r["step"])),
+                 rows)
+
+
+def test_toy_halting_at_the_last_step_off_the_period():
+    """A run whose step budget is not a multiple of the halt period ends at its budget."""
+    cells = TOY_CELLS[:2]
+    _, rows, stats = _toy_rows(cells, toy.Protocol(steps=25, record=10))
+    assert stats.models == 2
+    assert [r["step"] for r in rows if r["seed"] == 0] == [10, 20, 25]
+    assert [r["final"] for r in rows if r["seed"] == 0] == [False, False, True]

@@ -13,7 +13,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxbof import model, optim, store, train
+from jaxbof import model, optim, stats, store, train
 from jaxbof.experiments.classification import data
 from jaxbof.cli import main
 from jaxbof.experiments.classification.data import Corruption, Signal
@@ -218,8 +218,8 @@ def test_adam_converges_on_a_separable_problem_and_is_flagged_when_it_cannot():
     assert bool(s2.done) and not bool(s2.converged) and int(s2.steps) == 2
     row = {"converged": bool(s2.converged), "diverged": bool(s2.diverged), "test_error": 0.5,
            "n": 16, "d_over_n": 5.0}
-    assert store.is_flagged(row)
-    assert store.aggregate([row]).popitem()[1].count == 0  # never averaged in
+    assert stats.is_flagged(row)
+    assert stats.aggregate([row], by="n", value="test_error").popitem()[1].count == 0  # never averaged in
 
 
 def test_paired_differences_pair_by_cell_and_leave_flagged_out():
@@ -227,16 +227,19 @@ def test_paired_differences_pair_by_cell_and_leave_flagged_out():
         return dict(n=n, d_over_n=1.0, seed=seed, test_error=err, converged=ok, diverged=False)
     base = [row(10, 0, 0.2), row(10, 1, 0.3), row(20, 0, 0.1)]
     other = [row(10, 0, 0.25), row(10, 1, 0.2), row(20, 0, 0.4, ok=False), row(20, 1, 0.1)]
-    d = store.paired_differences(base, other, ("n", "seed"))
+    d = stats.paired_differences(base, other, ("n", "seed"), by=("n", "d_over_n"),
+                                  value="test_error")
     assert d[(10, 1.0)].count == 2 and d[(10, 1.0)].flagged == 0
     np.testing.assert_allclose(d[(10, 1.0)].mean, (0.05 - 0.1) / 2)
     assert d[(20, 1.0)].count == 0 and d[(20, 1.0)].flagged == 2  # flagged, and unpaired
     # keys that do not tell two base runs apart (e.g. GD on e1 and on a random signal without
     # "signal" in the keys) are refused; the same run read twice is harmless
-    twice = store.paired_differences(base + base[:1], other, ("n", "seed"))
+    twice = stats.paired_differences(base + base[:1], other, ("n", "seed"),
+                                     by=("n", "d_over_n"), value="test_error")
     assert twice[(10, 1.0)] == d[(10, 1.0)]
     with pytest.raises(ValueError, match="tell them apart"):
-        store.paired_differences(base + [row(10, 0, 0.9)], other, ("n", "seed"))
+        stats.paired_differences(base + [row(10, 0, 0.9)], other, ("n", "seed"),
+                                 by=("n", "d_over_n"), value="test_error")
 
 
 # ----------------------------------------------------------------------------- regression
@@ -395,6 +398,7 @@ def test_study_table_and_picture_read_the_parts(tmp_path):
     the same direction (the table names that part), flagged runs are counted and left out, the
     picture is drawn, and a root holding another study is refused."""
     from jaxbof import plots
+    from jaxbof.experiments.optimizers import figures as ofig
     from jaxbof.experiments import classification as C
     from jaxbof.experiments import optimizers as O
 
@@ -432,7 +436,7 @@ def test_study_table_and_picture_read_the_parts(tmp_path):
                                     "ntk_drift", "target_norm2", "noise_var", "coef_1", "coef_2",
                                     "pop_coef_1", "pop_coef_2")}})
         _write_part(root, "regression", spec, reg, R.columns((1, 2)))
-    table = plots.optimizer_table(root)
+    table = ofig.optimizer_table(root)
     assert table[0].split(",")[:3] == ["experiment", "optimizer", "signal"]
     assert table[0].endswith(",reference")
     lines = [line.split(",") for line in table if line.startswith("classification,")]

@@ -5,7 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from jaxbof import plots, store
+from jaxbof import draw, plots, stats, store
+from jaxbof.experiments.classification import figures as cfig
+from jaxbof.experiments.regression import figures as rfig
 from jaxbof.experiments.classification import COLUMNS as CLASSIFICATION
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -40,7 +42,7 @@ def is_png(path):
 
 
 def test_heatmap_table_marks_zeros_and_flags():
-    t = plots.heatmap_table(grid_rows())
+    t = cfig.heatmap_table(grid_rows())
     assert t.n_x == (50, 60, 70) and t.dn_y == (1.0, 2.0, 3.0)
     assert t.zero_yx.tolist() == [[False] * 3, [False] * 3, [True, True, False]]
     assert t.labels_yx[2][:2] == ["0", "0"]
@@ -51,8 +53,8 @@ def test_heatmap_table_marks_zeros_and_flags():
 
 
 def test_heatmap_figure_draws_zero_layer_and_labels():
-    t = plots.heatmap_table(grid_rows())
-    fig = plots.heatmap_figure(t, title="precision note")
+    t = cfig.heatmap_table(grid_rows())
+    fig = cfig.heatmap_figure(t, title="precision note")
     ax = fig.axes[0]
     layers = {c.get_gid(): c for c in ax.collections}
     assert {"positive_cells", "zero_cells"} <= set(layers)
@@ -70,8 +72,8 @@ def test_heatmap_figure_draws_zero_layer_and_labels():
     assert "precision note" in ax.get_title()
 
 
-@pytest.mark.parametrize("fn", [plots.heatmap, plots.gamma_curve, plots.error_vs_dn,
-                                plots.snr_vs_error])
+@pytest.mark.parametrize("fn", [cfig.heatmap, cfig.gamma_curve, cfig.error_vs_dn,
+                                cfig.snr_vs_error])
 def test_each_plot_writes_png(tmp_path, fn):
     path = fn(grid_rows(), tmp_path / "sub" / f"{fn.__name__}.png")
     assert is_png(path)
@@ -79,9 +81,9 @@ def test_each_plot_writes_png(tmp_path, fn):
 
 def test_error_vs_dn_all_zero_and_single_point(tmp_path):
     zeros = [make_row(50, r, s, test_error=0.0) for r in (1.0, 2.0) for s in range(2)]
-    assert is_png(plots.error_vs_dn(zeros, tmp_path / "a.png"))
+    assert is_png(cfig.error_vs_dn(zeros, tmp_path / "a.png"))
     single = [make_row(50, 2.0, s, test_error=0.1) for s in range(2)]
-    assert is_png(plots.error_vs_dn(single, tmp_path / "b.png"))
+    assert is_png(cfig.error_vs_dn(single, tmp_path / "b.png"))
 
 
 def write_dir(path, rows, experiment, columns=CLASSIFICATION):
@@ -97,14 +99,14 @@ def test_plot_dir_fig1_grid(tmp_path):
     assert sorted(p.rsplit("/", 1)[1] for p in paths) == [
         "error_vs_dn.png", "heatmap.png", "snr_vs_error.png"]
     assert all(is_png(p) for p in paths)
-    assert "fig1: 1000 clean test points" in plots.describe({"name": "fig1", "p": {"n_test": 1000}},
+    assert "fig1: 1000 clean test points" in draw.describe({"name": "fig1", "p": {"n_test": 1000}},
                                                             "x")
 
 
 def test_plot_dir_fig2_grid(tmp_path):
     rows = [make_row(n, 2.0, s, gamma=g, test_error=max(0.5 - 8 * g, 0.02))
             for n in (50, 100) for g in (0.0, 0.03, 0.06) for s in range(2)]
-    write_dir(tmp_path, rows, {"name": "fig2"})  # no kind (older versions): classification
+    write_dir(tmp_path, rows, {"name": "fig2", "kind": "classification"})
     out = tmp_path / "plots"
     paths = plots.plot_dir(tmp_path, out)
     assert sorted(p.rsplit("/", 1)[1] for p in paths) == [
@@ -113,8 +115,18 @@ def test_plot_dir_fig2_grid(tmp_path):
 
 
 def test_plot_dir_empty_refused(tmp_path):
-    write_dir(tmp_path, [], {})
+    write_dir(tmp_path, [], {"kind": "classification"})
     with pytest.raises(ValueError, match="no results"):
+        plots.plot_dir(tmp_path)
+
+
+@pytest.mark.parametrize("experiment, needle", [
+    ({"name": "old"}, "names no experiment kind"),  # never a silent default
+    ({"kind": "ridge"}, "unknown experiment 'ridge'; known: classification, regression"),
+])
+def test_plot_dir_refuses_a_missing_or_unknown_kind(tmp_path, experiment, needle):
+    write_dir(tmp_path, [make_row(50, 1.0, 0)], experiment)
+    with pytest.raises(ValueError, match=needle):
         plots.plot_dir(tmp_path)
 
 
@@ -160,7 +172,7 @@ def regression_schema():
 def run_rows(n, width, seed, target=MAIN, init="antisymmetric", bias=False, diverged=False):
     """One synthetic run: the population-flow formulas, an estimation error ~ 1/n + 1/M and
     NTK-regime quantities ~ M^-1/2; a diverged run blows up at its last time."""
-    c = plots.target_coefs(target)
+    c = rfig.target_coefs(target)
     rows = []
     for i, t in enumerate(TIMES):
         approx = sum(math.exp(-2 * t * MU[k, bias]) * ck ** 2 for k, ck in c.items())
@@ -228,14 +240,14 @@ def test_plot_dir_regression_minimal_study(tmp_path):
 
 def test_regression_figure_titles_and_footnote():
     rows = full_study()
-    main = plots.main_study(rows)
-    assert plots._values(main, "init") == ["antisymmetric"]
-    assert plots._values(main, "target") == [MAIN]
-    label = plots._subset_label(plots._biggest(main))
+    main = rfig.main_study(rows)
+    assert rfig._values(main, "init") == ["antisymmetric"]
+    assert rfig._values(main, "target") == [MAIN]
+    label = rfig._subset_label(rfig._biggest(main))
     assert "f* = 1:0.5,2:0.5,4:0.5" in label and "antisymmetric init" in label
     assert "no bias" in label and "d = 3" in label and "M = 1024" in label
     assert "seeds 0, 1, 2" in label
-    note = plots._diverged_note(main)
+    note = rfig._diverged_note(main)
     assert note.startswith("1 of 19 runs diverged") and "seed=2" in note
 
 
@@ -244,42 +256,62 @@ def test_mean_curves_leave_diverged_runs_out():
     bad = run_rows(400, 1024, 2, diverged=True)
     for r in bad:  # finite but wild before it diverged: must not enter any mean either
         r["excess_risk"] = 1e6
-    curves = plots.mean_curves(good + bad, "excess_risk", by=("n",), positive_x=True)
+    curves = rfig.mean_curves(good + bad, "excess_risk", by=("n",), positive_x=True)
     (key, c), = curves.items()
     assert key == (400,) and (c.count == 2).all() and len(c.x) == len(TIMES) - 1
     pair = np.array([[r["excess_risk"] for r in run[1:]] for run in (good[:13], good[13:])])
     np.testing.assert_allclose(c.mean, pair.mean(0))
     np.testing.assert_allclose(c.sem, pair.std(0, ddof=1) / math.sqrt(2))
-    single = plots.mean_curves(good[:13], "excess_risk")[()]
+    single = rfig.mean_curves(good[:13], "excess_risk")[()]
     assert np.isnan(single.sem).all() and single.x[0] == 0.0
-    drift = plots.mean_curves(good, "ntk_drift", by=("width",))[(1024,)]
+    drift = rfig.mean_curves(good, "ntk_drift", by=("width",))[(1024,)]
     assert len(drift.x) == 2  # nan outside the drift records is skipped
-    finals = plots._final(good + bad)
+    finals = rfig._final(good + bad)
     assert len(finals) == 3 and sum(r["diverged"] for r in finals) == 1
     assert all(math.isfinite(r["ntk_drift"]) for r in finals)
 
 
 def test_fit_loglog_slope_exact():
     m = np.array([64.0, 256, 1024, 4096])
-    fit = plots.fit_loglog_slope(m, 3 * m ** -0.5)
+    fit = stats.fit_loglog_slope(m, 3 * m ** -0.5)
     assert fit.slope == pytest.approx(-0.5, abs=1e-12) and fit.prefactor == pytest.approx(3)
     assert fit.points == 4
-    assert math.isnan(plots.fit_loglog_slope([64.0], [1.0]).slope)
-    assert plots.fit_loglog_slope([64.0, 256, 1024], [0.1, np.nan, 0.025]).points == 2
+    assert math.isnan(stats.fit_loglog_slope([64.0], [1.0]).slope)
+    assert stats.fit_loglog_slope([64.0, 256, 1024], [0.1, np.nan, 0.025]).points == 2
 
 
-def test_plots_imports_no_jax_at_module_level():
+JAX_FREE = ("store", "stats", "draw", "spectra", "flags", "experiments")  # NumPy at most
+
+
+@pytest.mark.parametrize("module", [
+    "jaxbof.plots", "jaxbof.draw", "jaxbof.stats", "jaxbof.store", "jaxbof.experiments",
+    "jaxbof.experiments.classification", "jaxbof.experiments.classification.figures",
+    "jaxbof.experiments.classification.cells", "jaxbof.experiments.classification.cli",
+    "jaxbof.experiments.regression", "jaxbof.experiments.regression.figures",
+    "jaxbof.experiments.regression.cli", "jaxbof.experiments.optimizers",
+    "jaxbof.experiments.optimizers.figures", "jaxbof.experiments.ntk_concentration",
+    "jaxbof.experiments.ntk_concentration.figures"])
+def test_figures_and_the_registry_import_no_jax_at_module_level(module):
+    """What `jaxbof plot` and the registry load imports neither JAX nor a module that does;
+    device code is imported inside the functions that need it."""
     import ast
-    tree = ast.parse(open(plots.__file__).read())
+    import importlib
+
+    tree = ast.parse(open(importlib.import_module(module).__file__).read())
     names = [a.name for node in tree.body if isinstance(node, ast.Import) for a in node.names]
-    names += [node.module for node in tree.body if isinstance(node, ast.ImportFrom)]
-    own = [a.name for node in tree.body if isinstance(node, ast.ImportFrom)
-           and node.module == "jaxbof" for a in node.names]
-    assert {"matplotlib", "numpy"} <= {m.split(".")[0] for m in names}
-    assert not [m for m in names if m.split(".")[0] == "jax" or m.startswith("jaxbof.")]
-    assert set(own) <= {"store", "spectra"}  # NumPy-only modules
+    froms = [node for node in tree.body if isinstance(node, ast.ImportFrom) and node.level == 0]
+    names += [node.module for node in froms]
+    assert not [m for m in names if m.split(".")[0] in ("jax", "jaxlib", "optax", "flax")]
+    own = [a.name for node in froms if node.module == "jaxbof" for a in node.names]
+    assert set(own) <= set(JAX_FREE)
+    deeper = [f"{node.module}.{a.name}" for node in froms if node.module.startswith("jaxbof.")
+              for a in node.names]  # from jaxbof.X import Y: Y a JAX-free module or name in one
+    light = ("jaxbof.experiments.", "jaxbof.flags.")
+    assert all(m.startswith(light) and (m.rsplit(".", 1)[0].split(".")[-1] in (
+        "experiments", "flags", "cells", "figures", "cli") or m.rsplit(".", 1)[1] in (
+        "cli", "cells", "figures")) for m in deeper), deeper
 
 
 def test_target_coefs():
-    assert plots.target_coefs("1:0.5,2:0.5,4:-0.25") == {1: 0.5, 2: 0.5, 4: -0.25}
-    assert plots.target_coefs("3:1.0") == {3: 1.0}
+    assert rfig.target_coefs("1:0.5,2:0.5,4:-0.25") == {1: 0.5, 2: 0.5, 4: -0.25}
+    assert rfig.target_coefs("3:1.0") == {3: 1.0}

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxbof import store
+from jaxbof import stats, store
 from jaxbof.experiments import classification as cls
 from jaxbof.experiments.classification.grid import Grid, Protocol
 
@@ -144,7 +144,7 @@ def test_aggregate_excludes_and_counts_flagged():
     rows.append(make_row(n=50, d_over_n=1.0, seed=7, test_error=0.9, converged=False))
     rows.append(make_row(n=50, d_over_n=1.0, seed=8, test_error=0.9, diverged=True))
     rows.append(make_row(n=60, d_over_n=3.0, seed=0, test_error=0.9, converged=False))
-    agg = store.aggregate(rows)
+    agg = stats.aggregate(rows, by=("n", "d_over_n"), value="test_error")
     assert list(agg) == sorted(agg)
     for key, vals in kept.items():
         s = agg[key]
@@ -154,7 +154,7 @@ def test_aggregate_excludes_and_counts_flagged():
     assert agg[(50, 1.0)].flagged == 2 and agg[(60, 2.0)].flagged == 0
     only_flagged = agg[(60, 3.0)]
     assert only_flagged.count == 0 and only_flagged.flagged == 1 and math.isnan(only_flagged.mean)
-    by_dn = store.aggregate(rows, by="d_over_n", value="test_error")
+    by_dn = stats.aggregate(rows, by="d_over_n", value="test_error")
     assert set(by_dn) == {1.0, 2.0, 3.0} and by_dn[1.0].count == 10
 
 

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxbof import engine, store
+from jaxbof import engine, stats, store
 from jaxbof.experiments.classification import metrics
 from jaxbof.experiments import classification as sweep
 from jaxbof.experiments.classification.grid import Cell, Grid, Protocol, cell_coords
@@ -135,7 +135,7 @@ def test_max_steps_guard_flags_runs():
     rows, _ = sweep.run_grid(grid, Protocol(n_test=50, max_steps=3, stop=Stop.ZERO_LOSS),
                              dtype=F64)
     assert all(r["steps"] == 3 and not r["converged"] for r in rows)
-    summary = store.aggregate(rows, by=("n",))
+    summary = stats.aggregate(rows, by=("n",), value="test_error")
     (s,) = summary.values()
     assert s.flagged == 2 and s.count == 0
 

@@ -1,6 +1,160 @@
-"""Experiments that plug into the engine (engine.Experiment), one package each.
+"""Experiments as plug-ins: the one map from an experiment's name to what the command line and
+the figures need of it. Nothing outside this package names an experiment kind.
 
-classification  Karhadkar et al. (NeurIPS 2024): hinge-loss GD on noisy labels
-regression      Park et al. (2024): square-loss gradient flow in the NTK regime
-optimizers      the optimizer study: both experiments under GD, momentum and Adam
+Built in (each a package, importable without JAX; their device code loads on first use):
+
+    classification     Karhadkar et al. (NeurIPS 2024): hinge-loss GD on noisy labels
+    regression         Park et al. (2024): square-loss gradient flow in the NTK regime
+    ntk-concentration  ||H_M - H_inf||_op / ||H_inf||_op against width (jaxbof.concentration)
+    optimizers         both experiments under GD, momentum and Adam, paired by run
+
+A researcher's own package adds a theorem without editing jaxbof: it names a `Plugin` under the
+entry-point group "jaxbof.experiments" in its pyproject.toml,
+
+    [project.entry-points."jaxbof.experiments"]
+    my-theorem = "my_package:PLUGIN"
+
+and `jaxbof sweep my-theorem ...`, `jaxbof reproduce ...` and `jaxbof plot DIR` find it.
 """
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+GROUP = "jaxbof.experiments"  # the entry-point group of plug-ins from other packages
+
+# name -> module holding PLUGIN (imported on first use)
+BUILTIN = {
+    "classification": "jaxbof.experiments.classification",
+    "regression": "jaxbof.experiments.regression",
+    "ntk-concentration": "jaxbof.experiments.ntk_concentration",
+    "optimizers": "jaxbof.experiments.optimizers",
+}
+
+
+class Study(NamedTuple):
+    """What one run command trains: the experiment's kind (its plug-in's name), a name (the
+    default --out is runs/NAME), its axes and protocol (as written to config.json), the cells."""
+
+    kind: str
+    name: str
+    description: str
+    grid: Any
+    protocol: Any
+    cells: tuple
+
+
+class Reproduce(NamedTuple):
+    """`jaxbof reproduce NAME [--quick]`: one sweep (`study(quick) -> Study`), or anything
+    else (`run(args, host) -> exit code`, host a `Host`)."""
+
+    name: str
+    help: str
+    study: Callable | None = None
+    run: Callable | None = None
+
+
+class Host(NamedTuple):
+    """What the command line lends a plug-in's own `Reproduce.run`."""
+
+    runtime: Callable  # (args) -> Runtime: distributed runtime, precision, compile cache
+    run: Callable  # (study, args, runtime, tables=True) -> exit code: one sweep into args.out
+    meta: Callable  # (runtime) -> dict: config.json's "run" entry
+    open_writer: Callable  # (out, config, columns, part=None, keys=None) -> store.ResultsWriter
+    error: type  # raise error(message): one line on stderr, exit code 2
+
+
+class Plugin(NamedTuple):
+    """An experiment as the command line and the figures see it.
+
+    name: its kind, as in config.json and `jaxbof sweep NAME`.
+    add_arguments(parser): its flags for `jaxbof sweep NAME` (strings; parsed in from_args).
+    from_args(args) -> Study: the sweep the flags ask for; ValueError (one line) on a bad value.
+    experiment(protocol, cells) -> engine.Experiment.
+    reproduce: its `jaxbof reproduce` names.
+    table(rows) -> lines: the terminal summary after a run.
+    figures(directory, config, out) -> paths: the pictures DIR's rows support (JAX-free).
+    engine() -> engine.Engine: its own batching defaults when --slots is not given.
+    """
+
+    name: str
+    description: str
+    paper: str = ""
+    add_arguments: Callable | None = None
+    from_args: Callable | None = None
+    experiment: Callable | None = None
+    reproduce: tuple = ()
+    table: Callable | None = None
+    figures: Callable | None = None
+    engine: Callable | None = None
+
+
+_LOADED: dict[str, Plugin] = {}
+
+
+def _external() -> dict:
+    """{name: entry point} of the plug-ins other packages register."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=GROUP)}
+
+
+def names() -> list[str]:
+    """Every registered experiment: the built-in ones, then other packages' (sorted)."""
+    external = _external()
+    clash = sorted(set(external) & set(BUILTIN))
+    if clash:
+        raise ValueError(f"plug-in {clash[0]!r} ({external[clash[0]].value}) clashes with "
+                         "jaxbof's own experiment of that name; rename it")
+    return list(BUILTIN) + sorted(external)
+
+
+def plugin(name: str) -> Plugin:
+    """The plug-in registered as `name`; ValueError naming the known ones otherwise."""
+    if name in _LOADED:
+        return _LOADED[name]
+    known = names()
+    if name not in known:
+        raise ValueError(f"unknown experiment {name!r}; known: {', '.join(known)}")
+    if name in BUILTIN:
+        found = importlib.import_module(BUILTIN[name]).PLUGIN
+    else:
+        found = _external()[name].load()
+        found = getattr(found, "PLUGIN", found)  # a module, or the Plugin itself
+    if not isinstance(found, Plugin) or found.name != name:
+        raise ValueError(f"plug-in {name!r} must be a jaxbof.experiments.Plugin named {name!r}, "
+                         f"got {type(found).__name__}")
+    _LOADED[name] = found
+    return found
+
+
+def plugins() -> list[Plugin]:
+    return [plugin(n) for n in names()]
+
+
+def reproducible() -> dict[str, tuple[Plugin, Reproduce]]:
+    """{reproduce name: (plug-in, Reproduce)} over every plug-in; a name twice is an error."""
+    out: dict = {}
+    for p in plugins():
+        for r in p.reproduce:
+            if r.name in out:
+                raise ValueError(f"reproduce {r.name!r} is defined by both {out[r.name][0].name}"
+                                 f" and {p.name}")
+            out[r.name] = (p, r)
+    return out
+
+
+def kind_of(config: Mapping | None, directory="results") -> str:
+    """The experiment kind stored at config["experiment"]["kind"]; ValueError without one."""
+    if config is None:
+        raise ValueError(f"no config.json in {directory}: cannot tell which experiment its "
+                         "results hold")
+    experiment = config.get("experiment")
+    kind = experiment.get("kind") if isinstance(experiment, Mapping) else None
+    if not kind:
+        raise ValueError(f"{directory}/config.json names no experiment kind "
+                         "(experiment.kind); known: " + ", ".join(names()))
+    plugin(kind)  # unknown: ValueError naming the known kinds
+    return kind

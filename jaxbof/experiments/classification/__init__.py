@@ -6,9 +6,35 @@ grid      Grid, Protocol, Cell (the sweep's axes and static settings)
 data      samplers of the training and test sets (label noise, signal direction)
 metrics   errors, margins, SNR, max-margin norm, the theory's constants
 presets   the published Figure 1 and Figure 2 protocols
+cells     the schema: columns and coordinates (JAX-free)
+figures   heatmap, gamma curve, error against d/n and SNR (JAX-free)
+cli       its `jaxbof sweep classification` flags and table
 """
 
-_SUBMODULES = ("program", "grid", "data", "metrics", "presets")
+from jaxbof.experiments import Plugin, Reproduce
+from jaxbof.experiments.classification import cli as _cli
+
+_SUBMODULES = ("program", "grid", "data", "metrics", "presets", "cells", "figures", "cli")
+
+
+def _figures(directory, config, out) -> list[str]:
+    from jaxbof.experiments.classification.figures import figures  # matplotlib: only when drawing
+
+    return figures(directory, config, out)
+
+
+PLUGIN = Plugin(
+    name="classification",
+    description="leaky-ReLU networks trained by GD on the hinge loss of noisy labels",
+    paper="Karhadkar et al., NeurIPS 2024",
+    add_arguments=_cli.add_arguments, from_args=_cli.from_args, experiment=_cli.experiment,
+    reproduce=(
+        Reproduce("karhadkar-fig1", "Figure 1: test error over (n, d/n), 550 trainings",
+                  study=_cli.preset_study("karhadkar-fig1")),
+        Reproduce("karhadkar-fig2", "Figure 2: test error against gamma at d = 2n",
+                  study=_cli.preset_study("karhadkar-fig2")),
+    ),
+    table=_cli.table, figures=_figures)
 
 
 def __getattr__(name: str):

@@ -51,6 +51,5 @@ PRESETS = {"karhadkar-fig1": (FIG1, FIG1_QUICK), "karhadkar-fig2": (FIG2, FIG2_Q
 
 def preset(name: str, quick: bool = False) -> Preset:
     if name not in PRESETS:
-        raise ValueError(f"unknown experiment {name!r}; choose from {', '.join(PRESETS)}, "
-                         "ntk-concentration")
+        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     return PRESETS[name][1 if quick else 0]

@@ -3,9 +3,29 @@ loss in the NTK regime, antisymmetric initialisation, data on the sphere; the ex
 into approximation and estimation error.
 
 program   the engine.Experiment, cells, presets, closed forms of the population flow
+figures   the decomposition, staircase and NTK-regime pictures (JAX-free)
+cli       its `jaxbof sweep regression` flags and table
 """
 
-_SUBMODULES = ("program",)
+from jaxbof.experiments import Plugin, Reproduce
+from jaxbof.experiments.regression import cli as _cli
+
+_SUBMODULES = ("program", "figures", "cli")
+
+
+def _figures(directory, config, out) -> list[str]:
+    from jaxbof.experiments.regression.figures import figures  # matplotlib: only when drawing
+
+    return figures(directory, config, out)
+
+
+PLUGIN = Plugin(
+    name="regression",
+    description="two-layer ReLU networks trained by gradient flow on the square loss, NTK regime",
+    paper="Park et al., 2024",
+    add_arguments=_cli.add_arguments, from_args=_cli.from_args, experiment=_cli.experiment,
+    reproduce=(Reproduce("park-regression", _cli.DESCRIPTION, study=_cli.park_study),),
+    table=_cli.table, figures=_figures, engine=_cli.engine)
 
 
 def __getattr__(name: str):

@@ -6,7 +6,7 @@ rates for gradient flow; neither says anything about momentum or Adam. This stud
 Figure 1 grid (quick: the karhadkar-fig1-quick grid) and the park-regression preset's main
 cells (`regression_cells`) under each rule of OPTIMIZERS, every part (experiment, rule and, in
 classification, signal direction) in its own results directory (`Part.subdir`), resumable like
-any run. `store.paired_differences` and `jaxbof.plots.optimizer_study` compare them with GD cell
+any run. `stats.paired_differences` and `figures.optimizer_study` compare them with GD cell
 by cell on the same signal direction (the same data and initialisation for every rule: a cell's
 keys do not depend on the rule).
 

@@ -1,0 +1,28 @@
+"""NTK concentration at initialisation: ||H_M - H_inf||_op / ||H_inf||_op against width M, the
+instrument jaxbof.concentration run over its published grid.
+
+run       `jaxbof reproduce ntk-concentration`
+figures   the log-log picture with fitted slopes (JAX-free)
+"""
+
+from jaxbof.experiments import Plugin, Reproduce
+
+
+def _run(args, host) -> int:
+    from jaxbof.experiments.ntk_concentration.run import run
+
+    return run(args, host)
+
+
+def _figures(directory, config, out) -> list[str]:
+    from jaxbof.experiments.ntk_concentration.figures import figures
+
+    return figures(directory, config, out)
+
+
+PLUGIN = Plugin(
+    name="ntk-concentration",
+    description="||H_M - H_inf||_op / ||H_inf||_op of the empirical NTK against width",
+    reproduce=(Reproduce("ntk-concentration", "NTK concentration against width (float64)",
+                         run=_run),),
+    figures=_figures)

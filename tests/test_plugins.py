@@ -1,0 +1,86 @@
+"""Experiments as plug-ins: the registry, and a theorem from outside jaxbof (tests/toy_plugin,
+installed with pip into a private directory) run through `jaxbof sweep` and `jaxbof plot` on
+one and two devices, with nothing in jaxbof edited."""
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jaxbof import experiments
+
+TOY = Path(__file__).parent / "toy_plugin"
+
+
+def test_the_registry_knows_every_built_in_experiment_and_nothing_else_by_default():
+    assert experiments.names()[:4] == ["classification", "regression", "ntk-concentration",
+                                      "optimizers"]
+    for name in experiments.names():
+        assert experiments.plugin(name).name == name
+    assert set(experiments.reproducible()) >= {"karhadkar-fig1", "karhadkar-fig2",
+                                               "park-regression", "ntk-concentration",
+                                               "optimizers"}
+    with pytest.raises(ValueError, match="unknown experiment 'ridge'; known: classification"):
+        experiments.plugin("ridge")
+    with pytest.raises(ValueError, match="names no experiment kind"):
+        experiments.kind_of({"experiment": {"name": "x"}}, "DIR")
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """The toy package installed by pip (its entry point included) into a private target."""
+    target = tmp_path_factory.mktemp("site")
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                           "--target", str(target), str(TOY)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (target / "jaxbof_toy").is_dir()
+    return target
+
+
+def _jaxbof(args, site, tmp_path, devices=1):
+    env = {**os.environ, "PYTHONPATH": str(site), "JAX_NUM_CPU_DEVICES": str(devices),
+           "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    return subprocess.run([sys.executable, "-m", "jaxbof.cli", *args], capture_output=True,
+                          text=True, env=env, cwd=tmp_path)
+
+
+def test_an_installed_plugin_runs_through_sweep_and_plot(installed, tmp_path):
+    rows = {}
+    for devices in (1, 2):
+        out = tmp_path / f"toy{devices}"
+        proc = _jaxbof(["sweep", "toy-linear", "--n", "6,9", "--seeds", "2", "--out", str(out),
+                        "--no-progress"], installed, tmp_path, devices)
+        assert proc.returncode == 0, proc.stderr
+        assert f"on {devices} cpu device(s)" in proc.stderr
+        assert proc.stdout.startswith("n,lr,seed,w,w_closed_form")  # the plug-in's table
+        assert (out / "toy.png").stat().st_size > 0  # its figure
+        with open(out / "results.csv") as f:
+            rows[devices] = sorted(map(tuple, (r.values() for r in csv.DictReader(f))))
+        assert len(rows[devices]) == 2 * 2 * 2 * 4  # n x lr x seeds x records
+    assert rows[1] == rows[2]  # bit for bit on one and two devices
+    again = _jaxbof(["plot", str(tmp_path / "toy1")], installed, tmp_path)
+    assert again.returncode == 0 and "toy.png" in again.stdout
+    bad = _jaxbof(["sweep", "toy-linear", "--n", "-3"], installed, tmp_path)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    assert "jaxbof: error: --n, --seeds and --lr must be positive" in bad.stderr
+    # without the package on the path, the same directory is a one-line error
+    gone = subprocess.run([sys.executable, "-m", "jaxbof.cli", "plot", str(tmp_path / "toy1")],
+                          capture_output=True, text=True)
+    assert gone.returncode == 2 and "unknown experiment 'toy-linear'" in gone.stderr
+
+
+def test_a_plugin_named_like_a_built_in_is_refused(installed, tmp_path):
+    site = tmp_path / "clash"
+    site.mkdir()
+    info = site / "clash-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: clash\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[jaxbof.experiments]\nclassification = jaxbof_toy:PLUGIN\n")
+    proc = _jaxbof(["sweep", "classification", "--help"], f"{installed}{os.pathsep}{site}",
+                   tmp_path)
+    assert proc.returncode == 2
+    assert "plug-in 'classification' (jaxbof_toy:PLUGIN) clashes with jaxbof's own" in proc.stderr
