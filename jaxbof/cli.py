@@ -13,7 +13,9 @@
   jaxbof spectrum --kernel ntk-first-layer --d D --k-max K [--alpha A] [--bias]
                   [--empirical-n N [--width M]] --out DIR
 
-Bad arguments print one line `jaxbof: error: ...` and exit with code 2. Rerunning a command on
+The experiments come from the registry (jaxbof.experiments): `sweep NAME` and `reproduce NAME`
+exist for every plug-in, other packages' included, and `plot DIR` draws through the plug-in
+named in DIR/config.json. Bad arguments print one line `jaxbof: error: ...` and exit with code 2. Rerunning a command on
 the same --out resumes it: runs whose last row is in DIR/results.csv are not trained again, and
 a run cut short is trained again with only its missing rows added.
 """
@@ -246,6 +248,10 @@ def _with_optimizer(study, spec: str | None):
         opt = optim.parse(spec)
     except ValueError as e:
         raise UsageError(f"--optimizer: {e}") from None
+    p = study.protocol
+    if not (dataclasses.is_dataclass(p) and "optimizer" in {f.name for f in dataclasses.fields(p)}):
+        raise UsageError(f"--optimizer does not apply to {study.kind}: it trains with its own "
+                         "update rule")
     name = study.name if opt == optim.GD else f"{study.name}-{opt.spec.replace(':', '-')}"
     return study._replace(name=name, protocol=dataclasses.replace(study.protocol, optimizer=opt))
 
@@ -455,7 +461,7 @@ def _run(study, args, runtime: Runtime | None = None, *, tables: bool = True) ->
               "process to finish merges all rows into results.csv", file=sys.stderr)
     else:
         if tables and plugin.table is not None:
-            for line in plugin.table(rows):
+            for line in plugin.table(rows, store.load_config(out)):
                 print(line)
         lap("results")
         if not args.no_plots:

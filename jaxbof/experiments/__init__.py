@@ -74,7 +74,7 @@ class Plugin(NamedTuple):
     from_args(args) -> Study: the sweep the flags ask for; ValueError (one line) on a bad value.
     experiment(protocol, cells) -> engine.Experiment.
     reproduce: its `jaxbof reproduce` names.
-    table(rows) -> lines: the terminal summary after a run.
+    table(rows, config) -> lines: the terminal summary after a run (config: config.json).
     figures(directory, config, out) -> paths: the pictures DIR's rows support (JAX-free).
     engine() -> engine.Engine: its own batching defaults when --slots is not given.
     """

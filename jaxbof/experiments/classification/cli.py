@@ -65,7 +65,7 @@ def preset_study(name: str):
     return study
 
 
-def table(rows) -> list[str]:
+def table(rows, config=None) -> list[str]:
     """Mean test error per (n, d/n, gamma) over valid runs, with its s.e.m. and counts."""
     agg = stats.aggregate(rows, by=("n", "d_over_n", "gamma"), value="test_error")
     lines = ["n,d_over_n,gamma,mean_test_error,sem,count,flagged"]

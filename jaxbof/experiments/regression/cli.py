@@ -64,7 +64,7 @@ def park_study(quick: bool) -> Study:
                  tuple(R.presets(quick)))
 
 
-def table(rows) -> list[str]:
+def table(rows, config=None) -> list[str]:
     """Final-time means over seeds, one line per (target, init, bias, outer, n, width)."""
     groups: dict = {}
     for r in rows:

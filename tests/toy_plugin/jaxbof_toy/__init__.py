@@ -41,7 +41,7 @@ def experiment(protocol, cells):
     return build(protocol, cells)
 
 
-def table(rows) -> list[str]:
+def table(rows, config=None) -> list[str]:
     last = [r for r in rows if r["final"]]
     return ["n,lr,seed,w,w_closed_form"] + [
         f"{r['n']},{r['lr']:g},{r['seed']},{r['w']:.6f},{r['w_exact']:.6f}" for r in last]
