@@ -108,5 +108,5 @@ def describe(experiment: Mapping | None, default_name: str) -> str:
     precision = experiment.get("precision")
     name = f"{name} ({precision})" if precision else str(name)
     if n_test:
-        return f"{name}: {n_test} clean test points per trial (resolution {1 / n_test:.2g})"
+        return f"{name}: {n_test} test points per trial (resolution {1 / n_test:.2g})"
     return name

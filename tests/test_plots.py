@@ -99,7 +99,7 @@ def test_plot_dir_fig1_grid(tmp_path):
     assert sorted(p.rsplit("/", 1)[1] for p in paths) == [
         "error_vs_dn.png", "heatmap.png", "snr_vs_error.png"]
     assert all(is_png(p) for p in paths)
-    assert "fig1: 1000 clean test points" in draw.describe({"name": "fig1", "p": {"n_test": 1000}},
+    assert "fig1: 1000 test points" in draw.describe({"name": "fig1", "p": {"n_test": 1000}},
                                                             "x")
 
 

@@ -41,7 +41,8 @@ def installed(tmp_path_factory):
 
 
 def _jaxbof(args, site, tmp_path, devices=1):
-    env = {**os.environ, "PYTHONPATH": str(site), "JAX_NUM_CPU_DEVICES": str(devices),
+    path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "JAX_NUM_CPU_DEVICES": str(devices),
            "XDG_CACHE_HOME": str(tmp_path / "cache")}
     return subprocess.run([sys.executable, "-m", "jaxbof.cli", *args], capture_output=True,
                           text=True, env=env, cwd=tmp_path)
