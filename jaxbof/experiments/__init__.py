@@ -7,6 +7,7 @@ Built in (each a package, importable without JAX; their device code loads on fir
     regression         Park et al. (2024): square-loss gradient flow in the NTK regime
     ntk-concentration  ||H_M - H_inf||_op / ||H_inf||_op against width (jaxbof.concentration)
     optimizers         both experiments under GD, momentum and Adam, paired by run
+    cnn                Kou et al. (ICML 2023): signal against noise in a two-layer ReLU CNN
 
 A researcher's own package adds a theorem without editing jaxbof: it names a `Plugin` under the
 entry-point group "jaxbof.experiments" in its pyproject.toml,
@@ -31,6 +32,7 @@ BUILTIN = {
     "regression": "jaxbof.experiments.regression",
     "ntk-concentration": "jaxbof.experiments.ntk_concentration",
     "optimizers": "jaxbof.experiments.optimizers",
+    "cnn": "jaxbof.experiments.cnn",
 }
 
 
