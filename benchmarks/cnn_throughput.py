@@ -38,11 +38,14 @@ def jaxbof_run(quick: bool):
 def authors_setup(path: str):
     """The published module's imports, classes and functions (not its top-level runs), and the
     source of the inner `for j in range(10)` training loop of its grid."""
-    source = open(path).read()
+    # the file is a Colab export: its shell lines (`!cp ...`) are commented out, nothing else
+    source = "".join("# " + line if line.lstrip().startswith("!") else line
+                     for line in open(path).read().splitlines(keepends=True))
     tree = ast.parse(source)
+    plotting = ("colab", "seaborn", "matplotlib")  # drawing and Drive only: not timed
     keep = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))
             or isinstance(n, (ast.Import, ast.ImportFrom))
-            and "colab" not in ast.get_source_segment(source, n)]
+            and not any(p in ast.get_source_segment(source, n) for p in plotting)]
     ns: dict = {"__name__": "__authors__"}
     exec(compile(ast.Module(keep, []), path, "exec"), ns)
     inner = None

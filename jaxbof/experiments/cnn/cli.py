@@ -87,9 +87,10 @@ def table(rows, config=None) -> list[str]:
     the theory's boundary it implies; then the fitted C and scaling exponent."""
     if not rows:
         return []
-    fit = fit_boundary(rows)
+    protocol = ((config or {}).get("experiment") or {}).get("protocol")
+    fit = fit_boundary(rows, protocol=protocol)
     lines = [f"n,d,crossing_signal_at_{fit.level:.3g},C"]
-    for cr in crossings(rows, fit.level):
+    for cr in crossings(rows, fit.level, protocol):
         lines.append(f"{cr.n},{cr.d},{cr.signal:.4g},{fit.constant_of(cr):.4g}")
     lines.append(f"# boundary {fit.law}: C = {fit.C:.4g} (median over {fit.count} crossings); "
                  f"fitted exponent {fit.exponent:.3f} against the theory's {fit.theory:.3f}")
