@@ -5,9 +5,10 @@ Public API (the command line `jaxbof` sits on top of it):
     from jaxbof import Grid, Protocol, Engine, run_grid
     rows, stats = run_grid(Grid(n=(50, 100), d_over_n=(1.0, 5.0), seeds=2), Protocol())
 
-Experiments plug into one engine (`jaxbof.engine.run(experiment, cells)`): the classification
-experiment is `jaxbof.experiments.classification`, the regression one
-`jaxbof.experiments.regression`.
+Experiments plug into one engine (`jaxbof.engine.run(experiment, cells)`) through the registry
+`jaxbof.experiments` (name -> Plugin; other packages add theirs by entry point): the
+classification experiment is `jaxbof.experiments.classification`, the regression one
+`jaxbof.experiments.regression`, the CNN one (Kou et al. 2023) `jaxbof.experiments.cnn`.
 
 Kernel instruments (modules): `jaxbof.ntk` (empirical NTKs of any model, structured two-layer
 route, analytic infinite-width kernels), `jaxbof.spectra` (eigenvalues of dot-product kernels on

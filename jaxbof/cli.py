@@ -9,6 +9,8 @@
   jaxbof plot DIR
   jaxbof reproduce ntk-concentration [--quick] [--out DIR]
   jaxbof reproduce optimizers [--quick] [--out DIR]
+  jaxbof reproduce kou-cnn [--quick] [--out DIR]       (also cao-cnn)
+  jaxbof sweep cnn --n 20 --d 100,400,1000 --signal 0:9.9:0.1 --seeds 10 [...] --out DIR
   (reproduce and sweep take --optimizer SPEC: sgd, momentum:0.9, adam:1e-3, ...; default sgd)
   jaxbof spectrum --kernel ntk-first-layer --d D --k-max K [--alpha A] [--bias]
                   [--empirical-n N [--width M]] --out DIR
