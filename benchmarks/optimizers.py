@@ -25,7 +25,7 @@ from jaxbof import optim
 from jaxbof.experiments import classification as C
 from jaxbof.experiments import regression as R
 from jaxbof.experiments.classification.grid import Cell, Protocol
-from jaxbof.train import Param
+from jaxbof.experiments.classification.step import Param
 
 RULES = ("sgd", "momentum:0.9", "nesterov:0.9", "adam:1e-3", "adamw:1e-3:1e-2",
          "rmsprop:1e-3", "adagrad:1e-2", "sign:1e-3")

@@ -38,7 +38,7 @@ from jaxbof.experiments.classification import metrics
 from jaxbof.experiments.classification.presets import FIG1, FIG1_QUICK
 from jaxbof.experiments import classification as sweep
 from jaxbof.experiments.classification.grid import cell_coords, choose_param
-from jaxbof.train import run
+from jaxbof.experiments.classification.step import run
 
 
 def dense_matmul_gflops(size: int = 4096, reps: int = 3) -> float:

@@ -26,7 +26,7 @@ from jaxbof.experiments.classification.presets import FIG1, FIG1_QUICK, FIG2, FI
 from jaxbof.experiments.classification import run_cells, run_grid
 from jaxbof.experiments.classification.grid import Cell, Grid, Protocol
 from jaxbof.model import Outer, apply, init_weights, outer_weights
-from jaxbof.train import Param, Stop
+from jaxbof.experiments.classification.step import Param, Stop
 from jaxbof import concentration, ntk, optim, sphere, spectra  # noqa: E402  (modules, after the names above)
 
 __all__ = [

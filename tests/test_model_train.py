@@ -5,11 +5,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxbof import model, train
+from jaxbof import model
+from jaxbof.experiments.classification import step as train
 from jaxbof.experiments.classification import data
 from jaxbof.experiments.classification.data import Corruption, Signal
 from jaxbof.model import Outer
-from jaxbof.train import Hyper, Stop
+from jaxbof.experiments.classification.step import Hyper, Stop
 
 run = jax.jit(train.run)
 gd_step = jax.jit(train.gd_step)

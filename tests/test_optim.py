@@ -13,14 +13,15 @@ import numpy as np
 import optax
 import pytest
 
-from jaxbof import model, optim, stats, store, train
+from jaxbof import model, optim, stats, store
+from jaxbof.experiments.classification import step as train
 from jaxbof.experiments.classification import data
 from jaxbof.cli import main
 from jaxbof.experiments.classification.data import Corruption, Signal
 from jaxbof.experiments import regression as R
 from jaxbof.experiments.classification.grid import Cell, Protocol, choose_param
 from jaxbof.model import Outer, TwoLayerParams
-from jaxbof.train import Hyper, Param, Stop
+from jaxbof.experiments.classification.step import Hyper, Param, Stop
 
 # ----------------------------------------------------------------------------- specifications
 

@@ -12,7 +12,7 @@ from jaxbof import engine, stats, store
 from jaxbof.experiments.classification import metrics
 from jaxbof.experiments import classification as sweep
 from jaxbof.experiments.classification.grid import Cell, Grid, Protocol, cell_coords
-from jaxbof.train import Param, Stop, run
+from jaxbof.experiments.classification.step import Param, Stop, run
 
 F64 = jnp.float64
 BASE = Grid(n=(12, 16), d_over_n=(1.0, 3.0), gamma=(0.3,), alpha=(0.1,), noise_rate=(0.1,),

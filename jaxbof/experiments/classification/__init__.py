@@ -3,6 +3,7 @@ hinge loss of noisy labels; benign overfitting once d = Omega(n).
 
 program   the engine.Experiment: device programs, measurement, run_grid/run_cells
 grid      Grid, Protocol, Cell (the sweep's axes and static settings)
+step      the hinge-loss GD step (DIRECT and GRAM parameterizations), stopping rules
 data      samplers of the training and test sets (label noise, signal direction)
 metrics   errors, margins, SNR, max-margin norm, the theory's constants
 presets   the published Figure 1 and Figure 2 protocols
@@ -14,7 +15,8 @@ cli       its `jaxbof sweep classification` flags and table
 from jaxbof.experiments import Plugin, Reproduce
 from jaxbof.experiments.classification import cli as _cli
 
-_SUBMODULES = ("program", "grid", "data", "metrics", "presets", "cells", "figures", "cli")
+_SUBMODULES = ("program", "grid", "data", "metrics", "presets", "cells", "figures", "cli",
+               "step")
 
 
 def _figures(directory, config, out) -> list[str]:

@@ -31,7 +31,7 @@ def from_args(args) -> Study:
     from jaxbof.experiments.classification.data import Corruption, Signal
     from jaxbof.experiments.classification.grid import Grid, Protocol
     from jaxbof.model import Outer
-    from jaxbof.train import Stop
+    from jaxbof.experiments.classification.step import Stop
 
     grid = Grid(n=parse_values(args.n, int, "n"),
                 d_over_n=parse_values(args.d_over_n, float, "d-over-n"),

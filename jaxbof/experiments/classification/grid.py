@@ -16,7 +16,7 @@ from jaxbof import optim
 from jaxbof.experiments.classification.data import Corruption, Signal
 from jaxbof.model import Outer
 from jaxbof.numerics import float32_bits
-from jaxbof.train import Param, Stop
+from jaxbof.experiments.classification.step import Param, Stop
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,9 +25,9 @@ from jaxbof.experiments.classification.data import sample_train
 from jaxbof.experiments.classification.grid import Cell, Grid, Protocol, cell_coords, choose_param
 from jaxbof.model import init_weights, outer_weights
 from jaxbof.numerics import matmul_t
-from jaxbof.train import (Hyper, Param, TrainState, direct_problem, final_outputs,
+from jaxbof.experiments.classification.step import (Hyper, Param, TrainState, direct_problem, final_outputs,
                           gram_problem, hinge_loss_from_outputs, init_state)
-from jaxbof.train import step as train_step
+from jaxbof.experiments.classification.step import step as train_step
 
 from jaxbof.experiments.classification.cells import COLUMNS, COORDINATES, KIND  # noqa: E402,F401
 

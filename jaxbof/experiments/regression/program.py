@@ -58,7 +58,7 @@ import scipy.linalg
 from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, eigsh
 
 from jaxbof import engine as _engine
-from jaxbof import ntk, optim, sphere, spectra
+from jaxbof import ntk, optim, sphere, spectra, train
 from jaxbof.model import TwoLayerParams, init_two_layer, leaky_relu, two_layer_apply
 from jaxbof.numerics import float32_bits
 
@@ -509,15 +509,21 @@ def gd_step(slot: Slot, st: State) -> State:
     return _advance(st, new, st.opt, f, bad, halt)
 
 
-def train_step(slot: Slot, st: State, optimizer: optim.Optimizer = optim.GD) -> State:
-    """One update of one run by `optimizer` (an optax rule with step size eta, `jaxbof.optim`)
-    over the trained parameters, with `gd_step`'s halting rule; equal to `gd_step` bit for bit
-    for the default plain GD. A halted state (and its rule's state) is returned unchanged."""
+def _train_check(slot: Slot, st: State) -> train.Check:
     g, f, bad, halt = _halt_check(slot, st)
     outer = slot.data.train_outer.value
-    new, opt = optim.update(optimizer, slot.data.eta, _trained(g.W_mxd, g.b_m, g.a_m, outer),
-                            st.opt, _trained(st.W, st.b, st.a, outer), halt)
-    return _advance(st, new, opt, f, bad, halt)
+    return train.Check(_trained(st.W, st.b, st.a, outer), _trained(g.W_mxd, g.b_m, g.a_m, outer),
+                       halt, (f, bad))
+
+
+def train_step(slot: Slot, st: State, optimizer: optim.Optimizer = optim.GD) -> State:
+    """One update of one run by `optimizer` (an optax rule with step size eta, `jaxbof.optim`)
+    over the trained parameters, with `gd_step`'s halting rule, through the generic skeleton
+    `jaxbof.train.step`; equal to `gd_step` bit for bit for the default plain GD. A halted
+    state (and its rule's state) is returned unchanged."""
+    return train.step(
+        _train_check, lambda st, c, new, opt: _advance(st, new, opt, *c.aux, c.halt),
+        lambda slot, c: slot.data.eta, optimizer)(slot, st)
 
 
 def resume_slot(slot: Slot) -> Slot:
