@@ -229,3 +229,23 @@ def test_bad_flags_exit_2_in_one_line(args, needle, capsys):
     assert cli.main(["sweep", "cnn", *args]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("jaxbof: error:") and needle in err, err
+
+
+def test_reproduce_kou_cnn_quick_as_a_user_runs_it(tmp_path, capsys):
+    """The quick preset with its defaults: 30 training sets x 20 ||mu|| = 600 networks, the
+    table with the fitted boundary, the four figures; the test error falls from chance at
+    ||mu|| = 0 to below p + 0.1 at the largest ||mu||, every noisy label (almost) fitted."""
+    from jaxbof import cli, stats, store
+
+    out = tmp_path / "kou"
+    assert cli.main(["reproduce", "kou-cnn", "--quick", "--out", str(out), "--no-progress"]) == 0
+    table = capsys.readouterr().out
+    assert table.startswith("n,d,crossing_signal_at_0.3,C") and "# boundary n ||mu||^4" in table
+    rows = store.load_results(out)
+    assert len(rows) == 600 and not any(r["diverged"] for r in rows)
+    assert max(r["train_error"] for r in rows) <= 0.05
+    agg = stats.aggregate(rows, by="signal", value="test_error")
+    assert abs(agg[0.0].mean - 0.5) < 3 * agg[0.0].sem + 0.01
+    assert agg[9.5].mean < 0.1 + 0.1
+    assert {p.name for p in out.glob("*.png")} == {"test_error.png", "train_loss.png",
+                                                  "signal_vs_noise.png", "error_vs_signal.png"}
