@@ -85,3 +85,18 @@ def test_a_plugin_named_like_a_built_in_is_refused(installed, tmp_path):
                    tmp_path)
     assert proc.returncode == 2
     assert "plug-in 'classification' (jaxbof_toy:PLUGIN) clashes with jaxbof's own" in proc.stderr
+
+
+def test_a_plugin_that_fails_to_load_is_named_and_leaves_the_others_working(tmp_path):
+    site = tmp_path / "broken"
+    site.mkdir()
+    info = site / "broken-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[jaxbof.experiments]\nbroken = no_such_module:PLUGIN\n")
+    ok = _jaxbof(["sweep", "--help"], site, tmp_path)
+    assert ok.returncode == 0 and "classification" in ok.stdout
+    assert "plug-in 'broken' (no_such_module:PLUGIN) failed to load" in ok.stderr
+    bad = _jaxbof(["plot", str(tmp_path)], site, tmp_path)  # no config: the usual one line
+    assert bad.returncode == 2

@@ -21,6 +21,7 @@ and `jaxbof sweep my-theorem ...`, `jaxbof reproduce ...` and `jaxbof plot DIR` 
 from __future__ import annotations
 
 import importlib
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -123,7 +124,12 @@ def plugin(name: str) -> Plugin:
     if name in BUILTIN:
         found = importlib.import_module(BUILTIN[name]).PLUGIN
     else:
-        found = _external()[name].load()
+        ep = _external()[name]
+        try:
+            found = ep.load()
+        except Exception as e:  # noqa: BLE001 - another package's code: name it, one line
+            raise ValueError(f"plug-in {name!r} ({ep.value}) failed to load: "
+                             f"{type(e).__name__}: {e}") from None
         found = getattr(found, "PLUGIN", found)  # a module, or the Plugin itself
     if not isinstance(found, Plugin) or found.name != name:
         raise ValueError(f"plug-in {name!r} must be a jaxbof.experiments.Plugin named {name!r}, "
@@ -133,7 +139,17 @@ def plugin(name: str) -> Plugin:
 
 
 def plugins() -> list[Plugin]:
-    return [plugin(n) for n in names()]
+    """Every plug-in that loads; another package's that fails to load is left out with a
+    one-line warning (it must not take the built-in experiments down with it)."""
+    out = []
+    for n in names():
+        try:
+            out.append(plugin(n))
+        except ValueError as e:
+            if n in BUILTIN:
+                raise
+            warnings.warn(str(e), stacklevel=2)
+    return out
 
 
 def reproducible() -> dict[str, tuple[Plugin, Reproduce]]:
