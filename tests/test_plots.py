@@ -288,6 +288,8 @@ JAX_FREE = ("store", "stats", "draw", "spectra", "flags", "experiments")  # NumP
     "jaxbof.experiments.classification", "jaxbof.experiments.classification.figures",
     "jaxbof.experiments.classification.cells", "jaxbof.experiments.classification.cli",
     "jaxbof.experiments.regression", "jaxbof.experiments.regression.figures",
+    "jaxbof.experiments.regression.schema", "jaxbof.experiments.cnn", "jaxbof.experiments.cnn.cells",
+    "jaxbof.experiments.cnn.figures", "jaxbof.experiments.cnn.boundary", "jaxbof.experiments.cnn.cli",
     "jaxbof.experiments.regression.cli", "jaxbof.experiments.optimizers",
     "jaxbof.experiments.optimizers.figures", "jaxbof.experiments.ntk_concentration",
     "jaxbof.experiments.ntk_concentration.figures"])
@@ -308,8 +310,9 @@ def test_figures_and_the_registry_import_no_jax_at_module_level(module):
               for a in node.names]  # from jaxbof.X import Y: Y a JAX-free module or name in one
     light = ("jaxbof.experiments.", "jaxbof.flags.")
     assert all(m.startswith(light) and (m.rsplit(".", 1)[0].split(".")[-1] in (
-        "experiments", "flags", "cells", "figures", "cli") or m.rsplit(".", 1)[1] in (
-        "cli", "cells", "figures")) for m in deeper), deeper
+        "experiments", "flags", "cells", "schema", "boundary", "figures", "cli")
+        or m.rsplit(".", 1)[1] in ("cli", "cells", "schema", "boundary", "figures"))
+        for m in deeper), deeper
 
 
 def test_target_coefs():

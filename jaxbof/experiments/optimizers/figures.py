@@ -12,6 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from jaxbof import draw, stats, store
+from jaxbof.experiments.classification.cells import COORDINATES
 from jaxbof.experiments.regression.figures import (BAND_NOTE, _draw, _final, _subset_label,
                                                   _values, _where, _widest_common,
                                                   diverged_runs, main_study, mean_curves)
@@ -20,8 +21,7 @@ from jaxbof.experiments.regression.figures import (BAND_NOTE, _draw, _final, _su
 # ----------------------------------------------------------------------------- optimizer study
 
 # the same data and initialisation: the cell, the seed and the signal direction (a part's)
-CLASSIFICATION_KEYS = ("n", "d", "d_over_n", "gamma", "alpha", "noise_rate", "width", "seed",
-                       "signal")
+CLASSIFICATION_KEYS = COORDINATES + ("signal",)
 SIGNAL_STYLES = {"e1": "-", "random": "--"}
 
 

@@ -3,6 +3,7 @@ loss in the NTK regime, antisymmetric initialisation, data on the sphere; the ex
 into approximation and estimation error.
 
 program   the engine.Experiment, cells, presets, closed forms of the population flow
+schema    the schema constants: coordinates, noise kinds, inits (JAX-free)
 figures   the decomposition, staircase and NTK-regime pictures (JAX-free)
 cli       its `jaxbof sweep regression` flags and table
 """
@@ -10,7 +11,7 @@ cli       its `jaxbof sweep regression` flags and table
 from jaxbof.experiments import Plugin, Reproduce
 from jaxbof.experiments.regression import cli as _cli
 
-_SUBMODULES = ("program", "figures", "cli")
+_SUBMODULES = ("program", "schema", "figures", "cli")
 
 
 def _figures(directory, config, out) -> list[str]:

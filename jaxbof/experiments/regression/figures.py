@@ -17,6 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from jaxbof import draw, stats, store
+from jaxbof.experiments.regression.schema import COORDINATES
 
 
 # ----------------------------------------------------------------------------- regression
@@ -24,8 +25,7 @@ from jaxbof import draw, stats, store
 # recorded time). A run is one cell (the coordinates below); a run that diverged anywhere is
 # left out of every mean, all its rows, and counted in the figure's footnote.
 
-REG_COORDS = ("n", "d", "width", "seed", "target", "noise", "noise_kind", "init", "bias",
-              "train_outer")
+REG_COORDS = COORDINATES  # the columns that name a run
 # The main study, column by column: the preferred value where present, else the most common.
 MAIN_STUDY = (("init", "antisymmetric"), ("bias", False), ("train_outer", False),
               ("target", None), ("d", None), ("noise", None), ("noise_kind", None))

@@ -60,6 +60,7 @@ from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, eigsh
 from jaxbof import engine as _engine
 from jaxbof import ntk, optim, sphere, spectra, train
 from jaxbof.model import TwoLayerParams, init_two_layer, leaky_relu, two_layer_apply
+from jaxbof.experiments.regression.schema import COORDINATES, INITS, KIND, NOISE_KINDS
 from jaxbof.numerics import float32_bits
 
 __all__ = [
@@ -72,11 +73,6 @@ __all__ = [
     "step_flops", "train_step",
 ]
 
-KIND = "regression"
-COORDINATES = ("n", "d", "width", "seed", "target", "noise", "noise_kind", "init", "bias",
-               "train_outer")
-NOISE_KINDS = ("uniform", "rademacher")
-INITS = ("antisymmetric", "gaussian")
 _SENTINEL = np.iinfo(np.int32).max  # pads the recording steps: never reached
 _EIGSH_ABOVE = 300  # ntk_drift: dense eigvalsh up to this n, scipy eigsh above
 
