@@ -73,14 +73,19 @@ def test_an_installed_plugin_runs_through_sweep_and_plot(installed, tmp_path):
     assert gone.returncode == 2 and "unknown experiment 'toy-linear'" in gone.stderr
 
 
+def _entry_point(tmp_path, dist: str, line: str):
+    """A directory holding only a distribution's metadata that registers `line` under the
+    jaxbof.experiments group (what installing a package with that entry point leaves)."""
+    site = tmp_path / dist
+    info = site / f"{dist}-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[jaxbof.experiments]\n{line}\n")
+    return site
+
+
 def test_a_plugin_named_like_a_built_in_is_refused(installed, tmp_path):
-    site = tmp_path / "clash"
-    site.mkdir()
-    info = site / "clash-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: clash\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(
-        "[jaxbof.experiments]\nclassification = jaxbof_toy:PLUGIN\n")
+    site = _entry_point(tmp_path, "clash", "classification = jaxbof_toy:PLUGIN")
     proc = _jaxbof(["sweep", "classification", "--help"], f"{installed}{os.pathsep}{site}",
                    tmp_path)
     assert proc.returncode == 2
@@ -88,13 +93,7 @@ def test_a_plugin_named_like_a_built_in_is_refused(installed, tmp_path):
 
 
 def test_a_plugin_that_fails_to_load_is_named_and_leaves_the_others_working(tmp_path):
-    site = tmp_path / "broken"
-    site.mkdir()
-    info = site / "broken-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(
-        "[jaxbof.experiments]\nbroken = no_such_module:PLUGIN\n")
+    site = _entry_point(tmp_path, "broken", "broken = no_such_module:PLUGIN")
     ok = _jaxbof(["sweep", "--help"], site, tmp_path)
     assert ok.returncode == 0 and "classification" in ok.stdout
     assert "plug-in 'broken' (no_such_module:PLUGIN) failed to load" in ok.stderr

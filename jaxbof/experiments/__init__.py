@@ -94,6 +94,32 @@ class Plugin(NamedTuple):
     engine: Callable | None = None
 
 
+def deferred(target: str) -> Callable:
+    """A function that calls `module:name`, importing it on the first call: a plug-in's
+    package stays importable without JAX or matplotlib (the registry, `jaxbof plot`)."""
+    module, _, attr = target.partition(":")
+
+    def call(*args, **kwargs):
+        return getattr(importlib.import_module(module), attr)(*args, **kwargs)
+    call.__name__, call.__qualname__ = attr, target
+    return call
+
+
+def lazy_api(package: str, submodules, api: str) -> Callable:
+    """A package's module-level __getattr__ (PEP 562): its `submodules`, else the names of its
+    `api` submodule, each imported on first use."""
+    def __getattr__(name: str):
+        if name in submodules:
+            return importlib.import_module(f"{package}.{name}")
+        if name.startswith("__"):
+            raise AttributeError(name)
+        try:
+            return getattr(importlib.import_module(f"{package}.{api}"), name)
+        except AttributeError:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}") from None
+    return __getattr__
+
+
 _LOADED: dict[str, Plugin] = {}
 
 

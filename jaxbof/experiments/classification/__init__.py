@@ -12,17 +12,12 @@ figures   heatmap, gamma curve, error against d/n and SNR (JAX-free)
 cli       its `jaxbof sweep classification` flags and table
 """
 
-from jaxbof.experiments import Plugin, Reproduce
+from jaxbof.experiments import Plugin, Reproduce, deferred, lazy_api
 from jaxbof.experiments.classification import cli as _cli
 
 _SUBMODULES = ("program", "grid", "data", "metrics", "presets", "cells", "figures", "cli",
                "step")
-
-
-def _figures(directory, config, out) -> list[str]:
-    from jaxbof.experiments.classification.figures import figures  # matplotlib: only when drawing
-
-    return figures(directory, config, out)
+_figures = deferred("jaxbof.experiments.classification.figures:figures")  # matplotlib: on use
 
 
 PLUGIN = Plugin(
@@ -39,17 +34,4 @@ PLUGIN = Plugin(
     table=_cli.table, figures=_figures)
 
 
-def __getattr__(name: str):
-    """The experiment's API (program.py and its submodules), imported on first use, so that
-    importing the package (the registry, plots) never loads JAX."""
-    import importlib
-
-    if name in _SUBMODULES:
-        return importlib.import_module(f"{__name__}.{name}")
-    if name.startswith("__"):
-        raise AttributeError(name)
-    program = importlib.import_module(f"{__name__}.program")
-    try:
-        return getattr(program, name)
-    except AttributeError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+__getattr__ = lazy_api(__name__, _SUBMODULES, "program")  # the API, on first use

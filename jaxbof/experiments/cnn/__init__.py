@@ -8,16 +8,11 @@ figures   heatmaps with the boundary, signal against noise, error against ||mu||
 cli       `jaxbof sweep cnn` flags, the kou-cnn and cao-cnn presets, the summary table
 """
 
-from jaxbof.experiments import Plugin, Reproduce
+from jaxbof.experiments import Plugin, Reproduce, deferred, lazy_api
 from jaxbof.experiments.cnn import cli as _cli
 
 _SUBMODULES = ("cells", "program", "boundary", "figures", "cli")
-
-
-def _figures(directory, config, out) -> list[str]:
-    from jaxbof.experiments.cnn.figures import figures  # matplotlib: only when drawing
-
-    return figures(directory, config, out)
+_figures = deferred("jaxbof.experiments.cnn.figures:figures")  # matplotlib: on use
 
 
 PLUGIN = Plugin(
@@ -33,15 +28,4 @@ PLUGIN = Plugin(
     table=_cli.table, figures=_figures, engine=_cli.engine)
 
 
-def __getattr__(name: str):
-    """The experiment's API (program.py and its submodules), imported on first use."""
-    import importlib
-
-    if name in _SUBMODULES:
-        return importlib.import_module(f"{__name__}.{name}")
-    if name.startswith("__"):
-        raise AttributeError(name)
-    try:
-        return getattr(importlib.import_module(f"{__name__}.program"), name)
-    except AttributeError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+__getattr__ = lazy_api(__name__, _SUBMODULES, "program")  # the API, on first use

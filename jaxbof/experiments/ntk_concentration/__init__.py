@@ -5,19 +5,10 @@ run       `jaxbof reproduce ntk-concentration`
 figures   the log-log picture with fitted slopes (JAX-free)
 """
 
-from jaxbof.experiments import Plugin, Reproduce
+from jaxbof.experiments import Plugin, Reproduce, deferred
 
-
-def _run(args, host) -> int:
-    from jaxbof.experiments.ntk_concentration.run import run
-
-    return run(args, host)
-
-
-def _figures(directory, config, out) -> list[str]:
-    from jaxbof.experiments.ntk_concentration.figures import figures
-
-    return figures(directory, config, out)
+_run = deferred("jaxbof.experiments.ntk_concentration.run:run")
+_figures = deferred("jaxbof.experiments.ntk_concentration.figures:figures")
 
 
 PLUGIN = Plugin(

@@ -6,21 +6,11 @@ run       `jaxbof reproduce optimizers`
 figures   the table of paired differences and the comparison picture (JAX-free)
 """
 
-from jaxbof.experiments import Plugin, Reproduce
+from jaxbof.experiments import Plugin, Reproduce, deferred, lazy_api
 
 _SUBMODULES = ("study", "run", "figures")
-
-
-def _run(args, host) -> int:
-    from jaxbof.experiments.optimizers.run import run
-
-    return run(args, host)
-
-
-def _figures(directory, config, out) -> list[str]:
-    from jaxbof.experiments.optimizers.figures import figures
-
-    return figures(directory, config, out)
+_run = deferred("jaxbof.experiments.optimizers.run:run")
+_figures = deferred("jaxbof.experiments.optimizers.figures:figures")  # matplotlib: on use
 
 
 PLUGIN = Plugin(
@@ -31,15 +21,4 @@ PLUGIN = Plugin(
     figures=_figures)
 
 
-def __getattr__(name: str):
-    """The study's API (study.py), imported on first use."""
-    import importlib
-
-    if name in _SUBMODULES:
-        return importlib.import_module(f"{__name__}.{name}")
-    if name.startswith("__"):
-        raise AttributeError(name)
-    try:
-        return getattr(importlib.import_module(f"{__name__}.study"), name)
-    except AttributeError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+__getattr__ = lazy_api(__name__, _SUBMODULES, "study")  # the API, on first use

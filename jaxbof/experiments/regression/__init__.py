@@ -8,16 +8,11 @@ figures   the decomposition, staircase and NTK-regime pictures (JAX-free)
 cli       its `jaxbof sweep regression` flags and table
 """
 
-from jaxbof.experiments import Plugin, Reproduce
+from jaxbof.experiments import Plugin, Reproduce, deferred, lazy_api
 from jaxbof.experiments.regression import cli as _cli
 
 _SUBMODULES = ("program", "schema", "figures", "cli")
-
-
-def _figures(directory, config, out) -> list[str]:
-    from jaxbof.experiments.regression.figures import figures  # matplotlib: only when drawing
-
-    return figures(directory, config, out)
+_figures = deferred("jaxbof.experiments.regression.figures:figures")  # matplotlib: on use
 
 
 PLUGIN = Plugin(
@@ -29,17 +24,4 @@ PLUGIN = Plugin(
     table=_cli.table, figures=_figures, engine=_cli.engine)
 
 
-def __getattr__(name: str):
-    """The experiment's API (program.py and its submodules), imported on first use, so that
-    importing the package (the registry, plots) never loads JAX."""
-    import importlib
-
-    if name in _SUBMODULES:
-        return importlib.import_module(f"{__name__}.{name}")
-    if name.startswith("__"):
-        raise AttributeError(name)
-    program = importlib.import_module(f"{__name__}.program")
-    try:
-        return getattr(program, name)
-    except AttributeError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+__getattr__ = lazy_api(__name__, _SUBMODULES, "program")  # the API, on first use
