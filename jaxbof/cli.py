@@ -351,12 +351,12 @@ def _run_meta(engine=None, runtime: Runtime | None = None) -> dict:
     return meta
 
 
-def _open_writer(out: Path, config: dict, columns, part=None, keys=None):
+def _open_writer(out: Path, config: dict, columns, part=None, keys=None, flags=None):
     """store.ResultsWriter, with every way of failing to open DIR reported in one line."""
     from jaxbof import store
 
     try:
-        return store.ResultsWriter(out, config, columns, part=part, keys=keys)
+        return store.ResultsWriter(out, config, columns, part=part, keys=keys, flags=flags)
     except ValueError as e:  # store.Busy included: another live sweep writes there
         raise UsageError(str(e)) from None
     except OSError as e:
@@ -389,7 +389,7 @@ def _run(study, args, runtime: Runtime | None = None, *, tables: bool = True) ->
 
     from jaxbof import engine as eng
     from jaxbof import store
-    from jaxbof.stats import is_flagged
+    from jaxbof.stats import declared_flags, describe_flags, is_flagged
     lap("import")
 
     try:
@@ -411,7 +411,8 @@ def _run(study, args, runtime: Runtime | None = None, *, tables: bool = True) ->
     many = runtime.processes > 1
     part = (runtime.process, runtime.processes) if many else None
     who = f"process {runtime.process} of {runtime.processes}: " if many else ""
-    with _open_writer(out, config, exp.columns, part, exp.key_columns) as writer:
+    flags = declared_flags(exp.columns, exp.flags)
+    with _open_writer(out, config, exp.columns, part, exp.key_columns, flags) as writer:
         resume = eng.resume(exp, store.load_results(out))
         todo = [c for c in study.cells if c not in resume.done]
         cells = [c for c in todo if eng.owner(exp, c, runtime.processes) == runtime.process]
@@ -453,11 +454,11 @@ def _run(study, args, runtime: Runtime | None = None, *, tables: bool = True) ->
     rows = store.load_results(out)
     done = eng.resume(exp, rows).done
     left = [c for c in study.cells if c not in done]
-    flagged = sum(is_flagged(r) for r in rows)
+    flagged = sum(is_flagged(r, flags) for r in rows)
     print(f"{who}trained {stats.models} models in {stats.wall_s:.1f} s "
           f"(compile {stats.compile_s:.1f} s, {stats.buckets} shape buckets, {stats.slots} slots"
           f" on {stats.devices} device(s)); {len(rows)} rows in {out}/results.csv; {flagged} "
-          "flagged (not converged/diverged)", file=sys.stderr)
+          f"flagged ({describe_flags(flags)})", file=sys.stderr)
     if left:
         print(f"{who}{len(left)} models of other processes are not in {out} yet; the last "
               "process to finish merges all rows into results.csv", file=sys.stderr)

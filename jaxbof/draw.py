@@ -68,15 +68,16 @@ def footnote(fig: Figure, lines) -> None:
                    handlelength=0, handletextpad=0, borderaxespad=0.2)
 
 
-def n_flagged(rows) -> int:
-    return sum(stats.is_flagged(r) for r in rows)
+def n_flagged(rows, flags=None) -> int:
+    return sum(stats.is_flagged(r, flags) for r in rows)
 
 
-def flag_note(rows) -> str | None:
-    k = n_flagged(rows)
+def flag_note(rows, flags=None) -> str | None:
+    """"k of N runs diverged or not converged: excluded" (`stats.describe_flags`), or None."""
+    k = n_flagged(rows, flags)
     if not k:
         return None
-    return f"{k} of {len(rows)} runs not converged within max_steps or diverged: excluded"
+    return f"{k} of {len(rows)} runs {stats.describe_flags(flags)}: excluded"
 
 
 # ----------------------------------------------------------------------------- Figure 1

@@ -131,6 +131,10 @@ class Experiment(NamedTuple):
         (None: step_flops).
     final: the bool column that marks a run's last row (None: every row is a run's last), so
         that a run cut short by a crash is trained again and only its missing rows are added.
+    flags: {column: value}: a row holding any of these values is a flagged run, left out of
+        every mean and counted (`stats.is_flagged`; recorded in config.json with the key
+        columns, so that readers of the directory need no copy of them). None: those of
+        `stats.FLAGS` (diverged, not converged) that are columns.
     """
 
     kind: str
@@ -154,6 +158,7 @@ class Experiment(NamedTuple):
     crop: Callable | None = None
     resume: Callable | None = None
     programs: Callable | None = None
+    flags: Mapping[str, Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """Summaries of result rows, JAX-free: means with their standard errors over valid runs,
 paired differences, log-log fits. The store, the figures and the instruments share them.
 
-A run is flagged (left out of every mean, and counted) when it diverged or, where the experiment
-has a stopping rule, did not converge.
+A run is flagged (left out of every mean, and counted) when one of its columns holds the value
+its experiment declares a failure (`engine.Experiment.flags`, recorded in config.json under
+"flags"): by default, diverged, or (where the experiment has a stopping rule) not converged.
 """
 
 from __future__ import annotations
@@ -29,17 +30,45 @@ class Summary(NamedTuple):
     flagged: int  # runs left out: not converged within max_steps, or diverged
 
 
-def is_flagged(row: Mapping) -> bool:
-    """A run not to be averaged in: diverged, or (where the experiment has a stopping rule)
-    not converged."""
-    return bool(row.get("diverged", False)) or not row.get("converged", True)
+# {column: value}: a row holding any of these values is a flagged run (a column the row lacks
+# never flags it). The default of engine.Experiment.flags, and the reading of results written
+# before config.json recorded an experiment's flags.
+FLAGS = {"diverged": True, "converged": False}
 
 
-def aggregate(rows: Iterable[Mapping], by: str | Sequence[str], value: str) -> dict:
+def declared_flags(columns: Iterable[str], flags: Mapping | None = None) -> dict:
+    """An experiment's flags (engine.Experiment.flags): `flags`, or where it declares none
+    those of `FLAGS` that are among its `columns`."""
+    if flags is not None:
+        return dict(flags)
+    return {c: v for c, v in FLAGS.items() if c in set(columns)}
+
+
+def flags_of(config: Mapping | None) -> dict:
+    """The flags recorded in a results directory's config.json (`FLAGS` where none are)."""
+    flags = config.get("flags") if isinstance(config, Mapping) else None
+    return dict(FLAGS if flags is None else flags)
+
+
+def describe_flags(flags: Mapping | None = None) -> str:
+    """The flags in words: "diverged or not converged" for `FLAGS`."""
+    def one(c, v):
+        return c if v is True else f"not {c}" if v is False else f"{c} = {v}"
+    return " or ".join(one(c, v) for c, v in (FLAGS if flags is None else flags).items())
+
+
+def is_flagged(row: Mapping, flags: Mapping | None = None) -> bool:
+    """A run not to be averaged in: one of its `flags` columns (default `FLAGS`) holds the
+    failure value."""
+    return any(c in row and row[c] == v for c, v in (FLAGS if flags is None else flags).items())
+
+
+def aggregate(rows: Iterable[Mapping], by: str | Sequence[str], value: str,
+              flags: Mapping | None = None) -> dict:
     """{key: Summary} of `value` grouped by the columns `by`, sorted by key.
 
     key is the tuple of the `by` values (the value itself when `by` is one column name).
-    Flagged runs (not converged, or diverged) are counted, never averaged in.
+    Flagged runs (`is_flagged` under `flags`) are counted, never averaged in.
     """
     single = isinstance(by, str)
     cols = (by,) if single else tuple(by)
@@ -47,7 +76,7 @@ def aggregate(rows: Iterable[Mapping], by: str | Sequence[str], value: str) -> d
     for r in rows:
         key = r[cols[0]] if single else tuple(r[c] for c in cols)
         vals, flagged = groups.setdefault(key, ([], [0]))
-        if is_flagged(r):
+        if is_flagged(r, flags):
             flagged[0] += 1
         else:
             vals.append(float(r[value]))
@@ -59,7 +88,7 @@ def aggregate(rows: Iterable[Mapping], by: str | Sequence[str], value: str) -> d
 
 
 def paired_differences(base: Iterable[Mapping], other: Iterable[Mapping], keys: Sequence[str],
-                       by: Sequence[str], value: str) -> dict:
+                       by: Sequence[str], value: str, flags: Mapping | None = None) -> dict:
     """{by-key: Summary} of other - base in `value`, paired run by run on the columns `keys`
     (the same cell and seed: the same data and initialisation), grouped by `by`, sorted.
 
@@ -79,7 +108,7 @@ def paired_differences(base: Iterable[Mapping], other: Iterable[Mapping], keys: 
         old = index.setdefault(key, r)
         a, b = float(old[value]), float(r[value])
         if old is not r and (not (a == b or math.isnan(a) and math.isnan(b))
-                             or is_flagged(old) != is_flagged(r)):
+                             or is_flagged(old, flags) != is_flagged(r, flags)):
             # e.g. the baseline on two signal directions with "signal" not in keys
             raise ValueError(f"paired_differences: two different base runs share "
                              f"{dict(zip(keys, key))}; the keys must tell them apart")
@@ -87,7 +116,7 @@ def paired_differences(base: Iterable[Mapping], other: Iterable[Mapping], keys: 
     for r in other:
         vals, flagged = groups.setdefault(tuple(r[c] for c in by), ([], [0]))
         b = index.get(tuple(r[k] for k in keys))
-        if b is None or is_flagged(r) or is_flagged(b):
+        if b is None or is_flagged(r, flags) or is_flagged(b, flags):
             flagged[0] += 1
         else:
             vals.append(float(r[value]) - float(b[value]))

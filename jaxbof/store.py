@@ -16,8 +16,9 @@ truncates it. `merge` folds the parts into results.csv (atomically, each row onc
 the parts whose writers are gone; `load_results` reads results.csv and any parts not merged yet.
 
 config.json records what the rows mean: the experiment (its kind and protocol, written by the
-caller) and the schema {column: type} (written here), which is how a reader types the rows;
-nothing is inferred from column names. Resuming a directory with a different experiment or
+caller), the schema {column: type}, which is how a reader types the rows, and where the writer
+is given them the key columns that name a row ("keys") and the flags that mark a failed run
+({column: value}, "flags"; `stats.is_flagged`); nothing is inferred from column names. Resuming a directory with a different experiment or
 schema is an error naming the keys that differ, so results of two protocols are never mixed
 in one file. The module knows no experiment and imports no JAX.
 """
@@ -259,14 +260,24 @@ class ResultsWriter:
     part: (index, count) of this process in a multi-process sweep; None (or count 1): one process.
     keys: the columns naming a row (engine.Experiment.key_columns), to fold parts left by an
     earlier multi-process run into results.csv each row once; None: identical lines.
+    keys and flags ({column: value} marking a failed run, engine.Experiment.flags) are recorded
+    in config.json beside the schema; a directory written before they were recorded takes
+    them on without complaint.
     Raises Busy when another live sweep writes to DIR. Use as a context manager; `write` can be
     passed as the sweep's on_rows callback.
     """
 
     def __init__(self, directory, config: Mapping, columns: Mapping[str, str], *,
                  ignore: Iterable[str] = ("run",), part: tuple[int, int] | None = None,
-                 keys: Sequence[str] | None = None):
+                 keys: Sequence[str] | None = None, flags: Mapping[str, object] | None = None):
         self.schema = check_schema(columns)
+        self.layout = {"schema": self.schema}  # what the rows mean, written beside config
+        for name, value in (("keys", keys), ("flags", flags)):
+            if value is not None:
+                self.layout[name] = list(value) if name == "keys" else dict(value)
+                unknown = [c for c in self.layout[name] if c not in self.schema]
+                if unknown:
+                    raise ValueError(f"{name} {unknown} are not columns of the schema")
         self.columns = tuple(self.schema)
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -310,9 +321,11 @@ class ResultsWriter:
             raise _busy(d, lock, f"another process {self.part[0]}") from None
 
     def _check_config(self, config: Mapping, ignore: set) -> None:
-        config = jsonable({**dict(config), "schema": self.schema})
+        config = jsonable({**dict(config), **self.layout})
         results = self.directory / RESULTS
-        old = load_config(self.directory)
+        stored = old = load_config(self.directory)
+        if old is not None:  # written before keys and flags were recorded: take them on
+            old = {**{k: config[k] for k in ("keys", "flags") if k in config}, **old}
         if old is None:
             held = [results] if results.exists() and results.stat().st_size > 0 else []
             held += part_files(self.directory)
@@ -324,7 +337,7 @@ class ResultsWriter:
             if differ:
                 raise ValueError(f"{self.directory / CONFIG} describes a different experiment; "
                                  f"differing keys: {', '.join(differ)}")
-        if old is None or (self.part is None or self.part[0] == 0) and old != config:
+        if stored is None or (self.part is None or self.part[0] == 0) and stored != config:
             _write_atomic(self.directory / CONFIG,
                           json.dumps(config, indent=2, sort_keys=True) + "\n")
 
@@ -468,7 +481,7 @@ class Merged(NamedTuple):
 
 def merge(directory, keys: Sequence[str] | None = None) -> Merged:
     """Fold the parts of a multi-process sweep into DIR/results.csv, each row once (by the
-    `keys` columns, else identical lines), written atomically; then delete the parts whose
+    `keys` columns, else those config.json records, else identical lines), written atomically; then delete the parts whose
     writers are gone (their lock is free). Safe to call from every process at any time: each
     call folds what is there, so the last process to finish leaves the complete file. Rows of
     a part still being written stay in that part and are folded in by a later merge."""
@@ -490,6 +503,8 @@ def merge(directory, keys: Sequence[str] | None = None) -> Merged:
                 if locks[index] is not None:
                     held.append(path)
             header, lines = _read_all(directory)
+            if keys is None:
+                keys = (load_config(directory) or {}).get("keys")
             conflicts = 0
             if keys is not None and header is not None:
                 names = next(csv.reader([header]))

@@ -3,6 +3,7 @@ installed with pip into a private directory) run through `jaxbof sweep` and `jax
 one and two devices, with nothing in jaxbof edited."""
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -61,6 +62,9 @@ def test_an_installed_plugin_runs_through_sweep_and_plot(installed, tmp_path):
         with open(out / "results.csv") as f:
             rows[devices] = sorted(map(tuple, (r.values() for r in csv.DictReader(f))))
         assert len(rows[devices]) == 2 * 2 * 2 * 4  # n x lr x seeds x records
+        config = json.loads((out / "config.json").read_text())  # what its rows mean
+        assert config["keys"] == ["n", "lr", "seed", "step"]
+        assert config["flags"] == {"diverged": True} and "0 flagged (diverged)" in proc.stderr
     assert rows[1] == rows[2]  # bit for bit on one and two devices
     again = _jaxbof(["plot", str(tmp_path / "toy1")], installed, tmp_path)
     assert again.returncode == 0 and "toy.png" in again.stdout
@@ -71,6 +75,20 @@ def test_an_installed_plugin_runs_through_sweep_and_plot(installed, tmp_path):
     gone = subprocess.run([sys.executable, "-m", "jaxbof.cli", "plot", str(tmp_path / "toy1")],
                           capture_output=True, text=True)
     assert gone.returncode == 2 and "unknown experiment 'toy-linear'" in gone.stderr
+
+
+@pytest.mark.parametrize("name", ["classification", "regression", "cnn"])
+def test_built_in_experiments_declare_their_flags_as_the_default_reads_them(name):
+    """Each built-in experiment declares its failure columns (recorded in config.json); they
+    are those `stats.FLAGS` reads from its schema, so its figures, which read rows with the
+    default, leave out exactly the runs the sweep flagged."""
+    from jaxbof import stats
+
+    plugin = experiments.plugin(name)
+    study = plugin.reproduce[0].study(True)
+    exp = plugin.experiment(study.protocol, study.cells[:2])
+    assert exp.flags and set(exp.flags) <= set(exp.columns)
+    assert stats.declared_flags(exp.columns, exp.flags) == stats.declared_flags(exp.columns)
 
 
 def _entry_point(tmp_path, dist: str, line: str):

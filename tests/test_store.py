@@ -266,3 +266,53 @@ def test_merge_keeps_each_key_once(tmp_path):
     rows = store.load_results(tmp_path)
     assert sorted(r["seed"] for r in rows) == [0, 1, 2]
     assert [r["test_error"] for r in rows if r["seed"] == 2] == [0.05]  # the first one kept
+
+
+# ----------------------------------------------------------------------------- keys and flags
+
+FLAGS = {"converged": False, "diverged": True}
+
+
+def test_config_records_keys_and_flags_and_merge_reads_the_keys(tmp_path):
+    """config.json carries the key columns and the flags beside the schema, so a reader needs
+    no copy of them: merge folds parts by the recorded keys when given none."""
+    for i, seeds in enumerate(((0, 1), (1, 2))):  # seed 1 in both parts
+        with store.ResultsWriter(tmp_path, CONFIG, cls.COLUMNS, part=(i, 2), keys=KEYS,
+                                 flags=FLAGS) as w:
+            w.write([make_row(seed=s, test_error=0.1 * (i + 1)) for s in seeds])
+    config = store.load_config(tmp_path)
+    assert config["keys"] == list(KEYS) and config["flags"] == FLAGS
+    assert stats.flags_of(config) == FLAGS
+    with pytest.warns(UserWarning, match="1 rows have the key"):  # by key, not by line
+        m = store.merge(tmp_path)
+    assert (m.rows, m.parts_removed, m.conflicts) == (3, 2, 1)
+
+
+def test_a_directory_without_keys_and_flags_takes_them_on_and_other_flags_are_refused(tmp_path):
+    with store.ResultsWriter(tmp_path, CONFIG, cls.COLUMNS) as w:  # as older versions wrote it
+        w.write([make_row(seed=0)])
+    assert "flags" not in store.load_config(tmp_path)
+    assert stats.flags_of(store.load_config(tmp_path)) == stats.FLAGS  # the old reading
+    with store.ResultsWriter(tmp_path, CONFIG, cls.COLUMNS, keys=KEYS, flags=FLAGS) as w:
+        w.write([make_row(seed=1)])
+    assert store.load_config(tmp_path)["flags"] == FLAGS
+    assert len(store.load_results(tmp_path)) == 2
+    with pytest.raises(ValueError, match="differing keys: flags"):
+        store.ResultsWriter(tmp_path, CONFIG, cls.COLUMNS, keys=KEYS, flags={"diverged": True})
+    with pytest.raises(ValueError, match=r"flags \['divergd'\] are not columns"):
+        store.ResultsWriter(tmp_path / "typo", CONFIG, cls.COLUMNS, flags={"divergd": True})
+
+
+def test_flags_are_what_the_experiment_declares():
+    """A plug-in names its own failure columns; rows are flagged by those alone."""
+    flags = {"nan_loss": True, "fitted": False}
+    ok, nan, unfitted = ({"nan_loss": a, "fitted": b, "err": e}
+                         for a, b, e in ((False, True, 0.1), (True, True, 0.9), (False, False, 0.8)))
+    assert [stats.is_flagged(r, flags) for r in (ok, nan, unfitted)] == [False, True, True]
+    assert not stats.is_flagged(nan)  # the default flags (diverged, converged) name neither
+    s = stats.aggregate([ok, nan, unfitted], by="fitted", value="err", flags=flags)
+    assert (s[True].count, s[True].flagged, s[False].flagged) == (1, 1, 1)
+    assert stats.describe_flags(flags) == "nan_loss or not fitted"
+    assert stats.describe_flags() == "diverged or not converged"
+    assert stats.declared_flags(["diverged", "x"]) == {"diverged": True}  # none declared
+    assert stats.declared_flags(["x"], flags) == flags

@@ -65,7 +65,7 @@ class Host(NamedTuple):
     runtime: Callable  # (args) -> Runtime: distributed runtime, precision, compile cache
     run: Callable  # (study, args, runtime, tables=True) -> exit code: one sweep into args.out
     meta: Callable  # (runtime) -> dict: config.json's "run" entry
-    open_writer: Callable  # (out, config, columns, part=None, keys=None) -> store.ResultsWriter
+    open_writer: Callable  # (out, config, columns, part=None, keys=None, flags=None) -> store.ResultsWriter
     error: type  # raise error(message): one line on stderr, exit code 2
 
 

@@ -302,6 +302,7 @@ def experiment(protocol: Protocol = Protocol(), *, max_margin: bool = True,
 
     return _engine.Experiment(
         kind=KIND, columns=COLUMNS, key_columns=COORDINATES,
+        flags={"converged": False, "diverged": True},
         static=(protocol.n_test, opt), seed=protocol.seed,
         coords=cell_coords, keys=cell_keys, shape=shape,
         inputs=lambda cs, keys, dtype: scalars(cs, keys, protocol, dtype),

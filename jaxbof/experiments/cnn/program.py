@@ -405,6 +405,7 @@ def experiment(protocol: Protocol = Protocol(), cells: Iterable[Cell] = ()) -> _
 
     return _engine.Experiment(
         kind=KIND, columns=dict(COLUMNS), key_columns=COORDINATES, static=static,
+        flags={"diverged": True},
         seed=int(protocol.seed), coords=coords, keys=cell_keys, shape=shape, inputs=inputs,
         prepare=lambda inp, sh: prepare(inp, sh, static),
         step=lambda slot, st: step(slot, st, static),

@@ -883,6 +883,7 @@ def experiment(protocol: Protocol = Protocol(), cells: Iterable[Cell] = ()) -> _
 
     return _engine.Experiment(
         kind=KIND, columns=columns(degrees), key_columns=COORDINATES + ("step",),
+        flags={"diverged": True},
         static=(n_test, times, degrees, opt), seed=int(protocol.seed),
         coords=coords, keys=cell_keys, shape=shape, inputs=inputs, prepare=prepare_,
         step=step, example_cell=example_cell, report=report,

@@ -121,6 +121,7 @@ def experiment(protocol: Protocol, cells) -> engine.Experiment:
 
     return engine.Experiment(
         kind="toy-linear", columns=COLUMNS, key_columns=("n", "lr", "seed", "step"),
+        flags={"diverged": True},
         static=tuple(protocol), seed=0, coords=coords, keys=keys, shape=lambda c: c.n,
         inputs=inputs, prepare=prepare, step=step,
         example_cell=lambda n: Cell(n, 0.1, 0), report=report,
