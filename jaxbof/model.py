@@ -12,7 +12,7 @@ Scaling (the two conventions, kept apart on purpose since each matches its paper
   (`outer_weights`, alternating or all -1), no bias, only W (M x d) trained; small init
   w_j ~ N(0, s^2 I_d) with s = 1/(M sqrt d) in the published experiments (`init_weights`' scale).
 - regression in the NTK regime (Park et al. 2024, arXiv 2410.06191; Du et al. 2019;
-  `TwoLayerParams`, `init_two_layer`, `two_layer_apply`): f(theta, x) =
+  `TwoLayerParams`, `init_two_layer`, `two_layer_apply`, `readout`): f(theta, x) =
   M^{-1/2} sum_j a_j sigma(<w_j, x> + b_j) with w_j ~ N(0, I_d), a_j = +-1 Rademacher, optional
   b_j ~ N(0, 1); antisymmetric init (pairs (w, a, b) and (w, -a, b)) by default, so f_0 = 0.
   Its empirical and analytic NTKs are in `jaxbof.ntk`.
@@ -147,14 +147,19 @@ def two_layer_preacts(params: TwoLayerParams, x):
     return h if params.b_m is None else h + params.b_m
 
 
-def two_layer_apply(params: TwoLayerParams, x, *, alpha=0.0):
-    """f(theta, x) = M^{-1/2} sum_j a_j sigma(<w_j, x> + b_j); x_d -> scalar, x_nxd -> f_n.
-
-    For even M the sum is taken as sum_{j < M/2} (t_j + t_{j+M/2}), which is the same function
-    but makes f exactly 0 at an antisymmetric init (each pair cancels bit for bit).
-    """
-    t = leaky_relu(two_layer_preacts(params, x), alpha) * params.a_m
-    M = t.shape[-1]
+def readout(t, axis: int = -1):
+    """M^{-1/2} sum_j t_j over the neuron axis `axis` (length M) of the terms t_j = a_j
+    sigma(h_j). For even M the sum is taken as sum_{j < M/2} (t_j + t_{j+M/2}), which is the
+    same function but makes f exactly 0 at an antisymmetric init (each pair cancels bit for
+    bit). The one output reduction of the regression net, whatever the layout of t."""
+    M = t.shape[axis]
     if M % 2 == 0:
-        t = t[..., : M // 2] + t[..., M // 2:]
-    return jnp.sum(t, axis=-1) / math.sqrt(M)
+        t = (jax.lax.slice_in_dim(t, 0, M // 2, axis=axis)
+             + jax.lax.slice_in_dim(t, M // 2, M, axis=axis))
+    return jnp.sum(t, axis=axis) / math.sqrt(M)
+
+
+def two_layer_apply(params: TwoLayerParams, x, *, alpha=0.0):
+    """f(theta, x) = M^{-1/2} sum_j a_j sigma(<w_j, x> + b_j); x_d -> scalar, x_nxd -> f_n
+    (`readout` of the terms, pair by pair)."""
+    return readout(leaky_relu(two_layer_preacts(params, x), alpha) * params.a_m, axis=-1)

@@ -59,7 +59,7 @@ from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, eigsh
 
 from jaxbof import engine as _engine
 from jaxbof import ntk, optim, sphere, spectra, train
-from jaxbof.model import TwoLayerParams, init_two_layer, leaky_relu, two_layer_apply
+from jaxbof.model import TwoLayerParams, init_two_layer, leaky_relu, readout, two_layer_apply
 from jaxbof.experiments.regression.schema import COORDINATES, INITS, KIND, NOISE_KINDS
 from jaxbof.numerics import float32_bits
 
@@ -434,16 +434,12 @@ def _preacts_mxn(params: TwoLayerParams, X_nxd):
 def forward(params: TwoLayerParams, X_nxd):
     """(Ht_mxn, At_mxn, f_n): pre-activations H^T = W X^T [+ b] (neuron-major: the layout in
     which every contraction of the step is fast under vmap on CPU), A^T = relu(H^T) and
-    f = M^-1/2 sum_j a_j A_j, the sum over neurons taken as a pair-sum like
-    `model.two_layer_apply` (sum_{j < M/2} (t_j + t_{j+M/2})), so f_0 = 0 bit for bit under the
-    antisymmetric init (equal to two_layer_apply up to rounding)."""
+    f = M^-1/2 sum_j a_j A_j by the net's one output reduction `model.readout` (a pair-sum,
+    so f_0 = 0 bit for bit under the antisymmetric init): `model.two_layer_apply` in the
+    neuron-major layout (equal to it up to rounding)."""
     Ht = _preacts_mxn(params, X_nxd)
     At = leaky_relu(Ht, 0.0)
-    t = At * params.a_m[:, None]
-    M = t.shape[0]
-    if M % 2 == 0:
-        t = t[: M // 2] + t[M // 2:]
-    return Ht, At, jnp.sum(t, axis=0) / _sqrt_width(M)
+    return Ht, At, readout(At * params.a_m[:, None], axis=0)
 
 
 def gradients(params: TwoLayerParams, X_nxd, y_n, Ht, At, f) -> TwoLayerParams:
