@@ -13,7 +13,7 @@ An experiment supplies three pure functions of one run (the engine vmaps and jit
 the update by `optimizer` (an optax rule, `jaxbof.optim`; default plain GD) with parameters and
 rule state frozen where the run halts, then the bookkeeping. The hinge-loss classification step
 (`experiments.classification.step`) and the square-loss regression step
-(`experiments.regression.program`) are this skeleton with their own check.
+(`experiments.regression.step`) are this skeleton with their own check.
 """
 
 from __future__ import annotations

@@ -258,7 +258,7 @@ def _reg_slot(opt=optim.GD, outer=False, bias=False, n=20, M=16, d=3, eta=0.1):
     Xt = jnp.asarray(X[:5])
     Yt = jnp.zeros((5, 2))
     rec = jnp.asarray([0, 100_000], jnp.int32)
-    return R._finish(jnp.asarray(X), jnp.asarray(rng.uniform(-1, 1, n)), Xt, Yt,
+    return R.data._finish(jnp.asarray(X), jnp.asarray(rng.uniform(-1, 1, n)), Xt, Yt,
                      jnp.asarray(xi), raw, jnp.asarray(eta), jnp.asarray(0.3),
                      jnp.asarray(False), jnp.asarray(True), jnp.asarray([0.5, 0.7]), rec,
                      R.Shape(n, d, M, bias, outer), (1, 2), opt)

@@ -138,7 +138,7 @@ def _slot(n=20, M=16, d=3, bias=False, outer=False, anti=True, seed=0, eta=0.1):
     Yt = sphere.zonal_features(jnp.asarray(Xt), jnp.asarray(xi), (1, 2))
     sh = R.Shape(n, d, M, bias, outer)
     rec = jnp.asarray([0, 5, 10] + [np.iinfo(np.int32).max] * 3, jnp.int32)
-    return R._finish(jnp.asarray(X), jnp.asarray(rng.uniform(-1, 1, n)), jnp.asarray(Xt), Yt,
+    return R.data._finish(jnp.asarray(X), jnp.asarray(rng.uniform(-1, 1, n)), jnp.asarray(Xt), Yt,
                      jnp.asarray(xi), raw, jnp.asarray(eta), jnp.asarray(0.3), jnp.asarray(False),
                      jnp.asarray(anti), jnp.asarray([0.5, 0.7]), rec, sh, (1, 2))
 
@@ -148,10 +148,10 @@ def test_antisymmetric_init_is_zero_and_matches_model():
     for bias in (False, True):
         g = init_two_layer(key, 12, 3, bias=bias, antisymmetric=False)
         a = init_two_layer(key, 12, 3, bias=bias, antisymmetric=True)
-        built = R._antisymmetric(g, jnp.asarray(True))
+        built = R.data._antisymmetric(g, jnp.asarray(True))
         for x, y in zip(jax.tree.leaves(built), jax.tree.leaves(a)):
             np.testing.assert_array_equal(x, y)
-        kept = R._antisymmetric(g, jnp.asarray(False))
+        kept = R.data._antisymmetric(g, jnp.asarray(False))
         for x, y in zip(jax.tree.leaves(kept), jax.tree.leaves(g)):
             np.testing.assert_array_equal(x, y)
         X = sphere.uniform(key, 40, 3)
@@ -232,7 +232,7 @@ def test_linear_prediction_matches_matrix_exponential():
         ref = f0t + Kt @ E[:n, n]
         got = R.linear_prediction(t, n, lam, Kt @ U, U.T @ r0, f0t)
         np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(R._phi(np.array([0.0, 1e-14, 1e-3, 1.0, 50.0])),
+    np.testing.assert_allclose(R.measure._phi(np.array([0.0, 1e-14, 1e-3, 1.0, 50.0])),
                                [1.0, 1 - 5e-15, -np.expm1(-1e-3) / 1e-3, 1 - np.exp(-1.0),
                                 1 / 50], rtol=1e-14)
 

@@ -2,7 +2,11 @@
 loss in the NTK regime, antisymmetric initialisation, data on the sphere; the excess risk split
 into approximation and estimation error.
 
-program   the engine.Experiment, cells, presets, closed forms of the population flow
+program   the engine.Experiment and presets; the API (re-exported from the modules below)
+grid      Cell, Protocol, `cells`, targets, recording times, keys, the schema's columns
+data      sampling a cell: points, target, noise, test points, init (device)
+step      forward pass, gradient, halting, the GD / optax step (device)
+measure   the report's device programs and the host-side closed forms (float64)
 schema    the schema constants: coordinates, noise kinds, inits (JAX-free)
 figures   the decomposition, staircase and NTK-regime pictures (JAX-free)
 cli       its `jaxbof sweep regression` flags and table
@@ -11,7 +15,7 @@ cli       its `jaxbof sweep regression` flags and table
 from jaxbof.experiments import Plugin, Reproduce, deferred, lazy_api
 from jaxbof.experiments.regression import cli as _cli
 
-_SUBMODULES = ("program", "schema", "figures", "cli")
+_SUBMODULES = ("program", "grid", "data", "step", "measure", "schema", "figures", "cli")
 _figures = deferred("jaxbof.experiments.regression.figures:figures")  # matplotlib: on use
 
 
