@@ -12,7 +12,9 @@ classification experiment is `jaxbof.experiments.classification`, the regression
 
 Kernel instruments (modules): `jaxbof.ntk` (empirical NTKs of any model, structured two-layer
 route, analytic infinite-width kernels), `jaxbof.spectra` (eigenvalues of dot-product kernels on
-the sphere) and `jaxbof.concentration` (||H_M - H_inf||_op / ||H_inf||_op against width).
+the sphere), `jaxbof.concentration` (||H_M - H_inf||_op / ||H_inf||_op against width) and
+`jaxbof.eigenlearning` (the predicted test, train and excess risk of kernel ridge regression
+from a spectrum: kappa, learnabilities, noise amplification).
 
 Update rules: `jaxbof.optim` (optax transformations; `Protocol(optimizer="momentum:0.9")`, or
 any optax GradientTransformation, in either experiment; default plain GD).
@@ -27,11 +29,11 @@ from jaxbof.experiments.classification import run_cells, run_grid
 from jaxbof.experiments.classification.grid import Cell, Grid, Protocol
 from jaxbof.model import Outer, apply, init_weights, outer_weights
 from jaxbof.experiments.classification.step import Param, Stop
-from jaxbof import concentration, ntk, optim, sphere, spectra  # noqa: E402  (modules, after the names above)
+from jaxbof import concentration, eigenlearning, ntk, optim, sphere, spectra  # noqa: E402  (modules, after the names above)
 
 __all__ = [
     "Cell", "Corruption", "Engine", "Experiment", "FIG1", "FIG1_QUICK", "FIG2", "FIG2_QUICK", "Grid", "Outer",
-    "Param", "Protocol", "Signal", "Stop", "SweepStats", "apply", "concentration", "init_weights",
+    "Param", "Protocol", "Signal", "Stop", "SweepStats", "apply", "concentration", "eigenlearning", "init_weights",
     "ntk", "optim", "outer_weights", "preset", "run_cells", "run_grid", "sample_test", "sample_train",
     "sphere", "spectra",
 ]
