@@ -280,7 +280,8 @@ def test_fit_loglog_slope_exact():
     assert stats.fit_loglog_slope([64.0, 256, 1024], [0.1, np.nan, 0.025]).points == 2
 
 
-JAX_FREE = ("store", "stats", "draw", "spectra", "flags", "experiments")  # NumPy at most
+JAX_FREE = ("store", "stats", "draw", "spectra", "eigenlearning", "flags",
+            "experiments")  # NumPy and SciPy at most
 
 
 @pytest.mark.parametrize("module", [
@@ -292,7 +293,8 @@ JAX_FREE = ("store", "stats", "draw", "spectra", "flags", "experiments")  # NumP
     "jaxbof.experiments.cnn.figures", "jaxbof.experiments.cnn.boundary", "jaxbof.experiments.cnn.cli",
     "jaxbof.experiments.regression.cli", "jaxbof.experiments.optimizers",
     "jaxbof.experiments.optimizers.figures", "jaxbof.experiments.ntk_concentration",
-    "jaxbof.experiments.ntk_concentration.figures"])
+    "jaxbof.experiments.ntk_concentration.figures", "jaxbof.experiments.learning_curves",
+    "jaxbof.experiments.learning_curves.figures", "jaxbof.eigenlearning"])
 def test_figures_and_the_registry_import_no_jax_at_module_level(module):
     """What `jaxbof plot` and the registry load imports neither JAX nor a module that does;
     device code is imported inside the functions that need it."""

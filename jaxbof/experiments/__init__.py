@@ -8,6 +8,7 @@ Built in (each a package, importable without JAX; their device code loads on fir
     ntk-concentration  ||H_M - H_inf||_op / ||H_inf||_op against width (jaxbof.concentration)
     optimizers         both experiments under GD, momentum and Adam, paired by run
     cnn                Kou et al. (ICML 2023): signal against noise in a two-layer ReLU CNN
+    learning-curves    kernel ridge regression against the eigenlearning prediction
 
 A researcher's own package adds a theorem without editing jaxbof: it names a `Plugin` under the
 entry-point group "jaxbof.experiments" in its pyproject.toml,
@@ -34,6 +35,7 @@ BUILTIN = {
     "ntk-concentration": "jaxbof.experiments.ntk_concentration",
     "optimizers": "jaxbof.experiments.optimizers",
     "cnn": "jaxbof.experiments.cnn",
+    "learning-curves": "jaxbof.experiments.learning_curves",
 }
 
 

@@ -1,0 +1,65 @@
+"""The learning-curves plug-in: kernel ridge regression on the sphere (one eigendecomposition
+serving every ridge) equals a direct solve, and `jaxbof reproduce learning-curves` writes
+resumable rows with the prediction beside each measurement, a table and two pictures."""
+
+import csv
+
+import numpy as np
+
+from jaxbof import cli, eigenlearning, spectra, store
+from jaxbof.experiments.learning_curves import krr
+
+TINY = krr.Config(ns=(12, 30), ridges_over_n=(0.0, 1e-3, 0.1), seeds=2, n_test=300, k_max=400)
+
+
+def test_rows_equal_a_direct_solve_at_every_ridge():
+    n, seed = 30, 1
+    rows = krr.rows_for(TINY, n, seed)
+    # the same draws, in the order rows_for makes them
+    import zlib
+    rng = np.random.default_rng(zlib.crc32(f"{TINY.seed}/{n}/{seed}".encode()))
+    xis = [(k, c, krr._sphere(rng, 1, 3)[0]) for k, c in TINY.target]
+
+    def target(x):
+        return sum(c * krr._zonal(k, 3, x @ xi) for k, c, xi in xis)
+    X, Xt = krr._sphere(rng, n, 3), krr._sphere(rng, TINY.n_test, 3)
+    y = target(X) + rng.uniform(-TINY.noise, TINY.noise, n)
+    k_fn = spectra.kernel_fn("ntk-first-layer")
+    K, Kt = k_fn(np.clip(X @ X.T, -1, 1)), k_fn(np.clip(Xt @ X.T, -1, 1))
+    levels = eigenlearning.sphere_levels("ntk-first-layer", 3, TINY.k_max)
+    for row, r in zip(rows, TINY.ridges_over_n):
+        a = np.linalg.solve(K + r * n * np.eye(n), y)
+        np.testing.assert_allclose(row["excess_risk"], np.mean((Kt @ a - target(Xt)) ** 2),
+                                   rtol=1e-7)
+        np.testing.assert_allclose(row["train_risk"], np.mean((K @ a - y) ** 2),
+                                   rtol=1e-6, atol=1e-20)
+        p = eigenlearning.predict(n, levels, TINY.energy(), TINY.noise ** 2 / 3, r * n)
+        assert row["predicted_excess_risk"] == p.excess_risk and row["e0"] == p.e0
+    assert rows[0]["train_risk"] < 1e-20  # ridgeless interpolates
+
+
+def _rows(out):
+    with open(out / "results.csv") as f:
+        return sorted(map(tuple, (r.values() for r in csv.DictReader(f))))
+
+
+def test_reproduce_writes_resumable_rows_a_table_and_pictures(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(krr, "QUICK", TINY)
+    out = tmp_path / "lc"
+    assert cli.main(["reproduce", "learning-curves", "--quick", "--out", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert table.startswith("ridge_over_n,n,measured,sem,predicted,gap_sem,gap_relative,seeds")
+    assert table.count("\n") == 1 + 2 * 3
+    full = _rows(out)
+    assert len(full) == 2 * 3 * 2  # n x ridges x seeds
+    config = store.load_config(out)
+    assert config["keys"] == ["n", "ridge_over_n", "seed"] and config["flags"] == {}
+    assert (out / "learning_curves.png").stat().st_size > 0
+    assert (out / "learnability.png").stat().st_size > 0
+    lines = (out / "results.csv").read_text().splitlines(keepends=True)
+    (out / "results.csv").write_text("".join(lines[:4]))  # an interrupted run: 3 rows kept
+    assert cli.main(["reproduce", "learning-curves", "--quick", "--out", str(out),
+                     "--no-plots"]) == 0
+    assert _rows(out) == full  # the rerun adds exactly the missing rows
+    assert cli.main(["reproduce", "learning-curves", "--quick", "--x64"]) == 2
+    assert "always runs in float64" in capsys.readouterr().err
