@@ -37,7 +37,7 @@ class Config(NamedTuple):
 
     ns: tuple = (10, 20, 40, 80, 160, 320, 640, 1280, 2560, 5120)
     ridges_over_n: tuple = (0.0, 1e-4, 1e-2)
-    seeds: int = 5
+    seeds: int = 10
     d: int = 3
     kernel: str = "ntk-first-layer"
     target: tuple = ((1, math.sqrt(0.5)), (2, math.sqrt(0.5)), (4, math.sqrt(0.5)))
