@@ -15,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from jaxbof import stats
+from jaxbof import stats, store
 
 ZERO_COLOUR = "white"  # outside the colour map, so an exact 0 is never read as "small"
 MISSING_COLOUR = "0.6"
@@ -57,6 +57,15 @@ def heading(main: str, extra: str | None, rows, by: Sequence[str], ignore: Seque
             axes: Sequence[str] = ()):
     sub = subtitle(extra, rows, by, ignore, axes)
     return main + (f"\n{sub}" if sub else "")
+
+
+def results(directory) -> list[dict]:
+    """The rows of a results directory (`store.load_results`); ValueError naming the file
+    when there are none, so that no figure is drawn from nothing."""
+    rows = store.load_results(directory)
+    if not rows:
+        raise ValueError(f"no results in {Path(directory) / store.RESULTS}")
+    return rows
 
 
 def footnote(fig: Figure, lines) -> None:

@@ -122,6 +122,19 @@ def lazy_api(package: str, submodules, api: str) -> Callable:
     return __getattr__
 
 
+def host_side(args, host: Host, name: str) -> None:
+    """Refuse, in one line each, the engine's flags on a `reproduce NAME` that computes on the
+    host in float64 in one process (its own `Reproduce.run`): --optimizer, --x64, --slots and
+    the multi-process flags."""
+    if args.optimizer is not None:
+        raise host.error(f"--optimizer does not apply to reproduce {name}")
+    if args.x64 or args.slots is not None:
+        raise host.error(f"{name} always runs in float64 and takes no --x64/--slots")
+    if (args.coordinator, args.num_processes, args.process_id) != (None, None, None):
+        raise host.error(f"{name} runs in one process (no --coordinator, "
+                         "--num-processes, --process-id)")
+
+
 _LOADED: dict[str, Plugin] = {}
 
 

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from jaxbof import draw, stats, store
+from jaxbof import draw, stats
 from jaxbof.experiments.classification.cells import POOLABLE
 
 
@@ -252,9 +252,7 @@ def figures(directory, config, out) -> list[str]:
     """The pictures a classification results directory supports: heatmap: >= 2 values of n
     and of d/n; gamma_curve: some n with >= 2 gamma values (gamma = 5/n varies across n alone
     in Figure 1, which is no gamma curve); error_vs_dn and snr_vs_error always."""
-    rows = store.load_results(directory)
-    if not rows:
-        raise ValueError(f"no results in {Path(directory) / store.RESULTS}")
+    rows = draw.results(directory)
     extra = draw.describe(config.get("experiment"), Path(directory).name)
     out = Path(out)
     paths = []

@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from jaxbof import draw, stats, store
+from jaxbof import draw, stats
 from jaxbof.experiments.cnn.boundary import crossings, fit_boundary, protocol_of
 
 POOLABLE = ("n", "d")
@@ -134,9 +134,7 @@ def error_vs_signal(rows, path, protocol=None, title: str | None = None, lines: 
 
 
 def figures(directory, config, out) -> list[str]:
-    rows = store.load_results(directory)
-    if not rows:
-        raise ValueError(f"no results in {Path(directory) / store.RESULTS}")
+    rows = draw.results(directory)
     experiment = config.get("experiment", {})
     protocol = experiment.get("protocol")
     title = draw.describe(experiment, Path(directory).name)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from jaxbof import draw, stats, store
+from jaxbof import draw, stats
 
 
 def _curves(rows) -> dict:
@@ -88,9 +88,7 @@ def learnability(config: dict, path, ns=None, title: str | None = None) -> str:
 
 
 def figures(directory, config, out) -> list[str]:
-    rows = store.load_results(directory)
-    if not rows:
-        raise ValueError(f"no results in {Path(directory) / store.RESULTS}")
+    rows = draw.results(directory)
     experiment = config.get("experiment", {})
     title = f"{experiment.get('name') or Path(directory).name} ({experiment.get('precision')})"
     out = Path(out)

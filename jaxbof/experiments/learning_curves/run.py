@@ -6,15 +6,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from jaxbof.experiments import host_side
+
 
 def run(args, host) -> int:
-    if args.optimizer is not None:
-        raise host.error("--optimizer does not apply to reproduce learning-curves")
-    if args.x64 or args.slots is not None:
-        raise host.error("learning-curves always runs in float64 and takes no --x64/--slots")
-    if (args.coordinator, args.num_processes, args.process_id) != (None, None, None):
-        raise host.error("learning-curves runs in one process (no --coordinator, "
-                         "--num-processes, --process-id)")
+    host_side(args, host, "learning-curves")
     from jaxbof import store
     from jaxbof.experiments.learning_curves import figures, krr
 

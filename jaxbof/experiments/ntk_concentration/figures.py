@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from jaxbof import draw, store
+from jaxbof import draw
 
 
 def concentration(rows, slopes, path, title: str | None = None) -> str:
@@ -46,8 +46,6 @@ def concentration(rows, slopes, path, title: str | None = None) -> str:
 def figures(directory, config, out) -> list[str]:
     from jaxbof.concentration import fit_slopes  # imports JAX
 
-    rows = store.load_results(directory)
-    if not rows:
-        raise ValueError(f"no results in {Path(directory) / store.RESULTS}")
+    rows = draw.results(directory)
     title = draw.describe(config.get("experiment"), Path(directory).name)
     return [concentration(rows, fit_slopes(rows), Path(out) / "concentration.png", title=title)]

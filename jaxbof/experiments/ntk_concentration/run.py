@@ -6,17 +6,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from jaxbof.experiments import host_side
+
 
 def run(args, host) -> int:
     import jax
 
-    if args.optimizer is not None:
-        raise host.error("--optimizer does not apply to reproduce ntk-concentration")
-    if args.x64 or args.slots is not None:
-        raise host.error("ntk-concentration always runs in float64 and takes no --x64/--slots")
-    if (args.coordinator, args.num_processes, args.process_id) != (None, None, None):
-        raise host.error("ntk-concentration runs in one process (no --coordinator, "
-                         "--num-processes, --process-id)")
+    host_side(args, host, "ntk-concentration")
     jax.config.update("jax_enable_x64", True)  # operator norms of kernel differences: float64
     from jaxbof import concentration, store
     from jaxbof.experiments.ntk_concentration import figures

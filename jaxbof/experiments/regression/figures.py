@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 from matplotlib.figure import Figure
 
-from jaxbof import draw, stats, store
+from jaxbof import draw, stats
 from jaxbof.experiments.regression.schema import COORDINATES
 
 
@@ -485,9 +485,7 @@ REGRESSION_FIGURES = (
 
 def figures(directory, config, out) -> list[str]:
     """Each entry of REGRESSION_FIGURES whose test the rows pass."""
-    rows = store.load_results(directory)
-    if not rows:
-        raise ValueError(f"no results in {Path(directory) / store.RESULTS}")
+    rows = draw.results(directory)
     title = draw.describe(config.get("experiment"), Path(directory).name)
     return [fn(rows, Path(out) / name, title=title)
             for name, fn, supported in REGRESSION_FIGURES if supported(rows)]
