@@ -120,35 +120,22 @@ def test_too_few_modes_without_a_ridge_and_bad_input_are_named():
         E.levels([1.0], [0])
 
 
-def _sphere(rng, m, d=3):
-    x = rng.normal(size=(m, d))
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+@pytest.mark.parametrize("ridge_over_n", [1e-4, 1e-2])
+def test_prediction_equals_kernel_ridge_regression_on_the_sphere_with_a_ridge(ridge_over_n):
+    """The regression experiment's setting, measured by the learning-curves plug-in
+    (`krr.rows_for`; itself tested against a direct solve): x uniform on S^2, the first-layer NTK
+    in closed form, f* = sqrt(1/2) (Y_1 + Y_2 + Y_4) along random directions, uniform noise on
+    [-0.5, 0.5]; kernel ridge regression K(X, X) + ridge I at n = 200 (ridge 0.02 and 2), its
+    excess risk on 2000 fresh points, averaged over 40 training sets, against the prediction
+    within 3 standard errors. (Without a ridge the prediction misses on this degenerate
+    spectrum: README, "Predicted learning curves".)"""
+    from jaxbof.experiments.learning_curves import krr
 
-
-@pytest.mark.parametrize("ridge", [0.02, 2.0])
-def test_prediction_equals_kernel_ridge_regression_on_the_sphere_with_a_ridge(ridge):
-    """The regression experiment's setting: x uniform on S^2, the first-layer NTK in closed form,
-    f* = sqrt(1/2) (Y_1 + Y_2 + Y_4) along random directions, uniform noise on [-0.5, 0.5];
-    kernel ridge regression K(X, X) + ridge I at n = 200, its excess risk on 2000 fresh points,
-    averaged over 40 training sets, against the prediction within 3 standard errors. (Without a
-    ridge the prediction misses on this degenerate spectrum: README, "Predicted learning
-    curves".)"""
-    from scipy.special import eval_legendre
-
-    k_fn = spectra.kernel_fn("ntk-first-layer")
-    rng = np.random.default_rng(7)
-    n, noise = 200, 0.5 ** 2 / 3
-    risks = []
-    for _ in range(40):
-        xis = {k: _sphere(rng, 1)[0] for k in (1, 2, 4)}
-
-        def target(x):
-            return sum(math.sqrt(0.5 * (2 * k + 1)) * eval_legendre(k, x @ xi)
-                       for k, xi in xis.items())
-        X, Xt = _sphere(rng, n), _sphere(rng, 2000)
-        y = target(X) + rng.uniform(-0.5, 0.5, n)
-        a = np.linalg.solve(k_fn(np.clip(X @ X.T, -1, 1)) + ridge * np.eye(n), y)
-        risks.append(np.mean((k_fn(np.clip(Xt @ X.T, -1, 1)) @ a - target(Xt)) ** 2))
+    config = krr.Config(ns=(200,), ridges_over_n=(ridge_over_n,), seeds=40, k_max=8000, seed=7)
+    levels = E.sphere_levels("ntk-first-layer", 3, config.k_max)
+    rows = [r for seed in range(config.seeds) for r in krr.rows_for(config, 200, seed, levels)]
+    risks = [r["excess_risk"] for r in rows]
     mean, se = np.mean(risks), np.std(risks, ddof=1) / math.sqrt(len(risks))
-    p = E.predict(n, E.sphere_levels("ntk-first-layer", 3, 8000), MAIN, noise, ridge)
+    p = E.predict(200, levels, config.energy(), config.noise ** 2 / 3, ridge_over_n * 200)
+    assert {r["predicted_excess_risk"] for r in rows} == {p.excess_risk}
     assert abs(p.excess_risk - mean) < 3 * se, (p.excess_risk, mean, se)
