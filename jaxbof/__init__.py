@@ -11,7 +11,8 @@ classification experiment is `jaxbof.experiments.classification`, the regression
 `jaxbof.experiments.regression`, the CNN one (Kou et al. 2023) `jaxbof.experiments.cnn`.
 
 Kernel instruments (modules): `jaxbof.ntk` (empirical NTKs of any model, structured two-layer
-route, analytic infinite-width kernels), `jaxbof.spectra` (eigenvalues of dot-product kernels on
+route, analytic infinite-width kernels, top Gram eigenpairs without the Gram),
+`jaxbof.eigsolve` (LOBPCG and the p x p feature route for any Gram-vector product), `jaxbof.spectra` (eigenvalues of dot-product kernels on
 the sphere), `jaxbof.concentration` (||H_M - H_inf||_op / ||H_inf||_op against width) and
 `jaxbof.eigenlearning` (the predicted test, train and excess risk of kernel ridge regression
 from a spectrum: kappa, learnabilities, noise amplification).
@@ -29,11 +30,11 @@ from jaxbof.experiments.classification import run_cells, run_grid
 from jaxbof.experiments.classification.grid import Cell, Grid, Protocol
 from jaxbof.model import Outer, apply, init_weights, outer_weights
 from jaxbof.experiments.classification.step import Param, Stop
-from jaxbof import concentration, eigenlearning, ntk, optim, sphere, spectra  # noqa: E402  (modules, after the names above)
+from jaxbof import concentration, eigenlearning, eigsolve, ntk, optim, sphere, spectra  # noqa: E402  (modules, after the names above)
 
 __all__ = [
     "Cell", "Corruption", "Engine", "Experiment", "FIG1", "FIG1_QUICK", "FIG2", "FIG2_QUICK", "Grid", "Outer",
-    "Param", "Protocol", "Signal", "Stop", "SweepStats", "apply", "concentration", "eigenlearning", "init_weights",
+    "Param", "Protocol", "Signal", "Stop", "SweepStats", "apply", "concentration", "eigenlearning", "eigsolve", "init_weights",
     "ntk", "optim", "outer_weights", "preset", "run_cells", "run_grid", "sample_test", "sample_train",
     "sphere", "spectra",
 ]

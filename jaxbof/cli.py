@@ -130,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="empirical Gram of the width-M net at init (antisymmetric, even M) "
                          "instead of the analytic kernel; needs --empirical-n")
     sp.add_argument("--seed", default="0", help="key of the empirical points and weights")
+    sp.add_argument("--top", default=None,
+                    help="also write the largest this many eigenvalues of Gram / n with their "
+                         "residuals ||K v - lambda v|| / n (top.csv); needs --empirical-n")
+    sp.add_argument("--matrix-free", action="store_true",
+                    help="never form the n x n Gram (needs --top): with --width the p x p "
+                         "Jacobian route when the parameter count p <= n, else LOBPCG on "
+                         "NTK-vector products; without it LOBPCG on tile-by-tile products")
     sp.add_argument("--out", required=True)
     return p
 
@@ -156,8 +163,18 @@ def _spectrum(args) -> int:
     if not 0 <= alpha <= 1:
         raise UsageError(f"--alpha: {alpha} must be in [0, 1]")
     n = None if args.empirical_n is None else _number(args.empirical_n, int, "empirical-n")
-    if n is not None and not 1 <= n <= 20_000:
-        raise UsageError(f"--empirical-n: {n} must be in [1, 20000]")
+    top = None if args.top is None else _number(args.top, int, "top")
+    free = args.matrix_free
+    if free and top is None:
+        raise UsageError("--matrix-free: needs --top (how many eigenvalues to find)")
+    if top is not None and n is None:
+        raise UsageError("--top: needs --empirical-n (the number of points of the Gram)")
+    n_max = 1_000_000 if free else 20_000
+    if n is not None and not 1 <= n <= n_max:
+        raise UsageError(f"--empirical-n: {n} must be in [1, {n_max}]"
+                         + ("" if free else " (larger with --top K --matrix-free)"))
+    if top is not None and not 1 <= top <= min(n, 2000):
+        raise UsageError(f"--top: {top} must be in [1, min(n, 2000)] (n = {n})")
     seed = _number(args.seed, int, "seed")
     if not 0 <= seed < 2**32:
         raise UsageError(f"--seed: {seed} must be in [0, 2^32)")
@@ -166,14 +183,24 @@ def _spectrum(args) -> int:
     if width is not None:
         if n is None:
             raise UsageError("--width: needs --empirical-n (the number of points of the Gram)")
-        if width < 2 or width % 2 or n * width > 10**8:
+        if width < 2 or width % 2 or (not free and n * width > 10**8):
             raise UsageError(f"--width: {width} must be even, >= 2 and with n * width <= 1e8 "
-                             f"(n = {n})")
+                             f"(n = {n}; any n with --top K --matrix-free)")
+        p = _trained_count(kernel, d, width, args.bias)
+        if free and p > 20_000:
+            raise UsageError(f"--width: {width} gives {p} trained parameters; --matrix-free "
+                             "handles at most 20000")
+        if top is not None and top > p // 2:
+            raise UsageError(f"--top: {top} exceeds the rank bound {p // 2} of the width-{width} "
+                             "Gram (p / 2: the antisymmetric init pairs equal neurons)")
+    if free and width is None and n > 50_000:
+        raise UsageError(f"--empirical-n: {n} must be <= 50000 for the analytic kernel with "
+                         "--matrix-free (each product costs n^2); use --width for larger n")
 
     spec = spectra.eigenvalues(kernel, d, k_max, alpha=alpha, bias=args.bias)
     mult = spectra.multiplicity(d, spec.k)
     logm = spectra.log_multiplicity(d, spec.k)
-    fit = empirical = None
+    fit = empirical = found = None
     if n is not None:
         import jax
 
@@ -182,14 +209,27 @@ def _spectrum(args) -> int:
         from jaxbof import sphere
 
         x = sphere.uniform(key, n, d)
-        if width is None:
-            xh = np.asarray(x, np.float64)
-            u = np.clip(xh @ xh.T, -1.0, 1.0)
-            K = spectra.kernel_fn(kernel, alpha, args.bias)(u)
+        net = None if width is None else _two_layer(kernel, d, width, alpha, args.bias,
+                                                     jax.random.fold_in(key, width))
+        if free:
+            found = _top_matrix_free(kernel, x, top, net, alpha, args.bias)
+            lam = found.eigenvalue / n
         else:
-            K = np.asarray(_empirical_gram(kernel, x, width, alpha, args.bias,
-                                           jax.random.fold_in(key, width)))
-        fit = spectra.empirical_levels(K, spec, d)
+            if width is None:
+                xh = np.asarray(x, np.float64)
+                u = np.clip(xh @ xh.T, -1.0, 1.0)
+                # <x, x> = 1 exactly: rounding it to 1 - eps moves arccos by 1e-8
+                np.fill_diagonal(u, 1.0)
+                K = spectra.kernel_fn(kernel, alpha, args.bias)(u)
+            else:
+                K = np.asarray(_empirical_gram(net, x))
+            K = 0.5 * (K + K.T)
+            if top is None:
+                lam = np.linalg.eigvalsh(K) / n
+            else:
+                found = _top_dense(K, top)
+                lam = found.eigenvalue / n
+        fit = spectra.levels_of(lam, spec, d)
         empirical = fit.sorted_empirical
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -212,6 +252,17 @@ def _spectrum(args) -> int:
     png = plots.spectrum(spec.k, mult, spec.eigenvalue, out / "spectrum.png", empirical,
                          title=title, max_index=None if n else 2000)
     print(f"wrote {out / 'spectrum.csv'}\nwrote {png}")
+    if found is not None:
+        with open(out / "top.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["index", "eigenvalue", "residual", "rel_residual"])
+            for i, (lam_i, r_i) in enumerate(zip(found.eigenvalue / n, found.residual / n)):
+                w.writerow([i + 1, repr(float(lam_i)), repr(float(r_i)), repr(float(r_i / lam_i))])
+        how = ("matrix-free, " + (f"{found.iterations} LOBPCG iterations" if found.iterations
+                                  else "p x p Jacobian route")) if free else "dense eigh"
+        print(f"wrote {out / 'top.csv'}: top {top} eigenvalues of Gram / n ({how}), largest "
+              f"relative residual {float(np.max(found.residual / found.eigenvalue)):.2g}"
+              + ("" if found.converged else " (NOT converged)"))
     if fit is not None:
         print("k,multiplicity,eigenvalue,empirical_mean,rel_error")
         for k, m, mu, e, r in zip(fit.k, fit.multiplicity, fit.eigenvalue, fit.empirical_mean,
@@ -220,23 +271,70 @@ def _spectrum(args) -> int:
     return 0
 
 
-def _empirical_gram(kernel, x, width: int, alpha: float, bias: bool, key):
-    """Gram of the width-`width` two-layer net at init for the analytic `kernel`'s parameters:
-    first layer (and bias) for ntk-first-layer, all for ntk-both-layers, the outer weights alone
-    (the finite-width NNGP) for relu-nngp."""
+def _two_layer(kernel, d: int, width: int, alpha: float, bias: bool, key):
+    """(params, apply_fn, trainable, route) of the width-`width` two-layer net at init whose
+    empirical Gram approximates the analytic `kernel`: first layer (and bias) trained for
+    ntk-first-layer, all for ntk-both-layers, the outer weights alone (the finite-width NNGP,
+    generic route) for relu-nngp."""
     import functools
 
     from jaxbof import ntk, spectra
 
-    params = ntk.init_two_layer(key, width, x.shape[1], bias=bias, dtype=x.dtype)
+    params = ntk.init_two_layer(key, width, d, bias=bias)
     b = True if bias else None
     mask = {spectra.Kernel.NTK_FIRST_LAYER: ntk.TwoLayerParams(True, False, b),
             spectra.Kernel.NTK_BOTH_LAYERS: ntk.TwoLayerParams(True, True, b),
             spectra.Kernel.RELU_NNGP: ntk.TwoLayerParams(False, True, False if bias else None)}
-    route = ntk.Route.JACOBIAN if kernel == spectra.Kernel.RELU_NNGP else ntk.Route.STRUCTURED
-    fn = ntk.empirical_ntk_fn(functools.partial(ntk.two_layer_apply, alpha=alpha), route=route,
-                              trainable=mask[kernel])
-    return fn(params, x)
+    route = ntk.Route.NTVP if kernel == spectra.Kernel.RELU_NNGP else ntk.Route.STRUCTURED
+    return params, functools.partial(ntk.two_layer_apply, alpha=alpha), mask[kernel], route
+
+
+def _trained_count(kernel, d: int, width: int, bias: bool) -> int:
+    """Trained parameters of `_two_layer`'s net: the rank bound of its Gram (before pairing)."""
+    from jaxbof import spectra
+
+    if kernel == spectra.Kernel.RELU_NNGP:
+        return width
+    return width * (d + bias + (kernel == spectra.Kernel.NTK_BOTH_LAYERS))
+
+
+def _empirical_gram(net, x):
+    """The dense n x n empirical NTK Gram of `_two_layer`'s net."""
+    from jaxbof import ntk
+
+    params, apply_fn, trainable, route = net
+    route = ntk.Route.JACOBIAN if route is ntk.Route.NTVP else route
+    return ntk.empirical_ntk_fn(apply_fn, route=route, trainable=trainable)(params, x)
+
+
+def _top_dense(K, top: int):
+    """eigsolve.TopEigen of the dense Gram K: the `top` largest pairs by eigh, residuals
+    ||K v - lambda v|| from K."""
+    from scipy import linalg
+
+    from jaxbof import eigsolve
+
+    n = K.shape[0]
+    lam, V = linalg.eigh(K, subset_by_index=(n - top, n - 1))
+    lam, V = lam[::-1], V[:, ::-1]
+    resid = eigsolve.residual_norms(lambda W: K @ W, lam, V)
+    return eigsolve.TopEigen(lam, V, resid, 0, True)
+
+
+def _top_matrix_free(kernel, x, top: int, net, alpha: float, bias: bool):
+    """The `top` largest eigenpairs of the Gram without forming it (ntk.top_eigenpairs)."""
+    from jaxbof import ntk, spectra
+
+    if net is None:
+        layers = {spectra.Kernel.NTK_FIRST_LAYER: ntk.Layers.FIRST,
+                  spectra.Kernel.NTK_BOTH_LAYERS: ntk.Layers.BOTH}.get(kernel)
+        if layers is None:
+            raise UsageError(f"--matrix-free: the analytic {kernel.value} kernel has no "
+                             "matrix-free product; use --width for its finite-width Gram")
+        return ntk.top_eigenpairs(x, top, layers=layers, alpha=alpha, bias=bias)
+    params, apply_fn, trainable, route = net
+    return ntk.top_eigenpairs(x, top, params=params, apply_fn=apply_fn, trainable=trainable,
+                              route=route)
 
 
 def _with_optimizer(study, spec: str | None):

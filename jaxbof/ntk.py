@@ -32,6 +32,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # the two-layer net lives in `jaxbof.model` (one model for both experiments); TwoLayerParams,
 # init_two_layer and two_layer_apply are re-exported so `ntk.init_two_layer` etc. keep working
@@ -39,8 +40,9 @@ from jaxbof.model import (TwoLayerParams, init_two_layer, leaky_relu, leaky_relu
                           two_layer_apply, two_layer_preacts)
 
 __all__ = [
-    "Layers", "Route", "TwoLayerParams", "analytic_ntk", "empirical_ntk_fn",
-    "init_two_layer", "ntk_vector_product_fn", "structured_ntk", "two_layer_apply",
+    "Layers", "Method", "Route", "TwoLayerParams", "analytic_matmat", "analytic_ntk", "empirical_ntk_fn",
+    "gram_matmat_fn", "init_two_layer", "jacobian_rows_fn", "ntk_vector_product_fn",
+    "structured_features", "structured_ntk", "top_eigenpairs", "two_layer_apply",
 ]
 
 
@@ -210,6 +212,186 @@ def structured_ntk(params: TwoLayerParams, x1, x2=None, *, layers: Layers = Laye
     if layers is Layers.BOTH:
         K = K + leaky_relu(H1, alpha) @ leaky_relu(H2, alpha).T
     return K / M
+
+
+def structured_features(params: TwoLayerParams, x, *, layers: Layers = Layers.FIRST,
+                        alpha=0.0, train_bias: bool = True):
+    """Z_[n x p] with Z Z^T = structured_ntk(params, x, ...): the rows of the Jacobian of
+    `two_layer_apply` in closed form, p = M d [+ M if a bias is trained] [+ M for both layers].
+
+    Row i: (x_i (x) a sigma'(h_i), [a sigma'(h_i)], [sigma(h_i)]) / sqrt(M), with (x) the outer
+    product flattened (d-major), so the first block contracts to (x.x') (S diag(a^2) S'^T) / M.
+    Cost 2 n M d; x of shape (n, d).
+    """
+    M = params.W_mxd.shape[0]
+    H = two_layer_preacts(params, x)
+    S = leaky_relu_slope(H, alpha) * params.a_m
+    parts = [(x[:, :, None] * S[:, None, :]).reshape(x.shape[0], -1)]
+    if params.b_m is not None and train_bias:
+        parts.append(S)
+    if layers is Layers.BOTH:
+        parts.append(leaky_relu(H, alpha))
+    return jnp.concatenate(parts, axis=1) / jnp.sqrt(jnp.asarray(M, H.dtype))
+
+
+def jacobian_rows_fn(apply_fn: Callable, *, trainable=None) -> Callable:
+    """rows(params, x_bx...) -> J_[b x p]: per-example gradients of the scalar model over its
+    trainable leaves, flattened and concatenated (J J^T = the empirical NTK Gram)."""
+    def rows(params, x):
+        theta, rebuild = _split(params, trainable)
+        grads = jax.vmap(jax.grad(lambda th, xi: apply_fn(rebuild(th), xi)), (None, 0))(theta, x)
+        return jnp.concatenate([g.reshape(x.shape[0], -1) for g in grads], axis=1)
+    return rows
+
+
+def _padded_blocks(x, block: int):
+    """x (n, ...) -> (n_blocks, block, ...), the last block padded by repeating the last row."""
+    pad = -x.shape[0] % block
+    if pad:
+        x = jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)])
+    return x.reshape((-1, block) + x.shape[1:])
+
+
+def gram_matmat_fn(apply_fn: Callable, *, route: Route = Route.NTVP, trainable=None,
+                   block: int = 1024) -> Callable:
+    """matmat(params, x_n, V_nxc) -> K V for the empirical NTK Gram K of n inputs, never formed:
+    K V = J (J^T V), taken over row blocks of `block` inputs (memory O(block c P) for NTVP,
+    O(block P + c P) for STRUCTURED), cost about 4 n c P.
+
+    NTVP: J^T V by a vjp per block (cotangents = V's rows), then J U by a jvp per block, for any
+    apply_fn. STRUCTURED: the same two passes through `structured_features` (two-layer net).
+    """
+    if route is Route.JACOBIAN:
+        raise ValueError("gram_matmat_fn: route must be Route.NTVP or Route.STRUCTURED")
+    if block < 1:
+        raise ValueError(f"block must be >= 1, got {block}")
+
+    def matmat(params, x, V):
+        n = x.shape[0]
+        Xb = _padded_blocks(x, block)
+        Vb = _padded_blocks(jnp.concatenate([V, jnp.zeros((-n % block,) + V.shape[1:],
+                                                          V.dtype)]), block)
+        if route is Route.STRUCTURED:
+            alpha, layers, train_bias = _structured_setup(apply_fn, trainable, params)
+            feats = lambda xb: structured_features(params, xb, layers=layers, alpha=alpha,
+                                                   train_bias=train_bias)
+            U = jax.lax.scan(lambda acc, xv: (acc + feats(xv[0]).T @ xv[1], None),
+                             jnp.zeros((feats(x[:1]).shape[1], V.shape[1]), V.dtype),
+                             (Xb, Vb))[0]
+            out = jax.lax.map(lambda xb: feats(xb) @ U, Xb)
+        else:
+            theta, rebuild = _split(params, trainable)
+            f = lambda th, xb: jax.vmap(lambda xi: apply_fn(rebuild(th), xi))(xb)
+
+            def pull(acc, xv):
+                _, back = jax.vjp(lambda th: f(th, xv[0]), theta)
+                u = jax.vmap(lambda v: back(v)[0], in_axes=1, out_axes=-1)(xv[1])
+                return jax.tree.map(jnp.add, acc, u), None
+            zeros = [jnp.zeros(t.shape + (V.shape[1],), V.dtype) for t in theta]
+            U = jax.lax.scan(pull, zeros, (Xb, Vb))[0]
+            push = lambda xb: jax.vmap(lambda u: jax.jvp(lambda th: f(th, xb), (theta,), (u,))[1],
+                                       in_axes=-1, out_axes=1)(U)
+            out = jax.lax.map(push, Xb)
+        return out.reshape(-1, V.shape[1])[:n]
+    return matmat
+
+
+def analytic_matmat(x, V, *, layers: Layers = Layers.FIRST, alpha=0.0, bias: bool = False,
+                    train_bias: bool = True, block: int = 1024):
+    """K V for the analytic NTK Gram K = analytic_ntk(x) (n x n), built tile by tile: one
+    (block x block) tile live at a time, cost about n^2 (c + a few dozen) FLOPs. The diagonal
+    is snapped to rho = 1 as in `analytic_ntk`."""
+    n = x.shape[0]
+    Xb = _padded_blocks(x, block)
+    Vb = _padded_blocks(jnp.concatenate([V, jnp.zeros((-n % block,) + V.shape[1:], V.dtype)]),
+                        block)
+    idx = jnp.arange(Xb.shape[0])
+
+    def row(i):
+        def add(acc, j):
+            tile = analytic_ntk(Xb[i], Xb[j], layers=layers, alpha=alpha, bias=bias,
+                                train_bias=train_bias)
+            return acc + tile @ Vb[j], None
+        return jax.lax.scan(add, jnp.zeros((block, V.shape[1]), V.dtype), idx)[0]
+    return jax.lax.map(row, idx).reshape(-1, V.shape[1])[:n]
+
+
+class Method(enum.Enum):
+    """How `top_eigenpairs` finds the top of a Gram spectrum without forming the Gram."""
+    AUTO = "auto"          # FEATURES for an empirical NTK with p <= n, else LOBPCG
+    FEATURES = "features"  # the p x p matrix J^T J (exact, rank(K) <= p): eigsolve.from_features
+    LOBPCG = "lobpcg"      # block iterations on Gram-vector products: eigsolve.lobpcg
+
+
+def _column_padded(fn, width: int):
+    """A host function V (n, c) -> fn(V) (n, c) that pads c up to a multiple of `width` with zero
+    columns, so a jitted fn compiles for a few widths rather than one per column count."""
+    def call(V):
+        c = V.shape[1]
+        pad = -c % width
+        Vp = np.concatenate([V, np.zeros((V.shape[0], pad))], axis=1) if pad else V
+        return np.asarray(fn(jnp.asarray(Vp)), np.float64)[:, :c]
+    return call
+
+
+def top_eigenpairs(x, k: int, *, params=None, apply_fn: Callable = two_layer_apply,
+                   trainable=None, route: Route = Route.STRUCTURED, method: Method = Method.AUTO,
+                   layers: Layers = Layers.FIRST, alpha=0.0, bias: bool = False,
+                   train_bias: bool = True, block: int = 1024, tol: float = 1e-8,
+                   seed: int = 0):
+    """The k largest eigenpairs of an n x n NTK Gram, never formed (`eigsolve.TopEigen`: the
+    eigenvalues of K itself, not K / n; residuals from a separate Gram-vector product).
+
+    params given: the empirical NTK of apply_fn at params over the trainable leaves, through the
+    structured two-layer route (Route.STRUCTURED: apply_fn = two_layer_apply, optionally a
+    partial with alpha) or the generic one (Route.NTVP: Jacobian rows and jvp/vjp products, any
+    scalar model). Method.AUTO takes FEATURES when the number of trained parameters p is at most
+    n (then rank(K) <= p and the p x p problem is exact and cheaper), else LOBPCG.
+    params None: the analytic kernel `analytic_ntk(x, layers, alpha, bias, train_bias)`, by
+    LOBPCG over products built tile by tile (O(n^2) per product: the expensive case).
+    Everything runs in x's dtype (use float64: enable x64 in the entry point); `block` rows per
+    tile or Jacobian block.
+    """
+    from jaxbof import eigsolve
+
+    n = x.shape[0]
+    method = Method(method)
+    if params is None:
+        if method is Method.FEATURES:
+            raise ValueError("Method.FEATURES needs params: the analytic kernel has full rank")
+        mm = jax.jit(functools.partial(analytic_matmat, layers=layers, alpha=alpha, bias=bias,
+                                       train_bias=train_bias, block=min(block, n)))
+        width = 1 << max(3, ((k + max(8, k // 4)) // 8 - 1).bit_length())
+        matmat = _column_padded(lambda V: mm(x, V), width)
+        return eigsolve.lobpcg(matmat, n, k, tol=tol, seed=seed)
+    if route is Route.STRUCTURED:
+        a, lay, tb = _structured_setup(apply_fn, trainable, params)
+        rows = lambda p_, xb: structured_features(p_, xb, layers=lay, alpha=a, train_bias=tb)
+    elif route is Route.NTVP:
+        rows = jacobian_rows_fn(apply_fn, trainable=trainable)
+    else:
+        raise ValueError("top_eigenpairs: route must be Route.STRUCTURED or Route.NTVP")
+    b = min(block, n)
+    p = jax.eval_shape(rows, params, x[:1]).shape[1]
+    # column counts padded to a power of two >= b / 8 (b the LOBPCG block): few compiles, and
+    # the 64-column blocks of the residuals fit exactly
+    width = 1 << max(3, ((k + max(8, k // 4)) // 8 - 1).bit_length())
+    # a vjp/jvp over a row block, vmapped over c columns, keeps ~ rows * c * p numbers live
+    # (p stands in for the per-row activations); hold that near 2^25
+    widest = k + max(8, k // 4) + width
+    mm_block = b if route is Route.STRUCTURED else max(1, min(b, (1 << 25) // (widest * p)))
+    mm = jax.jit(gram_matmat_fn(apply_fn, route=route, trainable=trainable, block=mm_block))
+    matmat = _column_padded(lambda V: mm(params, x, V), width)
+    if method is Method.AUTO:
+        method = Method.FEATURES if p <= n else Method.LOBPCG
+    if method is Method.LOBPCG:
+        return eigsolve.lobpcg(matmat, n, k, tol=tol, seed=seed)
+    jrows = jax.jit(rows)
+    Xb = _padded_blocks(x, b)
+
+    def host_rows(start, stop):
+        return np.asarray(jrows(params, Xb[start // b]))[:stop - start]
+    return eigsolve.from_features(host_rows, n, p, k, block=b, matmat=matmat, tol=tol)
 
 
 # --------------------------------------------------------------------------- analytic NTK

@@ -47,7 +47,7 @@ __all__ = [
     "KERNELS", "Kernel", "LevelFit", "QuadratureSpectrum", "Spectrum", "TraceCheck", "eigenvalues",
     "eigenvalues_quadrature", "gegenbauer", "kappa0", "kappa1", "kernel_fn", "log_multiplicity",
     "mercer",
-    "multiplicity", "empirical_levels", "ntk_both_layers", "ntk_first_layer", "relu_nngp", "trace_identity",
+    "multiplicity", "empirical_levels", "levels_of", "ntk_both_layers", "ntk_first_layer", "relu_nngp", "trace_identity",
 ]
 
 _EPS = np.finfo(np.float64).eps
@@ -502,8 +502,15 @@ def empirical_levels(K_nxn, mu_k, d: int) -> LevelFit:
     cluster means converge to mu_k (levels with N(d, k) comparable to n converge last).
     """
     K = np.asarray(K_nxn, np.float64)
-    n = K.shape[0]
-    lam = np.sort(np.linalg.eigvalsh(0.5 * (K + K.T)) / n)[::-1]
+    lam = np.linalg.eigvalsh(0.5 * (K + K.T)) / K.shape[0]
+    return levels_of(lam, mu_k, d)
+
+
+def levels_of(eigenvalues, mu_k, d: int) -> LevelFit:
+    """`empirical_levels` from eigenvalues of K / n already computed: all n of them, or only the
+    largest (from an iterative solver), then only the clusters that fit entirely among them."""
+    lam = np.sort(np.asarray(eigenvalues, np.float64))[::-1]
+    n = lam.size
     mu = np.asarray(mu_k.eigenvalue if isinstance(mu_k, Spectrum) else mu_k, np.float64)
     levels = np.argsort(-mu, kind="stable")
     levels = levels[mu[levels] > 0]

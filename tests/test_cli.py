@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from jaxbof import cli, store
@@ -194,11 +195,57 @@ def test_spectrum_end_to_end(tmp_path, capsys):
     (["--d", "3", "--k-max", "3", "--width", "64"], "--width: needs --empirical-n"),
     (["--d", "3", "--k-max", "3", "--empirical-n", "10", "--width", "7"], "--width: 7 must be even"),
     (["--d", "3", "--k-max", "3", "--empirical-n", "10", "--width", "x"], "--width: 'x'"),
+    (["--d", "3", "--k-max", "3", "--empirical-n", "30000"],
+     "--empirical-n: 30000 must be in [1, 20000] (larger with --top K --matrix-free)"),
+    (["--d", "3", "--k-max", "3", "--empirical-n", "10", "--matrix-free"],
+     "--matrix-free: needs --top"),
+    (["--d", "3", "--k-max", "3", "--top", "5"], "--top: needs --empirical-n"),
+    (["--d", "3", "--k-max", "3", "--empirical-n", "10", "--top", "0"], "--top: 0 must be in"),
+    (["--d", "3", "--k-max", "3", "--empirical-n", "100", "--width", "8", "--top", "13"],
+     "--top: 13 exceeds the rank bound 12 of the width-8 Gram"),
+    (["--d", "3", "--k-max", "3", "--empirical-n", "100", "--top", "5", "--matrix-free",
+      "--kernel", "relu-nngp"], "the analytic relu-nngp kernel has no matrix-free product"),
+    (["--d", "3", "--k-max", "3", "--empirical-n", "100000", "--top", "5", "--matrix-free"],
+     "--empirical-n: 100000 must be <= 50000 for the analytic kernel"),
 ])
 def test_spectrum_bad_input_exits_2(args, needle, tmp_path, capsys):
     assert cli.main(["spectrum", *args, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("jaxbof: error:") and needle in err and len(err.splitlines()) == 1
+
+
+def _top_csv(path):
+    lines = path.read_text().splitlines()
+    assert lines[0] == "index,eigenvalue,residual,rel_residual"
+    return np.array([[float(v) for v in line.split(",")] for line in lines[1:]])
+
+
+@pytest.mark.parametrize("width", [None, "64"])
+def test_spectrum_top_matrix_free_equals_dense(width, tmp_path, capsys):
+    """--top K --matrix-free (LOBPCG for the analytic kernel; the p x p Jacobian route at width
+    64, p = 192 < n) writes the same top eigenvalues of Gram / n as dense eigh, each with a small
+    residual, and the same degree clusters."""
+    base = ["spectrum", "--d", "3", "--k-max", "8", "--empirical-n", "400", "--top", "30"]
+    base += ["--width", width] if width else []
+    dense, free = tmp_path / "dense", tmp_path / "free"
+    assert cli.main(base + ["--out", str(dense)]) == 0
+    assert cli.main(base + ["--matrix-free", "--out", str(free)]) == 0
+    printed = capsys.readouterr().out
+    assert "dense eigh" in printed and "matrix-free" in printed and "NOT" not in printed
+    a, b = _top_csv(dense / "top.csv"), _top_csv(free / "top.csv")
+    assert a.shape == b.shape == (30, 4)
+    np.testing.assert_allclose(b[:, 1], a[:, 1], rtol=1e-9)
+    assert np.all(np.diff(b[:, 1]) <= 0) and np.all(b[:, 3] < 1e-7)
+    # the clusters that fit in the top 30 (levels 1, 0, 2, 4, 6: 31 > 30, so up to k = 4)
+    for out in (dense, free):
+        rows = [line.split(",") for line in (out / "spectrum.csv").read_text().splitlines()[1:]]
+        means = {int(r[0]): r[5] for r in rows}
+        assert means[4] != "nan" and means[6] == "nan"
+    np.testing.assert_allclose(
+        [float(r.split(",")[5]) for r in (free / "spectrum.csv").read_text().splitlines()[1:6]
+         if r.split(",")[5] != "nan"],
+        [float(r.split(",")[5]) for r in (dense / "spectrum.csv").read_text().splitlines()[1:6]
+         if r.split(",")[5] != "nan"], rtol=1e-9)
 
 
 def test_spectrum_bias_and_finite_width(tmp_path, capsys):
