@@ -10,12 +10,33 @@ For each d in {3, 100, 10^4} and each analytic kernel (no bias, and with a bias)
         level above 1e-300 mu_0 (the levels the accuracy target covers);
   * the number of levels above 1e-300 mu_0 and the time of the quadrature (for comparison).
 
+With --matrix-free, instead: the top --k eigenvalues of the Gram / n of n uniform points on
+S^2 without forming the Gram (ntk.top_eigenpairs), for the empirical NTK of a width --width net
+at init (first layer; structured route and generic jvp/vjp route, each by the p x p Jacobian
+route "features" and by LOBPCG) and for the analytic kernel (LOBPCG on tile-by-tile products),
+against n. Each configuration runs in its own process, so the peak resident memory it prints is
+its own (the import of JAX and jaxbof alone is printed as the baseline). Accuracy: the largest
+relative difference to dense eigh of the explicit Gram (float64, n <= --dense-max) and the
+largest relative residual ||K v - lambda v|| / lambda. A configuration whose time, extrapolated
+from its last n (linearly, n^2 for the analytic kernel), exceeds --max-seconds is skipped with
+the prediction. It also writes the per-level error of the clusters against mu_k against n
+(--picture: root mean square over --seeds draws of the points and the weights, from the
+structured p x p runs and the analytic runs; extra seeds only where they fit in --max-seconds).
+
 Usage: python benchmarks/spectra.py [--k-max K] [--reps R]
+       python benchmarks/spectra.py --matrix-free [--ns 1000,...,100000] [--width 1024] [--k 200]
+              [--dense-max 20000] [--max-seconds 400] [--seeds 3] [--picture docs/spectrum_levels.png]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
@@ -32,11 +53,150 @@ def best_time(fn, reps: int) -> tuple[float, object]:
     return best, out
 
 
+CONFIGS = (("dense", "eigh"), ("structured", "features"), ("ntvp", "features"),
+           ("structured", "lobpcg"), ("ntvp", "lobpcg"), ("analytic", "lobpcg"))
+
+
+def child(spec: dict) -> None:
+    """One configuration in this process: print a JSON line, save the eigenvalues of Gram / n."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)  # spectra in float64 (entry point)
+    from jaxbof import ntk, sphere
+
+    n, width, k = spec["n"], spec["width"], spec["k"]
+    start = time.perf_counter()
+    x = sphere.uniform(jax.random.PRNGKey(spec["seed"]), n, 3)
+    out = {"n": n, "route": spec["route"], "method": spec["method"]}
+    if spec["route"] == "import":
+        lam = np.zeros(0)
+    elif spec["route"] == "dense":
+        params = ntk.init_two_layer(jax.random.PRNGKey(1000 + spec["seed"]), width, 3)
+        K = np.asarray(ntk.structured_ntk(params, x), np.float64)
+        lam = np.linalg.eigvalsh(K)[::-1][:k] / n
+        out.update(iterations=0, residual=0.0)
+    else:
+        params = None if spec["route"] == "analytic" else ntk.init_two_layer(
+            jax.random.PRNGKey(1000 + spec["seed"]), width, 3)
+        route = ntk.Route.NTVP if spec["route"] == "ntvp" else ntk.Route.STRUCTURED
+        res = ntk.top_eigenpairs(x, k, params=params, trainable=ntk.TwoLayerParams(True, False, None),
+                                 route=route, method=ntk.Method(spec["method"]))
+        lam = res.eigenvalue / n
+        out.update(iterations=int(res.iterations), converged=bool(res.converged),
+                   residual=float(np.max(res.residual / res.eigenvalue)))
+    out["seconds"] = time.perf_counter() - start
+    out["peak_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    np.save(spec["save"], lam)
+    print(json.dumps(out))
+
+
+def run_child(spec: dict) -> tuple[dict, np.ndarray]:
+    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
+                          capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    if proc.returncode:
+        raise RuntimeError(f"{spec}: {proc.stderr.strip().splitlines()[-1]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1]), np.load(spec["save"])
+
+
+def matrix_free(args) -> None:
+    from jaxbof import plots, spectra
+
+    ns = [int(v) for v in args.ns.split(",")]
+    tmp = tempfile.mkdtemp(prefix="jaxbof-spectra-")
+    base, _ = run_child(dict(n=10, width=2, k=1, seed=0, route="import", method="",
+                             save=f"{tmp}/import.npy"))
+    print(f"top {args.k} eigenvalues of Gram / n on S^2, width {args.width} (first layer, "
+          f"p = {3 * args.width}), float64; baseline (import of JAX + jaxbof): "
+          f"{base['peak_gb']:.2f} GB")
+    print(f"{'n':>7} {'route':>10} {'method':>8} {'seconds':>8} {'peak GB':>8} {'iters':>5} "
+          f"{'max rel resid':>13} {'max rel diff vs dense':>21}")
+    mu = spectra.eigenvalues("ntk-first-layer", 3, 60)
+    last: dict = {}
+    dense_of: dict = {}
+    levels: dict = {"width %d" % args.width: {}, "analytic": {}}
+    summary = []
+    for n in ns:
+        for route, method in CONFIGS:
+            if route == "dense" and n > args.dense_max:
+                continue
+            if (route, method) in last:
+                n0, t0 = last[(route, method)]
+                power = 2 if route in ("analytic", "dense") else 1
+                if route == "dense":
+                    power = 3
+                predicted = t0 * (n / n0) ** power
+                if predicted > args.max_seconds:
+                    print(f"{n:>7} {route:>10} {method:>8}  skipped (predicted {predicted:.0f} s "
+                          f"> --max-seconds {args.max_seconds:g})")
+                    continue
+            spec = dict(n=n, width=args.width, k=args.k, seed=0, route=route, method=method,
+                        save=f"{tmp}/{route}-{method}-{n}.npy")
+            out, lam = run_child(spec)
+            last[(route, method)] = (n, out["seconds"])
+            if route == "dense":
+                dense_of[n] = lam
+            diff = float("nan")
+            ref = dense_of.get(n) if route != "analytic" else None
+            if ref is not None and route != "dense":
+                diff = float(np.max(np.abs(lam - ref) / ref))
+            print(f"{n:>7} {route:>10} {method:>8} {out['seconds']:>8.1f} {out['peak_gb']:>8.2f} "
+                  f"{out.get('iterations', 0):>5} {out.get('residual', 0.0):>13.1e} {diff:>21.1e}")
+            summary.append((n, route, method, out, diff))
+            if (route, method) not in (("structured", "features"), ("analytic", "lobpcg")):
+                continue
+            # the per-level errors: root mean square over --seeds draws of points and weights,
+            # the extra seeds only where they fit in --max-seconds
+            errs = [spectra.levels_of(lam, mu, 3)]
+            if out["seconds"] * (args.seeds - 1) <= args.max_seconds:
+                for seed in range(1, args.seeds):
+                    spec.update(seed=seed, save=f"{tmp}/{route}-{method}-{n}-{seed}.npy")
+                    errs.append(spectra.levels_of(run_child(spec)[1], mu, 3))
+            key = "analytic" if route == "analytic" else "width %d" % args.width
+            for i, kk in enumerate(errs[0].k):
+                if kk in (0, 1, 2, 4, 8):
+                    rms = float(np.sqrt(np.mean([e.rel_error[i] ** 2 for e in errs])))
+                    ns_, es_ = levels[key].setdefault(int(kk), ([], []))
+                    ns_.append(n)
+                    es_.append(rms)
+            print(f"{'':>7} {'':>10} {'':>8} per-level error (rms over {len(errs)} seeds): " +
+                  ", ".join(f"k={int(kk)} {float(np.sqrt(np.mean([e.rel_error[i] ** 2 for e in errs]))):.1e}"
+                            for i, kk in enumerate(errs[0].k) if kk in (0, 1, 2, 4, 8)))
+    big = [s_ for s_ in summary if s_[1] == "structured" and s_[2] == "features"]
+    if big:
+        n, _, _, out, _ = big[-1]
+        print(f"\nsummary: n = {n}, structured p x p route: {out['seconds']:.1f} s, peak "
+              f"{out['peak_gb']:.2f} GB (target <= 300 s and <= 2 GB: {out['seconds'] / 300:.2f} "
+              f"and {out['peak_gb'] / 2:.2f} of the budgets), largest relative residual "
+              f"{out['residual']:.1e}")
+    diffs = [s_[4] for s_ in summary if np.isfinite(s_[4])]
+    if diffs:
+        print(f"largest relative difference to dense eigh over every route and n <= "
+              f"{args.dense_max}: {max(diffs):.1e} (target 1e-5)")
+    if args.picture:
+        levels = {k_: v for k_, v in levels.items() if v}
+        print("wrote", plots.level_errors(
+            levels, args.picture, title=f"ntk-first-layer on S^2, rms over up to {args.seeds} seeds; width {args.width} "
+            "(structured p x p route) and the analytic kernel (LOBPCG); float64"))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--k-max", type=int, default=1000)
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--matrix-free", action="store_true")
+    p.add_argument("--ns", default="1000,2000,5000,10000,20000,50000,100000")
+    p.add_argument("--width", type=int, default=1024)
+    p.add_argument("--k", type=int, default=200)
+    p.add_argument("--dense-max", type=int, default=20000)
+    p.add_argument("--max-seconds", type=float, default=400.0)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--picture", default=None)
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.child:
+        return child(json.loads(args.child))
+    if args.matrix_free:
+        return matrix_free(args)
     k_max = args.k_max
     print(f"mu_0..mu_{k_max}, float64; time = best of {args.reps}")
     print(f"{'kernel':>16} {'bias':>4} {'d':>6} {'seconds':>9} {'levels>1e-300':>13} "

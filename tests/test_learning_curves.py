@@ -5,11 +5,14 @@ resumable rows with the prediction beside each measurement, a table and two pict
 import csv
 
 import numpy as np
+import pytest
 
 from jaxbof import cli, eigenlearning, spectra, store
 from jaxbof.experiments.learning_curves import krr
 
 TINY = krr.Config(ns=(12, 30), ridges_over_n=(0.0, 1e-3, 0.1), seeds=2, n_test=300, k_max=400)
+TINY_FLOW = krr.Tempered(n=30, widths=(16,), seeds=1, kernel_seeds=2, t_max=200.0, times=5,
+                         n_test=300, k_max=400, target=TINY.target)
 
 
 def test_rows_equal_a_direct_solve_at_every_ridge():
@@ -38,6 +41,43 @@ def test_rows_equal_a_direct_solve_at_every_ridge():
     assert rows[0]["train_risk"] < 1e-20  # ridgeless interpolates
 
 
+def test_kernel_flow_equals_a_matrix_exponential_and_tends_to_ridgeless_regression():
+    """f_t = K(., X) K^{-1} (I - exp(-t K / n)) y by scipy's expm; t = inf is the ridgeless row
+    of rows_for on the same training set (same draws), and a large t approaches it."""
+    from scipy.linalg import expm
+    import zlib
+
+    n, seed = TINY_FLOW.n, 1
+    rows = krr.flow_rows(TINY_FLOW, seed)
+    assert [r["t"] for r in rows] == list(TINY_FLOW.flow_times()) and np.isinf(rows[-1]["t"])
+    rng = np.random.default_rng(zlib.crc32(f"{TINY_FLOW.seed}/{n}/{seed}".encode()))
+    xis = [(k, c, krr._sphere(rng, 1, 3)[0]) for k, c in TINY_FLOW.target]
+
+    def target(x):
+        return sum(c * krr._zonal(k, 3, x @ xi) for k, c, xi in xis)
+    X, Xt = krr._sphere(rng, n, 3), krr._sphere(rng, TINY_FLOW.n_test, 3)
+    y = target(X) + rng.uniform(-TINY_FLOW.noise, TINY_FLOW.noise, n)
+    k_fn = spectra.kernel_fn("ntk-first-layer")
+    K, Kt = k_fn(np.clip(X @ X.T, -1, 1)), k_fn(np.clip(Xt @ X.T, -1, 1))
+    levels = eigenlearning.sphere_levels("ntk-first-layer", 3, TINY_FLOW.k_max)
+    for row in rows[:-1:7]:
+        fit = (np.eye(n) - expm(-row["t"] * K / n)) @ y
+        np.testing.assert_allclose(row["train_risk"], np.mean((fit - y) ** 2), rtol=1e-7)
+        np.testing.assert_allclose(row["excess_risk"],
+                                   np.mean((Kt @ np.linalg.solve(K, fit) - target(Xt)) ** 2),
+                                   rtol=1e-6)
+        p = eigenlearning.predict(n, levels, TINY_FLOW.energy(), TINY_FLOW.noise ** 2 / 3,
+                                  n / row["t"])
+        assert row["predicted_excess_risk"] == p.excess_risk
+    ridgeless = krr.rows_for(TINY, n, seed)[0]
+    assert ridgeless["ridge"] == 0.0
+    np.testing.assert_allclose(rows[-1]["excess_risk"], ridgeless["excess_risk"], rtol=1e-9)
+    assert rows[-1]["predicted_excess_risk"] == ridgeless["predicted_excess_risk"]
+    # the flow tends to the interpolant: the training risk falls monotonically toward 0
+    train = [r["train_risk"] for r in rows]
+    assert all(a >= b for a, b in zip(train, train[1:])) and train[-1] < 1e-20
+
+
 def _rows(out):
     with open(out / "results.csv") as f:
         return sorted(map(tuple, (r.values() for r in csv.DictReader(f))))
@@ -45,11 +85,23 @@ def _rows(out):
 
 def test_reproduce_writes_resumable_rows_a_table_and_pictures(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(krr, "QUICK", TINY)
+    monkeypatch.setattr(krr, "TEMPERED_QUICK", TINY_FLOW)
     out = tmp_path / "lc"
     assert cli.main(["reproduce", "learning-curves", "--quick", "--out", str(out)]) == 0
     table = capsys.readouterr().out
     assert table.startswith("ridge_over_n,n,measured,sem,predicted,gap_sem,gap_relative,seeds")
-    assert table.count("\n") == 1 + 2 * 3
+    main, tempered = table.split("curve,min_excess_risk")
+    assert main.count("\n") == 1 + 2 * 3
+    # the tempered table: the network (one width), the kernel flow, the prediction, two limits
+    assert [line.split(",")[0] for line in tempered.splitlines()[1:]] == [
+        "network M=16", "kernel flow", "eigenlearning at ridge n/t", "kernel ridgeless (t = inf)",
+        "eigenlearning ridgeless (E_0)"]
+    flow = store.load_results(out / "kernel-flow")
+    assert len(flow) == TINY_FLOW.kernel_seeds * len(TINY_FLOW.flow_times())
+    net = store.load_results(out / "network")
+    assert {r["width"] for r in net} == {16} and {r["n"] for r in net} == {30}
+    assert max(r["t"] for r in net) == pytest.approx(TINY_FLOW.t_max, rel=0.01)
+    assert (out / "tempered.png").stat().st_size > 0
     full = _rows(out)
     assert len(full) == 2 * 3 * 2  # n x ridges x seeds
     config = store.load_config(out)

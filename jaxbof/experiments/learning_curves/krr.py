@@ -22,7 +22,8 @@ from scipy.special import eval_gegenbauer
 
 from jaxbof import eigenlearning, spectra
 
-__all__ = ["COLUMNS", "Config", "QUICK", "SCHEMA", "rows_for", "run"]
+__all__ = ["COLUMNS", "Config", "FLOW_KEYS", "FLOW_SCHEMA", "QUICK", "SCHEMA", "TEMPERED_QUICK",
+           "Tempered", "flow_rows", "rows_for", "run", "run_flow"]
 
 SCHEMA = {"n": "int", "ridge_over_n": "float", "seed": "int", "ridge": "float",
           "excess_risk": "float", "train_risk": "float", "predicted_excess_risk": "float",
@@ -72,8 +73,17 @@ def _zonal(k: int, d: int, t) -> np.ndarray:
     return math.exp(0.5 * float(spectra.log_multiplicity(d, k))) * p
 
 
-def rows_for(config: Config, n: int, seed: int, levels=None) -> list[dict]:
-    """The rows of one training set (n, seed), one per ridge."""
+class _Draw(NamedTuple):
+    lam: np.ndarray  # eigenvalues of K(X, X), clipped at 0
+    Q: np.ndarray
+    Qy: np.ndarray  # Q^T y
+    Kt_Q: np.ndarray  # K(X_test, X) Q
+    f_star: np.ndarray  # f* on the test points
+    y: np.ndarray
+
+
+def _draw(config, n: int, seed: int) -> _Draw:
+    """One training set (n, seed) of `config`'s setting and its kernel's eigendecomposition."""
     key = zlib.crc32(f"{config.seed}/{n}/{seed}".encode())
     rng = np.random.default_rng(key)
     d = config.d
@@ -86,25 +96,118 @@ def rows_for(config: Config, n: int, seed: int, levels=None) -> list[dict]:
     y = target(X) + rng.uniform(-config.noise, config.noise, n)
     lam, Q = np.linalg.eigh(k_fn(np.clip(X @ X.T, -1.0, 1.0)))
     lam = np.maximum(lam, 0.0)  # a PSD kernel: rounding below zero is not a direction
-    Qy = Q.T @ y
-    Kt_Q = k_fn(np.clip(Xt @ X.T, -1.0, 1.0)) @ Q
-    f_star = target(Xt)
-    levels = eigenlearning.sphere_levels(config.kernel, d, config.k_max) if levels is None \
+    return _Draw(lam, Q, Q.T @ y, k_fn(np.clip(Xt @ X.T, -1.0, 1.0)) @ Q, target(Xt), y)
+
+
+def rows_for(config: Config, n: int, seed: int, levels=None) -> list[dict]:
+    """The rows of one training set (n, seed), one per ridge."""
+    dr = _draw(config, n, seed)
+    levels = eigenlearning.sphere_levels(config.kernel, config.d, config.k_max) if levels is None \
         else levels
     noise_var = config.noise ** 2 / 3
     rows = []
     for r in config.ridges_over_n:
         ridge = r * n
-        coef = Qy / (lam + ridge)
-        f_test = Kt_Q @ coef
-        f_train = Q @ (lam * coef)
+        coef = dr.Qy / (dr.lam + ridge)
+        f_test = dr.Kt_Q @ coef
+        f_train = dr.Q @ (dr.lam * coef)
         p = eigenlearning.predict(n, levels, config.energy(), noise_var, ridge)
         rows.append({"n": n, "ridge_over_n": float(r), "seed": seed, "ridge": float(ridge),
-                     "excess_risk": float(np.mean((f_test - f_star) ** 2)),
-                     "train_risk": float(np.mean((f_train - y) ** 2)),
+                     "excess_risk": float(np.mean((f_test - dr.f_star) ** 2)),
+                     "train_risk": float(np.mean((f_train - dr.y) ** 2)),
                      "predicted_excess_risk": p.excess_risk,
                      "predicted_train_risk": p.train_risk, "kappa": p.kappa, "e0": p.e0})
     return rows
+
+
+# ------------------------------------------------- tempered overfitting: network, kernel, theory
+
+FLOW_SCHEMA = {"n": "int", "t": "float", "seed": "int", "excess_risk": "float",
+               "train_risk": "float", "predicted_excess_risk": "float",
+               "predicted_train_risk": "float", "e0": "float"}
+FLOW_KEYS = ("n", "t", "seed")
+
+
+class Tempered(NamedTuple):
+    """The regression experiment's long run (`jaxbof sweep regression --n 250 --d 3 --width
+    1024,4096 --seeds 2 --noise 0.5 --t-max 50000`: its default target, c_k = 0.5 on degrees
+    1, 2, 4, and uniform noise on [-0.5, 0.5]) beside gradient flow on the infinite-width kernel
+    (the t -> infinity limit is ridgeless kernel regression) and the eigenlearning equations.
+    The kernel flow at time t is predicted at ridge n / t (the usual correspondence between
+    early stopping and a ridge, approximate: the filters 1 - e^{-t lam} and lam / (lam + 1/t)
+    differ), the interpolation limit at ridge 0."""
+
+    n: int = 250
+    widths: tuple = (1024, 4096)
+    seeds: int = 2  # networks per width
+    kernel_seeds: int = 40  # training sets of the kernel flow
+    t_max: float = 50000.0
+    times: int = 40  # recorded times (the regression experiment's geometric grid)
+    d: int = 3
+    kernel: str = "ntk-first-layer"  # the NTK of the first layer, which the network trains
+    target: tuple = ((1, 0.5), (2, 0.5), (4, 0.5))
+    noise: float = 0.5
+    n_test: int = 2000
+    k_max: int = 8000
+    seed: int = 0
+
+    def energy(self) -> list:
+        return Config.energy(self)
+
+    def flow_times(self) -> np.ndarray:
+        """The kernel flow's times: geometric from 1 to 4 t_max (past the network's last
+        record, toward the limit), then inf (ridgeless kernel regression)."""
+        return np.append(np.geomspace(1.0, 4 * self.t_max, 2 * self.times), np.inf)
+
+
+TEMPERED_QUICK = Tempered(widths=(1024,), seeds=1, kernel_seeds=8, t_max=5000.0, times=20,
+                          n_test=1000)
+
+
+def flow_rows(config: Tempered, seed: int, levels=None) -> list[dict]:
+    """Gradient flow on the analytic kernel, one training set (config.n, seed), at every time
+    of `config.flow_times()`: with the square loss (1/2n) sum (f(x_i) - y_i)^2 from f_0 = 0 it
+    is f_t = K(., X) Q diag((1 - e^{-t lam / n}) / lam) Q^T y (lam -> 0: t / n), the regression
+    network's linearisation at infinite width; at t = inf, ridgeless kernel regression. Rows
+    with the eigenlearning prediction at ridge n / t."""
+    n = config.n
+    dr = _draw(config, n, seed)
+    levels = eigenlearning.sphere_levels(config.kernel, config.d, config.k_max) if levels is None \
+        else levels
+    noise_var = config.noise ** 2 / 3
+    rows = []
+    for t in config.flow_times():
+        if np.isinf(t):
+            filt = np.where(dr.lam > 0, 1.0 / np.where(dr.lam > 0, dr.lam, 1.0), 0.0)
+        else:
+            z = t * dr.lam / n
+            filt = np.where(z > 0, -np.expm1(-z) / np.where(z > 0, dr.lam, 1.0), t / n)
+        coef = filt * dr.Qy
+        f_test = dr.Kt_Q @ coef
+        f_train = dr.Q @ (dr.lam * coef)
+        p = eigenlearning.predict(n, levels, config.energy(), noise_var,
+                                  0.0 if np.isinf(t) else n / t)
+        rows.append({"n": n, "t": float(t), "seed": seed,
+                     "excess_risk": float(np.mean((f_test - dr.f_star) ** 2)),
+                     "train_risk": float(np.mean((f_train - dr.y) ** 2)),
+                     "predicted_excess_risk": p.excess_risk,
+                     "predicted_train_risk": p.train_risk, "e0": p.e0})
+    return rows
+
+
+def run_flow(config: Tempered, on_rows: Callable[[list], None], skip: Iterable = ()) -> int:
+    """Every kernel-flow training set not all in `skip` (keys n, t, seed)."""
+    skip = set(skip)
+    levels = eigenlearning.sphere_levels(config.kernel, config.d, config.k_max)
+    times = config.flow_times()
+    done = 0
+    for seed in range(config.kernel_seeds):
+        if all((config.n, float(t), seed) in skip for t in times):
+            continue
+        on_rows([r for r in flow_rows(config, seed, levels)
+                 if (r["n"], r["t"], r["seed"]) not in skip])
+        done += 1
+    return done
 
 
 def run(config: Config, on_rows: Callable[[list], None], skip: Iterable = ()) -> int:

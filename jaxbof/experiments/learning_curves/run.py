@@ -1,8 +1,12 @@
 """`jaxbof reproduce learning-curves [--quick]`: kernel ridge regression on the sphere and its
-eigenlearning prediction, in float64, resumable, with the per-ridge agreement on stdout."""
+eigenlearning prediction, in float64, resumable, with the per-ridge agreement on stdout; then the
+tempered-overfitting comparison (`krr.Tempered`): gradient flow on the kernel (float64, host)
+into DIR/kernel-flow and the regression experiment's long run of the network (the engine, its
+default float32) into DIR/network, drawn together in DIR/tempered.png."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -35,10 +39,50 @@ def run(args, host) -> int:
             print(f"jaxbof: interrupted; {len(store.load_results(out))} rows are saved in "
                   f"{out}/results.csv; rerun the same command to resume", file=sys.stderr)
             return 130
+    rc = _tempered(args, host, runtime, out)
+    if rc:
+        return rc
     rows = store.load_results(out)
     for line in figures.table(rows):
         print(line)
+    curves = figures.tempered_curves(out)
+    if curves is not None:
+        for line in figures.tempered_table(curves):
+            print(line)
     if not args.no_plots:
         for path in figures.figures(out, store.load_config(out), out):
             print(f"wrote {path}", file=sys.stderr)
     return 0
+
+
+def _tempered(args, host, runtime, out: Path) -> int:
+    """The kernel flow's rows into out/kernel-flow, the network's into out/network (resumable
+    both)."""
+    from jaxbof import store
+    from jaxbof.experiments import Study
+    from jaxbof.experiments.learning_curves import krr
+    from jaxbof.experiments.regression import program as R
+
+    config = krr.TEMPERED_QUICK if args.quick else krr.Tempered()
+    flow_dir = out / "kernel-flow"
+    meta = {"experiment": {"kind": "learning-curves", "part": "kernel-flow",
+                           "name": flow_dir.name, "config": config._asdict(),
+                           "precision": "float64"},
+            "run": host.meta(runtime)}
+    writer = host.open_writer(flow_dir, meta, krr.FLOW_SCHEMA, keys=krr.FLOW_KEYS, flags={})
+    done = {(r["n"], r["t"], r["seed"]) for r in store.load_results(flow_dir)}
+    print(f"learning-curves: kernel flow at n = {config.n}, {config.kernel_seeds} training sets, "
+          f"into {flow_dir}", file=sys.stderr)
+    with writer:
+        krr.run_flow(config, on_rows=writer.write, skip=done)
+    cells = R.cells(n=config.n, d=config.d, width=config.widths, seeds=config.seeds,
+                    target=R.canonical_target(config.target), noise=config.noise)
+    protocol = R.Protocol(t_max=config.t_max, times=config.times, n_test=config.n_test)
+    grid = dict(n=config.n, d=config.d, width=list(config.widths), seeds=config.seeds,
+                target=R.canonical_target(config.target), noise=config.noise)
+    study = Study("regression", "learning-curves-network", "the regression experiment's long "
+                  "run, beside the kernel flow", grid, protocol, tuple(cells))
+    print(f"learning-curves: the network at n = {config.n}, widths {list(config.widths)}, "
+          f"t up to {config.t_max:g}, into {out / 'network'}", file=sys.stderr)
+    return host.run(study, argparse.Namespace(**{**vars(args), "out": str(out / "network")}),
+                    runtime, tables=False)
