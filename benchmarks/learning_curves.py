@@ -1,7 +1,7 @@
 """Predicted against measured learning curves of kernel ridge regression on the sphere
 (`jaxbof.eigenlearning`), in float64 on the host: the learning-curves plug-in's measurement
 (`jaxbof.experiments.learning_curves.krr`: x uniform on S^2, the first-layer NTK in closed form,
-f* = sqrt(1/2) (Y_1 + Y_2 + Y_4) along random directions, uniform noise on [-0.5, 0.5]) at
+f* = (Y_1 + Y_2 + Y_4) / 2 along random directions (the regression experiment's default), uniform noise on [-0.5, 0.5]) at
 n from 25 to 1600, ridgeless and with ridge / n = 1e-4, 40 training sets per point, excess risk
 on 2000 fresh points. Prints the README's table: the gap between prediction and measurement in
 standard errors and relative.

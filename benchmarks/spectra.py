@@ -21,7 +21,9 @@ largest relative residual ||K v - lambda v|| / lambda. A configuration whose tim
 from its last n (linearly, n^2 for the analytic kernel), exceeds --max-seconds is skipped with
 the prediction. It also writes the per-level error of the clusters against mu_k against n
 (--picture: root mean square over --seeds draws of the points and the weights, from the
-structured p x p runs and the analytic runs; extra seeds only where they fit in --max-seconds).
+structured p x p runs and the analytic runs; extra seeds only where they fit in --max-seconds),
+and the spread (max - min) / mu_k of each cluster beside it. --keep DIR keeps the eigenvalues;
+--redraw DIR redoes only the per-level report and picture from them.
 
 Usage: python benchmarks/spectra.py [--k-max K] [--reps R]
        python benchmarks/spectra.py --matrix-free [--ns 1000,...,100000] [--width 1024] [--k 200]
@@ -99,10 +101,9 @@ def run_child(spec: dict) -> tuple[dict, np.ndarray]:
 
 
 def matrix_free(args) -> None:
-    from jaxbof import plots, spectra
-
     ns = [int(v) for v in args.ns.split(",")]
-    tmp = tempfile.mkdtemp(prefix="jaxbof-spectra-")
+    tmp = args.keep or tempfile.mkdtemp(prefix="jaxbof-spectra-")
+    os.makedirs(tmp, exist_ok=True)
     base, _ = run_child(dict(n=10, width=2, k=1, seed=0, route="import", method="",
                              save=f"{tmp}/import.npy"))
     print(f"top {args.k} eigenvalues of Gram / n on S^2, width {args.width} (first layer, "
@@ -110,13 +111,13 @@ def matrix_free(args) -> None:
           f"{base['peak_gb']:.2f} GB")
     print(f"{'n':>7} {'route':>10} {'method':>8} {'seconds':>8} {'peak GB':>8} {'iters':>5} "
           f"{'max rel resid':>13} {'max rel diff vs dense':>21}")
-    mu = spectra.eigenvalues("ntk-first-layer", 3, 60)
     last: dict = {}
     dense_of: dict = {}
-    levels: dict = {"width %d" % args.width: {}, "analytic": {}}
     summary = []
+    configs = CONFIGS if not args.routes else tuple(
+        tuple(r.split(":")) if ":" in r else (r, "eigh") for r in args.routes.split(","))
     for n in ns:
-        for route, method in CONFIGS:
+        for route, method in configs:
             if route == "dense" and n > args.dense_max:
                 continue
             if (route, method) in last:
@@ -144,23 +145,12 @@ def matrix_free(args) -> None:
             summary.append((n, route, method, out, diff))
             if (route, method) not in (("structured", "features"), ("analytic", "lobpcg")):
                 continue
-            # the per-level errors: root mean square over --seeds draws of points and weights,
-            # the extra seeds only where they fit in --max-seconds
-            errs = [spectra.levels_of(lam, mu, 3)]
+            # the per-level figures from --seeds draws of points and weights, the extra seeds
+            # only where they fit in --max-seconds
             if out["seconds"] * (args.seeds - 1) <= args.max_seconds:
                 for seed in range(1, args.seeds):
                     spec.update(seed=seed, save=f"{tmp}/{route}-{method}-{n}-{seed}.npy")
-                    errs.append(spectra.levels_of(run_child(spec)[1], mu, 3))
-            key = "analytic" if route == "analytic" else "width %d" % args.width
-            for i, kk in enumerate(errs[0].k):
-                if kk in (0, 1, 2, 4, 8):
-                    rms = float(np.sqrt(np.mean([e.rel_error[i] ** 2 for e in errs])))
-                    ns_, es_ = levels[key].setdefault(int(kk), ([], []))
-                    ns_.append(n)
-                    es_.append(rms)
-            print(f"{'':>7} {'':>10} {'':>8} per-level error (rms over {len(errs)} seeds): " +
-                  ", ".join(f"k={int(kk)} {float(np.sqrt(np.mean([e.rel_error[i] ** 2 for e in errs]))):.1e}"
-                            for i, kk in enumerate(errs[0].k) if kk in (0, 1, 2, 4, 8)))
+                    run_child(spec)
     big = [s_ for s_ in summary if s_[1] == "structured" and s_[2] == "features"]
     if big:
         n, _, _, out, _ = big[-1]
@@ -168,15 +158,74 @@ def matrix_free(args) -> None:
               f"{out['peak_gb']:.2f} GB (target <= 300 s and <= 2 GB: {out['seconds'] / 300:.2f} "
               f"and {out['peak_gb'] / 2:.2f} of the budgets), largest relative residual "
               f"{out['residual']:.1e}")
-    diffs = [s_[4] for s_ in summary if np.isfinite(s_[4])]
+    diffs = [(s_[4], s_[0]) for s_ in summary if np.isfinite(s_[4])]
     if diffs:
-        print(f"largest relative difference to dense eigh over every route and n <= "
-              f"{args.dense_max}: {max(diffs):.1e} (target 1e-5)")
+        print(f"largest relative difference to dense eigh over every route and every n up to "
+              f"{max(n_ for _, n_ in diffs)}: {max(d_ for d_, _ in diffs):.1e} (target 1e-5)")
+    levels_report(tmp, args)
+
+
+LEVELS = (0, 1, 2, 4, 8)
+
+
+def collect_levels(tmp: str, width: int) -> tuple[dict, dict]:
+    """From the saved eigenvalues of Gram / n (structured p x p runs and analytic runs, every
+    seed): per series and level k, against n, the root mean square over seeds of the cluster
+    mean's error |mean - mu_k| / mu_k and of the cluster's spread (max - min) / mu_k."""
+    import glob
+    import re
+
+    from jaxbof import spectra
+
+    mu = spectra.eigenvalues("ntk-first-layer", 3, 60)
+    found: dict = {}
+    for f in glob.glob(f"{tmp}/*.npy"):
+        m = re.fullmatch(r"(structured-features|analytic-lobpcg)-(\d+)(-\d+)?\.npy",
+                         os.path.basename(f))
+        if m:
+            key = "analytic" if m[1].startswith("analytic") else f"width {width}"
+            found.setdefault((key, int(m[2])), []).append(np.sort(np.load(f))[::-1])
+    error: dict = {}
+    spread: dict = {}
+    for (key, n), draws in sorted(found.items()):
+        errs, spreads = {}, {}
+        for lam in draws:
+            fit = spectra.levels_of(lam, mu, 3)
+            start = 0
+            for k, m, target, e in zip(fit.k, fit.multiplicity, fit.eigenvalue, fit.rel_error):
+                cluster = lam[start:start + m]
+                start += m
+                errs.setdefault(int(k), []).append(e)
+                spreads.setdefault(int(k), []).append((cluster.max() - cluster.min()) / target)
+        for k in LEVELS:
+            if k in errs and len(errs[k]) == len(draws):
+                for table, values in ((error, errs[k]), (spread, spreads[k])):
+                    if table is spread and k == 0:
+                        continue  # one eigenvalue: no spread
+                    ns_, es_ = table.setdefault(key, {}).setdefault(k, ([], []))
+                    ns_.append(n)
+                    es_.append(float(np.sqrt(np.mean(np.square(values)))))
+        print(f"{n:>7} {key:>10} ({len(draws)} seeds) cluster mean error / spread: " + ", ".join(
+            f"k={k} {error[key][k][1][-1]:.1e}" + (f" / {spread[key][k][1][-1]:.1e}" if k else "")
+            for k in LEVELS if k in error.get(key, {}) and error[key][k][0][-1] == n))
+    return error, spread
+
+
+def levels_report(tmp: str, args) -> None:
+    from jaxbof import plots, stats
+
+    error, spread = collect_levels(tmp, args.width)
+    for name, table in (("cluster mean error", error), ("cluster spread", spread)):
+        for key, lv in table.items():
+            slopes = [f"k={k} {stats.fit_loglog_slope(*v).slope:+.2f}"
+                      for k, v in sorted(lv.items()) if len(v[0]) >= 3]
+            if slopes:
+                print(f"log-log slope against n of the {name}, {key}: " + ", ".join(slopes))
     if args.picture:
-        levels = {k_: v for k_, v in levels.items() if v}
         print("wrote", plots.level_errors(
-            levels, args.picture, title=f"ntk-first-layer on S^2, rms over up to {args.seeds} seeds; width {args.width} "
-            "(structured p x p route) and the analytic kernel (LOBPCG); float64"))
+            error, args.picture, spread=spread,
+            title=f"ntk-first-layer on S^2, rms over up to {args.seeds} seeds, float64; "
+            f"width {args.width} at init (structured p x p route), the analytic kernel (LOBPCG)"))
 
 
 def main() -> None:
@@ -190,11 +239,18 @@ def main() -> None:
     p.add_argument("--dense-max", type=int, default=20000)
     p.add_argument("--max-seconds", type=float, default=400.0)
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--routes", default=None, help="comma-separated route:method (dense for "
+                   "the dense eigh), e.g. dense,structured:features; default all")
     p.add_argument("--picture", default=None)
+    p.add_argument("--keep", default=None, help="keep the eigenvalues (.npy) in this directory")
+    p.add_argument("--redraw", default=None, help="only the per-level report and picture, from "
+                   "the eigenvalues a --keep run left in this directory")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         return child(json.loads(args.child))
+    if args.redraw:
+        return levels_report(args.redraw, args)
     if args.matrix_free:
         return matrix_free(args)
     k_max = args.k_max

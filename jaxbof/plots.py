@@ -69,31 +69,37 @@ def spectrum(k, multiplicity, eigenvalue, path, empirical=None, title: str | Non
     return draw.save(fig, path)
 
 
-def level_errors(series, path, title: str | None = None) -> str:
+def level_errors(series, path, title: str | None = None, spread=None) -> str:
     """Relative error |cluster mean - mu_k| / mu_k of the empirical degree clusters against the
     number of points n, log-log, one line per (series, level): `series` maps a label to
-    {k: (n_values, errors)}. A dotted n^(-1/2) guide through the first line's first point."""
-    fig = Figure(figsize=(7.5, 4.8))
-    ax = fig.add_subplot()
+    {k: (n_values, errors)}; `spread`, the same for (max - min) / mu_k of each cluster, in a
+    second panel. Dotted n^(-1/2) and dash-dotted n^(-1) guides through each panel's first
+    line's first point."""
+    panels = [("|cluster mean - mu_k| / mu_k", series)]
+    if spread:
+        panels.append(("cluster spread (max - min) / mu_k", spread))
+    fig = Figure(figsize=(6.5 * len(panels), 5.2), layout="constrained")
     styles = ["-o", "--s", ":^", "-.v"]
-    guide = None
-    for j, (label, levels) in enumerate(series.items()):
-        for i, (k, (ns, errs)) in enumerate(sorted(levels.items())):
-            ns, errs = np.asarray(ns, float), np.asarray(errs, float)
-            ax.plot(ns, errs, styles[j % len(styles)], color=f"C{i}", ms=4,
-                    label=f"{label}, k={k}")
-            if guide is None and len(ns):
-                guide = (ns[0], errs[0], ns)
-    if guide is not None:
-        n0, e0, ns = guide
-        grid = np.geomspace(min(ns), max(max(v[0]) for lv in series.values()
-                                         for v in lv.values()), 50)
-        ax.plot(grid, e0 * np.sqrt(n0 / grid), "k:", lw=1, label="n^(-1/2)")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("points n")
-    ax.set_ylabel("|cluster mean - mu_k| / mu_k")
-    ax.legend(fontsize=6, ncol=2)
-    ax.set_title("Degree clusters of Gram / n against mu_k" + (f"\n{title}" if title else ""),
-                 fontsize=9)
+    for ax, (ylabel, table) in zip(np.atleast_1d(fig.subplots(1, len(panels))), panels):
+        first, n_hi = None, 0.0
+        for j, (label, levels) in enumerate(table.items()):
+            for k, (ns, errs) in sorted(levels.items()):
+                ns, errs = np.asarray(ns, float), np.asarray(errs, float)
+                ax.plot(ns, errs, styles[j % len(styles)], color=f"C{int(k) % 10}", ms=4,
+                        label=f"{label}, k={k}")
+                if first is None and len(ns):
+                    first = (ns[0], errs[0])
+                n_hi = max([n_hi, *ns])
+        if first is not None:
+            n0, e0 = first
+            grid = np.geomspace(n0, n_hi, 50)
+            ax.plot(grid, e0 * np.sqrt(n0 / grid), "k:", lw=1, label="n^(-1/2)")
+            ax.plot(grid, e0 * (n0 / grid), "k-.", lw=1, label="n^(-1)")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("points n")
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=6, ncol=2)
+    fig.suptitle("Degree clusters of Gram / n against mu_k" + (f"\n{title}" if title else ""),
+                 fontsize=8)
     return draw.save(fig, path)

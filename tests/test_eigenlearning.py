@@ -10,7 +10,7 @@ import pytest
 from jaxbof import eigenlearning as E
 from jaxbof import spectra
 
-MAIN = [0.0, 0.5, 0.5, 0.0, 0.5]  # ||f*_k||^2 of the regression experiment's default target
+MAIN = [0.0, 0.25, 0.25, 0.0, 0.25]  # ||f*_k||^2 of the regression experiment's default target
 
 
 @pytest.mark.parametrize("ridge", [0.0, 1e-6, 1e-2, 1.0])
@@ -124,7 +124,7 @@ def test_too_few_modes_without_a_ridge_and_bad_input_are_named():
 def test_prediction_equals_kernel_ridge_regression_on_the_sphere_with_a_ridge(ridge_over_n):
     """The regression experiment's setting, measured by the learning-curves plug-in
     (`krr.rows_for`; itself tested against a direct solve): x uniform on S^2, the first-layer NTK
-    in closed form, f* = sqrt(1/2) (Y_1 + Y_2 + Y_4) along random directions, uniform noise on
+    in closed form, f* = (Y_1 + Y_2 + Y_4) / 2 along random directions, uniform noise on
     [-0.5, 0.5]; kernel ridge regression K(X, X) + ridge I at n = 200 (ridge 0.02 and 2), its
     excess risk on 2000 fresh points, averaged over 40 training sets, against the prediction
     within 3 standard errors. (Without a ridge the prediction misses on this degenerate

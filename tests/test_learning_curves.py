@@ -78,6 +78,21 @@ def test_kernel_flow_equals_a_matrix_exponential_and_tends_to_ridgeless_regressi
     assert all(a >= b for a, b in zip(train, train[1:])) and train[-1] < 1e-20
 
 
+def test_the_setting_is_the_regression_experiments_default():
+    """The kernel side measures what the regression experiment trains: its default target
+    (c_k on degrees 1, 2, 4), noise half-width, dimension; the first-layer NTK it trains."""
+    import inspect
+
+    from jaxbof.experiments.regression import program as R
+
+    defaults = inspect.signature(R.cells).parameters
+    for config in (krr.Config(), krr.Tempered()):
+        assert tuple(config.target) == R.parse_target(defaults["target"].default)
+        assert config.noise == defaults["noise"].default and config.d == defaults["d"].default
+        assert config.kernel == "ntk-first-layer" and not defaults["train_outer"].default
+    assert krr.Config().energy() == [0.0, 0.25, 0.25, 0.0, 0.25]
+
+
 def _rows(out):
     with open(out / "results.csv") as f:
         return sorted(map(tuple, (r.values() for r in csv.DictReader(f))))

@@ -320,3 +320,21 @@ def test_figures_and_the_registry_import_no_jax_at_module_level(module):
 def test_target_coefs():
     assert rfig.target_coefs("1:0.5,2:0.5,4:-0.25") == {1: 0.5, 2: 0.5, 4: -0.25}
     assert rfig.target_coefs("3:1.0") == {3: 1.0}
+
+
+def test_level_errors_draws_one_panel_or_two_with_the_spread(tmp_path):
+    import struct
+
+    from jaxbof import plots
+
+    def png_size(path):
+        with open(path, "rb") as f:
+            head = f.read(24)
+        assert head[:8] == b"\x89PNG\r\n\x1a\n"
+        return struct.unpack(">II", head[16:24])
+
+    series = {"analytic": {1: ([1e3, 1e4], [1e-2, 1e-3]), 2: ([1e3, 1e4], [2e-2, 2e-3])}}
+    one = plots.level_errors(series, tmp_path / "one.png")
+    two = plots.level_errors(series, tmp_path / "two.png", spread=series, title="t")
+    (w1, h1), (w2, h2) = png_size(one), png_size(two)
+    assert h1 == h2 and abs(w2 / w1 - 2.0) < 0.05  # the spread panel beside the error panel

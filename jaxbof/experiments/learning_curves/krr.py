@@ -41,7 +41,7 @@ class Config(NamedTuple):
     seeds: int = 10
     d: int = 3
     kernel: str = "ntk-first-layer"
-    target: tuple = ((1, math.sqrt(0.5)), (2, math.sqrt(0.5)), (4, math.sqrt(0.5)))
+    target: tuple = ((1, 0.5), (2, 0.5), (4, 0.5))  # the regression experiment's default
     noise: float = 0.5
     n_test: int = 2000
     k_max: int = 8000  # levels of the predicted spectrum (its tail matters without a ridge)
