@@ -101,6 +101,17 @@ def _orthonormal_pair(P: np.ndarray, AP: np.ndarray, rtol: float = 1e-8):
     return (P, AP) if P.shape[1] else (None, None)
 
 
+def _combine(parts, C: np.ndarray) -> np.ndarray:
+    """[parts[0] parts[1] ...] @ C without concatenating the parts."""
+    out, start = None, 0
+    for part in parts:
+        stop = start + part.shape[1]
+        term = part @ C[start:stop]
+        out = term if out is None else out.__iadd__(term)
+        start = stop
+    return out
+
+
 def lobpcg(matmat: Callable, n: int, k: int, *, block: int | None = None, tol: float = 1e-8,
            max_iters: int = 500, seed: int = 0, X0=None) -> TopEigen:
     """k largest eigenpairs of the symmetric operator V_nxb -> A V (see module docstring).
@@ -152,12 +163,13 @@ def lobpcg(matmat: Callable, n: int, k: int, *, block: int | None = None, tol: f
         if P is not None:
             blocks.append(P)
             images.append(AP)
-        S, AS = np.hstack(blocks), np.hstack(images)
-        G = S.T @ AS
+        # the Rayleigh-Ritz problem on S = [X W P] block by block: S and A S are never
+        # concatenated (each would be another n x 3b copy)
+        G = np.block([[Si.T @ ASj for ASj in images] for Si in blocks])
         G = 0.5 * (G + G.T)
         # S is orthonormal by construction (X from the last Rayleigh-Ritz, W and P orthogonalised
         # against it); rounding is checked, not assumed
-        B = S.T @ S
+        B = np.block([[Si.T @ Sj for Sj in blocks] for Si in blocks])
         if np.abs(B - np.eye(B.shape[0])).max() < 1e-12:
             vals, C = np.linalg.eigh(G)
         else:
@@ -165,19 +177,19 @@ def lobpcg(matmat: Callable, n: int, k: int, *, block: int | None = None, tol: f
                 vals, C = linalg.eigh(G, 0.5 * (B + B.T))
             except linalg.LinAlgError:
                 # P has become (numerically) dependent on X and W: restart without it
-                S, AS = np.hstack(blocks[:2]), np.hstack(images[:2])
-                G = S.T @ AS
-                vals, C = np.linalg.eigh(0.5 * (G + G.T))
+                m = X.shape[1] + W.shape[1]
+                blocks, images = blocks[:2], images[:2]
+                vals, C = np.linalg.eigh(G[:m, :m])
         order = np.argsort(-vals)[:b]
         theta, C = vals[order], C[:, order]
-        X, AX = S @ C, AS @ C
+        X, AX = _combine(blocks, C), _combine(images, C)
         # the new search direction: the part of the update outside the new X, orthonormalised
         # with its image carried along (A Q = (AP - AX X^T P) R^-1)
-        P, AP = S[:, b:] @ C[b:], AS[:, b:] @ C[b:]
+        P, AP = _combine(blocks[1:], C[b:]), _combine(images[1:], C[b:])
+        del blocks, images, W, AW  # the old basis: free before the next products
         proj = X.T @ P
         P, AP = P - X @ proj, AP - AX @ proj
         P, AP = _orthonormal_pair(P, AP)
-    lam, V = theta[:k], X[:, :k]
     lam, V = theta[:k], X[:, :k]
     resid = residual_norms(matmat, lam, V)
     ok = bool(np.all(resid <= tol * np.maximum(np.abs(lam), tiny) * (1 + 1e-6)))
