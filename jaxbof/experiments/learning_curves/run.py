@@ -74,7 +74,12 @@ def _tempered(args, host, runtime, out: Path) -> int:
     print(f"learning-curves: kernel flow at n = {config.n}, {config.kernel_seeds} training sets, "
           f"into {flow_dir}", file=sys.stderr)
     with writer:
-        krr.run_flow(config, on_rows=writer.write, skip=done)
+        try:
+            krr.run_flow(config, on_rows=writer.write, skip=done)
+        except KeyboardInterrupt:
+            print(f"jaxbof: interrupted; {len(store.load_results(flow_dir))} rows are saved in "
+                  f"{flow_dir}/results.csv; rerun the same command to resume", file=sys.stderr)
+            return 130
     cells = R.cells(n=config.n, d=config.d, width=config.widths, seeds=config.seeds,
                     target=R.canonical_target(config.target), noise=config.noise)
     protocol = R.Protocol(t_max=config.t_max, times=config.times, n_test=config.n_test)
