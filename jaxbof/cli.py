@@ -193,9 +193,13 @@ def _spectrum(args) -> int:
         if top is not None and top > p // 2:
             raise UsageError(f"--top: {top} exceeds the rank bound {p // 2} of the width-{width} "
                              "Gram (p / 2: the antisymmetric init pairs equal neurons)")
-    if free and width is None and n > 50_000:
-        raise UsageError(f"--empirical-n: {n} must be <= 50000 for the analytic kernel with "
+    if free and width is None and n > 200_000:
+        raise UsageError(f"--empirical-n: {n} must be <= 200000 for the analytic kernel with "
                          "--matrix-free (each product costs n^2); use --width for larger n")
+    if free and width is None and n > 20_000:
+        print(f"jaxbof: the analytic kernel's products cost n^2 = {float(n) ** 2:.1e} kernel "
+              "entries each, about 30 of them: minutes to hours on a CPU (n = 20000 took 2 min "
+              "on 2 cores; the time grows like n^2)", file=sys.stderr)
 
     spec = spectra.eigenvalues(kernel, d, k_max, alpha=alpha, bias=args.bias)
     mult = spectra.multiplicity(d, spec.k)

@@ -205,8 +205,8 @@ def test_spectrum_end_to_end(tmp_path, capsys):
      "--top: 13 exceeds the rank bound 12 of the width-8 Gram"),
     (["--d", "3", "--k-max", "3", "--empirical-n", "100", "--top", "5", "--matrix-free",
       "--kernel", "relu-nngp"], "the analytic relu-nngp kernel has no matrix-free product"),
-    (["--d", "3", "--k-max", "3", "--empirical-n", "100000", "--top", "5", "--matrix-free"],
-     "--empirical-n: 100000 must be <= 50000 for the analytic kernel"),
+    (["--d", "3", "--k-max", "3", "--empirical-n", "300000", "--top", "5", "--matrix-free"],
+     "--empirical-n: 300000 must be <= 200000 for the analytic kernel"),
 ])
 def test_spectrum_bad_input_exits_2(args, needle, tmp_path, capsys):
     assert cli.main(["spectrum", *args, "--out", str(tmp_path)]) == 2
