@@ -335,10 +335,26 @@ def _top_matrix_free(kernel, x, top: int, net, alpha: float, bias: bool):
         if layers is None:
             raise UsageError(f"--matrix-free: the analytic {kernel.value} kernel has no "
                              "matrix-free product; use --width for its finite-width Gram")
-        return ntk.top_eigenpairs(x, top, layers=layers, alpha=alpha, bias=bias)
+        return ntk.top_eigenpairs(x, top, layers=layers, alpha=alpha, bias=bias,
+                                  progress=_solver_progress())
     params, apply_fn, trainable, route = net
     return ntk.top_eigenpairs(x, top, params=params, apply_fn=apply_fn, trainable=trainable,
-                              route=route)
+                              route=route, progress=_solver_progress())
+
+
+def _solver_progress(every: float = 10.0):
+    """A LOBPCG progress callback: one line on stderr at most every `every` seconds, so that a
+    long solve is never silent."""
+    start = last = time.monotonic()
+
+    def report(it, converged, k, worst):
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= every:
+            last = now
+            print(f"jaxbof: LOBPCG iteration {it}: {converged} of {k} eigenpairs converged, "
+                  f"largest relative residual {worst:.1e}, {now - start:.0f} s", file=sys.stderr)
+    return report
 
 
 def _with_optimizer(study, spec: str | None):

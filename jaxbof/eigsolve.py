@@ -113,7 +113,8 @@ def _combine(parts, C: np.ndarray) -> np.ndarray:
 
 
 def lobpcg(matmat: Callable, n: int, k: int, *, block: int | None = None, tol: float = 1e-8,
-           max_iters: int = 500, seed: int = 0, X0=None) -> TopEigen:
+           max_iters: int = 500, seed: int = 0, X0=None,
+           progress: Callable | None = None) -> TopEigen:
     """k largest eigenpairs of the symmetric operator V_nxb -> A V (see module docstring).
 
     block: vectors iterated together (default k + max(8, k // 4), at most n); guard vectors
@@ -122,7 +123,9 @@ def lobpcg(matmat: Callable, n: int, k: int, *, block: int | None = None, tol: f
     theta is within tol |theta| of an eigenvalue of A (a relative bound for each pair; the
     eigenvalue error is usually far smaller, ~ residual^2 / gap). X0 (n, block): a start
     (default orthonormalised Gaussian columns from `seed`). If max_iters is reached first the
-    result has converged=False and its residuals say how far each pair is.
+    result has converged=False and its residuals say how far each pair is. progress: called as
+    progress(iteration, converged, k, worst) after each iteration's residuals (converged: pairs
+    among the k wanted within tol; worst: their largest relative residual).
     """
     _check(n, k)
     if not tol > 0:
@@ -147,6 +150,9 @@ def lobpcg(matmat: Callable, n: int, k: int, *, block: int | None = None, tol: f
         R = AX - X * theta
         rnorm = np.linalg.norm(R, axis=0)
         done = rnorm <= tol * np.maximum(np.abs(theta), tiny)
+        if progress is not None:
+            progress(it, int(done[:k].sum()), k,
+                     float(np.max(rnorm[:k] / np.maximum(np.abs(theta[:k]), tiny))))
         if done[:k].all():
             if fresh:
                 break

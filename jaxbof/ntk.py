@@ -338,7 +338,7 @@ def top_eigenpairs(x, k: int, *, params=None, apply_fn: Callable = two_layer_app
                    trainable=None, route: Route = Route.STRUCTURED, method: Method = Method.AUTO,
                    layers: Layers = Layers.FIRST, alpha=0.0, bias: bool = False,
                    train_bias: bool = True, block: int = 1024, tol: float = 1e-8,
-                   seed: int = 0):
+                   seed: int = 0, progress: Callable | None = None):
     """The k largest eigenpairs of an n x n NTK Gram, never formed (`eigsolve.TopEigen`: the
     eigenvalues of K itself, not K / n; residuals from a separate Gram-vector product).
 
@@ -350,7 +350,7 @@ def top_eigenpairs(x, k: int, *, params=None, apply_fn: Callable = two_layer_app
     params None: the analytic kernel `analytic_ntk(x, layers, alpha, bias, train_bias)`, by
     LOBPCG over products built tile by tile (O(n^2) per product: the expensive case).
     Everything runs in x's dtype (use float64: enable x64 in the entry point); `block` rows per
-    tile or Jacobian block.
+    tile or Jacobian block; `progress` is passed to `eigsolve.lobpcg` (LOBPCG routes only).
     """
     from jaxbof import eigsolve
 
@@ -363,7 +363,7 @@ def top_eigenpairs(x, k: int, *, params=None, apply_fn: Callable = two_layer_app
                                        train_bias=train_bias, block=min(block, n)))
         width = 1 << max(3, ((k + max(8, k // 4)) // 8 - 1).bit_length())
         matmat = _column_padded(lambda V: mm(x, V), width)
-        return eigsolve.lobpcg(matmat, n, k, tol=tol, seed=seed)
+        return eigsolve.lobpcg(matmat, n, k, tol=tol, seed=seed, progress=progress)
     if route is Route.STRUCTURED:
         a, lay, tb = _structured_setup(apply_fn, trainable, params)
         rows = lambda p_, xb: structured_features(p_, xb, layers=lay, alpha=a, train_bias=tb)
@@ -385,7 +385,7 @@ def top_eigenpairs(x, k: int, *, params=None, apply_fn: Callable = two_layer_app
     if method is Method.AUTO:
         method = Method.FEATURES if p <= n else Method.LOBPCG
     if method is Method.LOBPCG:
-        return eigsolve.lobpcg(matmat, n, k, tol=tol, seed=seed)
+        return eigsolve.lobpcg(matmat, n, k, tol=tol, seed=seed, progress=progress)
     jrows = jax.jit(rows)
     Xb = _padded_blocks(x, b)
 

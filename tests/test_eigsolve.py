@@ -146,3 +146,16 @@ def test_top_eigenpairs_of_any_model_and_of_the_analytic_kernel():
     _check_pairs(result, Ka, 20, rtol=1e-9)
     with pytest.raises(ValueError, match="FEATURES needs params"):
         ntk.top_eigenpairs(x, 5, method=ntk.Method.FEATURES)
+
+
+def test_lobpcg_reports_progress_every_iteration():
+    """progress(iteration, converged, k, worst) once per iteration; at the end every wanted pair
+    is converged and the reported worst residual is within tol, as the result says."""
+    K = _sphere_gram(300)
+    calls = []
+    result = eigsolve.lobpcg(lambda V: K @ V, 300, 9, tol=1e-9,
+                             progress=lambda *a: calls.append(a))
+    assert [c[0] for c in calls] == list(range(1, len(calls) + 1))
+    assert all(c[2] == 9 and 0 <= c[1] <= 9 for c in calls)
+    assert calls[0][1] < 9 and calls[-1][1] == 9 and calls[-1][3] <= 1e-9
+    assert result.converged and result.iterations == calls[-1][0]
