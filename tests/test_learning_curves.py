@@ -15,24 +15,30 @@ TINY_FLOW = krr.Tempered(n=30, widths=(16,), seeds=1, kernel_seeds=2, t_max=200.
                          n_test=300, k_max=400, target=TINY.target)
 
 
-def test_rows_equal_a_direct_solve_at_every_ridge():
-    n, seed = 30, 1
-    rows = krr.rows_for(TINY, n, seed)
-    # the same draws, in the order rows_for makes them
+def _direct(config, n, seed):
+    """The training set (n, seed) of `config` drawn again here, in the order krr draws it, and
+    its Grams formed explicitly: (y, K(X, X), K(X_test, X), f* on the test points)."""
     import zlib
-    rng = np.random.default_rng(zlib.crc32(f"{TINY.seed}/{n}/{seed}".encode()))
-    xis = [(k, c, krr._sphere(rng, 1, 3)[0]) for k, c in TINY.target]
+
+    rng = np.random.default_rng(zlib.crc32(f"{config.seed}/{n}/{seed}".encode()))
+    xis = [(k, c, krr._sphere(rng, 1, 3)[0]) for k, c in config.target]
 
     def target(x):
         return sum(c * krr._zonal(k, 3, x @ xi) for k, c, xi in xis)
-    X, Xt = krr._sphere(rng, n, 3), krr._sphere(rng, TINY.n_test, 3)
-    y = target(X) + rng.uniform(-TINY.noise, TINY.noise, n)
+    X, Xt = krr._sphere(rng, n, 3), krr._sphere(rng, config.n_test, 3)
+    y = target(X) + rng.uniform(-config.noise, config.noise, n)
     k_fn = spectra.kernel_fn("ntk-first-layer")
-    K, Kt = k_fn(np.clip(X @ X.T, -1, 1)), k_fn(np.clip(Xt @ X.T, -1, 1))
+    return y, k_fn(np.clip(X @ X.T, -1, 1)), k_fn(np.clip(Xt @ X.T, -1, 1)), target(Xt)
+
+
+def test_rows_equal_a_direct_solve_at_every_ridge():
+    n, seed = 30, 1
+    rows = krr.rows_for(TINY, n, seed)
+    y, K, Kt, f_star = _direct(TINY, n, seed)
     levels = eigenlearning.sphere_levels("ntk-first-layer", 3, TINY.k_max)
     for row, r in zip(rows, TINY.ridges_over_n):
         a = np.linalg.solve(K + r * n * np.eye(n), y)
-        np.testing.assert_allclose(row["excess_risk"], np.mean((Kt @ a - target(Xt)) ** 2),
+        np.testing.assert_allclose(row["excess_risk"], np.mean((Kt @ a - f_star) ** 2),
                                    rtol=1e-7)
         np.testing.assert_allclose(row["train_risk"], np.mean((K @ a - y) ** 2),
                                    rtol=1e-6, atol=1e-20)
@@ -45,26 +51,17 @@ def test_kernel_flow_equals_a_matrix_exponential_and_tends_to_ridgeless_regressi
     """f_t = K(., X) K^{-1} (I - exp(-t K / n)) y by scipy's expm; t = inf is the ridgeless row
     of rows_for on the same training set (same draws), and a large t approaches it."""
     from scipy.linalg import expm
-    import zlib
 
     n, seed = TINY_FLOW.n, 1
     rows = krr.flow_rows(TINY_FLOW, seed)
     assert [r["t"] for r in rows] == list(TINY_FLOW.flow_times()) and np.isinf(rows[-1]["t"])
-    rng = np.random.default_rng(zlib.crc32(f"{TINY_FLOW.seed}/{n}/{seed}".encode()))
-    xis = [(k, c, krr._sphere(rng, 1, 3)[0]) for k, c in TINY_FLOW.target]
-
-    def target(x):
-        return sum(c * krr._zonal(k, 3, x @ xi) for k, c, xi in xis)
-    X, Xt = krr._sphere(rng, n, 3), krr._sphere(rng, TINY_FLOW.n_test, 3)
-    y = target(X) + rng.uniform(-TINY_FLOW.noise, TINY_FLOW.noise, n)
-    k_fn = spectra.kernel_fn("ntk-first-layer")
-    K, Kt = k_fn(np.clip(X @ X.T, -1, 1)), k_fn(np.clip(Xt @ X.T, -1, 1))
+    y, K, Kt, f_star = _direct(TINY_FLOW, n, seed)
     levels = eigenlearning.sphere_levels("ntk-first-layer", 3, TINY_FLOW.k_max)
     for row in rows[:-1:7]:
         fit = (np.eye(n) - expm(-row["t"] * K / n)) @ y
         np.testing.assert_allclose(row["train_risk"], np.mean((fit - y) ** 2), rtol=1e-7)
         np.testing.assert_allclose(row["excess_risk"],
-                                   np.mean((Kt @ np.linalg.solve(K, fit) - target(Xt)) ** 2),
+                                   np.mean((Kt @ np.linalg.solve(K, fit) - f_star) ** 2),
                                    rtol=1e-6)
         p = eigenlearning.predict(n, levels, TINY_FLOW.energy(), TINY_FLOW.noise ** 2 / 3,
                                   n / row["t"])

@@ -32,13 +32,9 @@ def run(args, host) -> int:
     total = len(config.ns) * config.seeds
     print(f"{name}: up to {total} training sets ({len(done)} rows already in {out}), "
           f"float64, NumPy on the host", file=sys.stderr)
-    with writer:
-        try:
-            krr.run(config, on_rows=writer.write, skip=done)
-        except KeyboardInterrupt:
-            print(f"jaxbof: interrupted; {len(store.load_results(out))} rows are saved in "
-                  f"{out}/results.csv; rerun the same command to resume", file=sys.stderr)
-            return 130
+    rc = _write(writer, out, lambda on_rows: krr.run(config, on_rows=on_rows, skip=done))
+    if rc:
+        return rc
     rc = _tempered(args, host, runtime, out)
     if rc:
         return rc
@@ -52,6 +48,21 @@ def run(args, host) -> int:
     if not args.no_plots:
         for path in figures.figures(out, store.load_config(out), out):
             print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def _write(writer, out: Path, compute) -> int:
+    """compute(on_rows) into `writer` (the results of `out`): 0, or 130 after an interrupt, which
+    keeps every row written and says so."""
+    from jaxbof import store
+
+    with writer:
+        try:
+            compute(writer.write)
+        except KeyboardInterrupt:
+            print(f"jaxbof: interrupted; {len(store.load_results(out))} rows are saved in "
+                  f"{out}/results.csv; rerun the same command to resume", file=sys.stderr)
+            return 130
     return 0
 
 
@@ -73,13 +84,10 @@ def _tempered(args, host, runtime, out: Path) -> int:
     done = {(r["n"], r["t"], r["seed"]) for r in store.load_results(flow_dir)}
     print(f"learning-curves: kernel flow at n = {config.n}, {config.kernel_seeds} training sets, "
           f"into {flow_dir}", file=sys.stderr)
-    with writer:
-        try:
-            krr.run_flow(config, on_rows=writer.write, skip=done)
-        except KeyboardInterrupt:
-            print(f"jaxbof: interrupted; {len(store.load_results(flow_dir))} rows are saved in "
-                  f"{flow_dir}/results.csv; rerun the same command to resume", file=sys.stderr)
-            return 130
+    rc = _write(writer, flow_dir,
+                lambda on_rows: krr.run_flow(config, on_rows=on_rows, skip=done))
+    if rc:
+        return rc
     cells = R.cells(n=config.n, d=config.d, width=config.widths, seeds=config.seeds,
                     target=R.canonical_target(config.target), noise=config.noise)
     protocol = R.Protocol(t_max=config.t_max, times=config.times, n_test=config.n_test)
