@@ -228,3 +228,22 @@ def test_sample_test_distribution():
     sq = np.sum(X**2, 1)
     expected = gamma + (1 - gamma) * (d - 1) / d
     assert abs(sq.mean() - expected) < 4 * (1 - gamma) * np.sqrt(2 * (d - 1)) / d / np.sqrt(num)
+
+
+def test_a_signal_known_when_compiling_gives_the_bits_of_a_traced_one():
+    """The sweep compiles its sampler with the Signal known (prepare(signal=...)), which skips the
+    products with e_1: the data are bitwise those of the traced signal, padded or not."""
+    known = jax.jit(data.sample_train, static_argnames=("n_pad", "d_pad", "signal"))
+    for n_pad, d_pad in ((30, 70), (37, 200)):
+        for signal in (Signal.E1, Signal.RANDOM):
+            a = known(jax.random.PRNGKey(5), 30, 70, 0.3, 0.2, n_pad=n_pad, d_pad=d_pad,
+                      signal=signal)
+            b = sample(jax.random.PRNGKey(5), 30, 70, 0.3, 0.2, n_pad=n_pad, d_pad=d_pad,
+                       signal=int(signal))
+            for x, y in zip(a, b):
+                assert np.array_equal(np.asarray(x), np.asarray(y)), (signal, n_pad, d_pad)
+    A = np.random.default_rng(0).standard_normal((70, 300))
+    A[:, 250:] = 0.0  # padding columns
+    e1 = np.eye(300)[0]
+    assert np.array_equal(data.along(A, e1, Signal.E1), jax.jit(data.along)(A, e1, 0))
+    assert np.array_equal(data.along(A, e1, Signal.E1), A[:, 0])

@@ -49,6 +49,23 @@ class TrainData(NamedTuple):
     v_d: jax.Array  # unit signal vector
 
 
+def known(signal) -> Signal | None:
+    """The Signal when it is known at trace time (a Python value or a concrete array); None when
+    it is traced or not given: then the samplers cannot specialise to it."""
+    if signal is None or isinstance(signal, jax.core.Tracer):
+        return None
+    return Signal(int(signal))
+
+
+def along(A_rxd, v_d, signal) -> jax.Array:
+    """<a_r, v> for each row a_r of A (padding-invariant, numerics.matmul_t). For a signal known
+    to be e_1 it is the first column, the same bits that the product gives (each row's sum has
+    one nonzero term) without the product's 64-row tile of zeros."""
+    if known(signal) == Signal.E1:
+        return A_rxd[:, 0]
+    return matmul_t(A_rxd, v_d[None, :])[:, 0]
+
+
 def signal_vector(key, d, *, d_pad: int, signal) -> jax.Array:
     """Unit signal vector v of dimension d, zero-padded to d_pad. `signal` is a Signal (traceable)."""
     col_mask = jnp.arange(d_pad) < d
@@ -58,7 +75,7 @@ def signal_vector(key, d, *, d_pad: int, signal) -> jax.Array:
     return jnp.where(signal == Signal.E1, e1, rand)
 
 
-def _sample_rows(key, idx, d, v_d, d_pad: int):
+def _sample_rows(key, idx, d, v_d, d_pad: int, signal=None):
     """Per sample i (key fold_in(key, i)): a label y_i, a uniform u_i and the noise row z_i.
 
     One Gaussian vector g of length 2 + d_pad per sample: y_i = sign(g_0), u_i = Phi(g_1) and
@@ -72,7 +89,7 @@ def _sample_rows(key, idx, d, v_d, d_pad: int):
         return y, jax.scipy.special.ndtr(g[1]), g[2:] * col_mask
 
     y, u, W = jax.vmap(one)(idx)
-    proj = matmul_t(W, v_d[None, :])[:, 0]  # padding-invariant <w_i, v>
+    proj = along(W, v_d, signal)  # padding-invariant <w_i, v>
     return y, u, (W - proj[:, None] * v_d[None, :]) / jnp.sqrt(d).astype(W.dtype)
 
 
@@ -82,13 +99,14 @@ def sample_train(key, n, d, gamma, noise_rate, *, n_pad: int, d_pad: int,
 
     corruption=EXACT flips exactly k = round(noise_rate * n) labels, the k samples with the
     smallest u_i (a uniformly random k-set); BERNOULLI flips sample i when u_i < noise_rate.
-    Both `corruption` and `signal` may be traced integers.
+    Both `corruption` and `signal` may be traced integers; a `signal` known when tracing
+    (a Python Signal) skips the product with e_1 and gives the same bits.
     """
     v_key, x_key = jax.random.split(key)
     v_d = signal_vector(v_key, d, d_pad=d_pad, signal=signal)
     idx = jnp.arange(n_pad)
     mask_n = idx < n
-    y_true, u, Z = _sample_rows(x_key, idx, d, v_d, d_pad)
+    y_true, u, Z = _sample_rows(x_key, idx, d, v_d, d_pad, signal)
     X = jnp.sqrt(gamma) * y_true[:, None] * v_d[None, :] + jnp.sqrt(1.0 - gamma) * Z
     X = X * mask_n[:, None]
 

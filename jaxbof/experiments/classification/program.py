@@ -21,7 +21,7 @@ import numpy as np
 from jaxbof import engine as _engine
 from jaxbof import optim
 from jaxbof.experiments.classification import metrics
-from jaxbof.experiments.classification.data import sample_train
+from jaxbof.experiments.classification.data import Signal, along, sample_train
 from jaxbof.experiments.classification.grid import Cell, Grid, Protocol, cell_coords, choose_param
 from jaxbof.model import init_weights, outer_weights
 from jaxbof.numerics import matmul_t
@@ -98,12 +98,14 @@ def cell_keys(base_key, coords):
 
 
 def prepare(sc: Scalars, *, n_pad: int, d_pad: int, width: int, param: Param,
-            optimizer=optim.GD) -> Slot:
+            optimizer=optim.GD, signal: Signal | None = None) -> Slot:
     """Sample one cell's data and initialisation and set up its training problem (and the
-    update rule's initial state)."""
+    update rule's initial state). signal: the sweep's Signal, known when compiling (it must
+    equal sc.signal; the e_1 products then cost nothing), or None to read the traced sc.signal."""
     data_key, init_key, test_key = sc.keys
+    signal = sc.signal if signal is None else signal
     td = sample_train(data_key, sc.n, sc.d, sc.gamma, sc.noise_rate, n_pad=n_pad, d_pad=d_pad,
-                      corruption=sc.corruption, signal=sc.signal)
+                      corruption=sc.corruption, signal=signal)
     W0 = init_weights(init_key, width, sc.d, sc.init_std, d_pad=d_pad)
     a = outer_weights(width, sc.outer, dtype=W0.dtype)
     hyper = Hyper(sc.alpha, sc.eta, sc.stop, sc.max_steps)
@@ -111,9 +113,9 @@ def prepare(sc: Scalars, *, n_pad: int, d_pad: int, width: int, param: Param,
         problem, v = gram_problem(td.X_nxd, W0, td.y_obs_n, td.mask_n, a, hyper), None
     else:
         problem, v = direct_problem(td.X_nxd, td.y_obs_n, td.mask_n, a, hyper), td.v_d
-    v_1xd = td.v_d[None, :]
-    extras = Extras(matmul_t(W0, W0), matmul_t(W0, v_1xd)[:, 0], matmul_t(td.X_nxd, v_1xd)[:, 0], v,
-                    td.y_true_n, td.corrupt_n, sc.gamma, sc.d, test_key)
+    extras = Extras(matmul_t(W0, W0), along(W0, td.v_d, signal),
+                    along(td.X_nxd, td.v_d, signal), v, td.y_true_n, td.corrupt_n, sc.gamma, sc.d,
+                    test_key)
     return Slot(problem, init_state(problem, W0, optimizer), extras)
 
 
@@ -277,7 +279,8 @@ def experiment(protocol: Protocol = Protocol(), *, max_margin: bool = True,
     opt = protocol.optimizer
 
     def prepare_(sc, sh: Shape):
-        return prepare(sc, n_pad=sh.n, d_pad=sh.d, width=sh.width, param=sh.param, optimizer=opt)
+        return prepare(sc, n_pad=sh.n, d_pad=sh.d, width=sh.width, param=sh.param, optimizer=opt,
+                       signal=protocol.signal)
 
     def crop_(slot, b: Shape):
         return crop(slot, b.n, b.d if b.param == Param.DIRECT else None, opt)
@@ -303,7 +306,7 @@ def experiment(protocol: Protocol = Protocol(), *, max_margin: bool = True,
     return _engine.Experiment(
         kind=KIND, columns=COLUMNS, key_columns=COORDINATES,
         flags={"converged": False, "diverged": True},
-        static=(protocol.n_test, opt), seed=protocol.seed,
+        static=(protocol.n_test, opt, protocol.signal), seed=protocol.seed,
         coords=cell_coords, keys=cell_keys, shape=shape,
         inputs=lambda cs, keys, dtype: scalars(cs, keys, protocol, dtype),
         prepare=prepare_, step=step, example_cell=example_cell, report=report,
