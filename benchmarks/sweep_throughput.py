@@ -5,6 +5,8 @@ Prints, all measured in this one process:
   * GD-step FLOPs executed and the waste against the cheapest exact algorithm (the Gram
     parameterization, 2 n^2 M per step, for the steps each model needed);
   * the roofline ratio: executed FLOP/s over the FLOP/s of one large dense float32 matmul;
+  * where the wall time goes (the engine's phases), and the GD step at the largest bucket: time
+    per model-step against its batched matmul alone and the dense-matmul roofline;
   * the speedup over training a sub-grid model by model (one jit per model, no vmap);
   * optionally (--scaling) wall time against grid size, with the fitted slope;
   * optionally (--authors DIR) the published PyTorch code's own Figure-1 loop on the same grid,
@@ -51,6 +53,48 @@ def dense_matmul_gflops(size: int = 4096, reps: int = 3) -> float:
         f(a).block_until_ready()
         best = min(best, time.perf_counter() - t)
     return 2.0 * size**3 / best / 1e9
+
+
+def step_efficiency(n: int, width: int, slots: int, steps: int = 256) -> dict:
+    """Seconds per model-step of the engine's GD step (Gram parameterization, `slots` models
+    vmapped, a fori_loop of `steps` steps that never stops) and of its batched matmul
+    G C^T alone, at one bucket's shape; best of 3 runs each."""
+    from jaxbof.experiments.classification import step as S
+
+    key = jax.random.PRNGKey(0)
+    X = jax.random.normal(key, (slots, n, 2 * n), jnp.float32) / np.sqrt(2 * n)
+    W0 = jax.random.normal(key, (slots, width, 2 * n), jnp.float32) * 1e-3
+    y = jnp.sign(jax.random.normal(jax.random.PRNGKey(1), (slots, n)))
+    a = jnp.tile(jnp.where(jnp.arange(width) % 2 == 0, 1.0, -1.0) / width, (slots, 1))
+    full = lambda v, dt=jnp.float32: jnp.full(slots, v, dt)  # noqa: E731
+    hyper = S.Hyper(full(0.1), full(1.0 / (width * n)), full(0, jnp.int32),
+                    full(2**30, jnp.int32))
+    prob = jax.vmap(S.gram_problem)(X, W0, y, jnp.ones((slots, n), bool), a, hyper)
+    state = jax.vmap(S.init_state)(prob, W0)
+
+    @jax.jit
+    def train(prob, st):
+        def body(_, s):
+            s = jax.vmap(S.step)(prob, s)
+            return s._replace(done=jnp.zeros_like(s.done))
+        return jax.lax.fori_loop(0, steps, body, st)
+
+    @jax.jit
+    def matmul(G, C):
+        return jax.lax.fori_loop(0, steps, lambda _, C: C + 1e-3 * jnp.einsum(
+            "bij,bjm->bim", G, C), C)
+
+    def best(f, *args):
+        jax.block_until_ready(f(*args))
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            jax.block_until_ready(f(*args))
+            times.append(time.perf_counter() - t)
+        return min(times) / (steps * slots)
+
+    return {"step": best(train, prob, state), "matmul": best(matmul, prob.G_nxn, state.theta),
+            "flops": 2.0 * n * n * width}
 
 
 def one_by_one(cells, protocol) -> tuple[float, list[int]]:
@@ -275,6 +319,10 @@ def main():
             _, s = sweep.run_cells(g.cells(), preset.protocol, max_margin=False)
             scaling.append((s.models, s.wall_s))
 
+    # the GD step at the largest bucket, with the engine's slots per device
+    big = max(cells, key=lambda c: c.n)
+    eff = step_efficiency(big.n, big.width, st.slots // st.devices)
+
     exec_rate = st.flops_executed / st.wall_s / 1e9
     print(f"\n== {preset.name}: {st.models} models, {st.buckets} shape buckets ==")
     print(f"steps per model: mean {steps.mean():.0f}, max {steps.max()}, flagged runs {flagged}")
@@ -287,6 +335,16 @@ def main():
     print(f"dense f32 matmul 4096^3        {gflops:8.1f} GFLOP/s")
     print(f"executed rate over wall        {exec_rate:8.1f} GFLOP/s   roofline ratio "
           f"{exec_rate / gflops:.2f}")
+    print("where the wall time goes (engine phases, main thread; compiles on a second thread): "
+          + ", ".join(f"{k} {st.phases[k]:.2f} s" for k in ("setup", "compile_wait", "prepare",
+                                                            "train", "report", "write", "other")))
+    B = st.slots // st.devices
+    step_rate, mm_rate = eff["flops"] / eff["step"] / 1e9, eff["flops"] / eff["matmul"] / 1e9
+    print(f"GD step at n = {big.n}, M = {big.width}, {B} slots: {eff['step'] * 1e6:.1f} us per "
+          f"model-step ({step_rate:.1f} GFLOP/s, roofline ratio {step_rate / gflops:.2f}); its "
+          f"batched matmul G C^T alone {eff['matmul'] * 1e6:.1f} us ({mm_rate:.1f} GFLOP/s, "
+          f"{mm_rate / gflops:.2f}); the rest of the step {(eff['step'] - eff['matmul']) * 1e6:.1f}"
+          " us")
     per_loop = loop_s / len(sub)
     print(f"one-by-one ({len(sub)} models)       {loop_s:8.2f} s  ({per_loop:.2f} s/model, "
           f"same step counts as the engine: {same_steps})")
