@@ -282,3 +282,25 @@ def test_reproduce_ntk_concentration_quick(tmp_path, capsys):
     # the full protocol in the same directory is refused, naming what differs
     assert cli.main(["reproduce", "ntk-concentration", "--out", str(out)]) == 2
     assert "experiment.config.widths" in capsys.readouterr().err
+
+
+def test_spectrum_warns_of_the_analytic_kernels_cost_above_20000(monkeypatch, capsys, tmp_path):
+    """--matrix-free for the analytic kernel above n = 20000 says on stderr what it will cost
+    before it starts (here it is stopped where the points are drawn); at 20000 it says nothing."""
+    from jaxbof import sphere
+
+    class Started(Exception):
+        pass
+
+    def stop(*args, **kwargs):
+        raise Started
+
+    monkeypatch.setattr(sphere, "uniform", stop)
+    for n, warned in (("20001", True), ("20000", False)):
+        with pytest.raises(Started):
+            cli.main(["spectrum", "--d", "3", "--k-max", "4", "--empirical-n", n, "--top", "5",
+                      "--matrix-free", "--out", str(tmp_path / n)])
+        err = capsys.readouterr().err
+        assert ("n^2 = " in err and "minutes to hours" in err) == warned, (n, err)
+        if warned:
+            assert f"{20001 ** 2:.1e}" in err
