@@ -12,8 +12,9 @@ An experiment supplies three pure functions of one run (the engine vmaps and jit
 `step(check, advance, step_size, optimizer)` returns `(slot, state) -> state`: the check, then
 the update by `optimizer` (an optax rule, `jaxbof.optim`; default plain GD) with parameters and
 rule state frozen where the run halts, then the bookkeeping. The hinge-loss classification step
-(`experiments.classification.step`) and the square-loss regression step
-(`experiments.regression.step`) are this skeleton with their own check.
+(`experiments.classification.step`), the square-loss regression step
+(`experiments.regression.step`) and the CNN's logistic-loss step on its filters' coefficients
+(`experiments.cnn.program.step`) are this skeleton with their own check.
 """
 
 from __future__ import annotations

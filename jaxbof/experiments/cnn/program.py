@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbof import engine as _engine
+from jaxbof import optim, train
 from jaxbof.experiments.cnn.cells import (COLUMNS, COORDINATES, KIND, Cell, Protocol,
                                           check_cell, snr)
 
@@ -230,31 +231,51 @@ def forward(o: One, net: Net, protocol: Protocol) -> Forward:
     return Forward(s, N, sig, noi, f)
 
 
-def gd_update(o: One, net: Net, protocol: Protocol, lr):
-    """(net after one GD step of size lr on the mean logistic loss, outputs f before it)."""
+def gradients(o: One, net: Net, protocol: Protocol) -> tuple[Net, jax.Array]:
+    """(the mean logistic loss's gradient in the coefficients (alpha, beta, b), outputs f):
+    dL/dW = dalpha mu^T + dbeta Xi, so GD on the coefficients is GD on the filters."""
     fw = forward(o, net, protocol)
     n = o.y.shape[0]
     g = -o.y * jax.nn.sigmoid(-o.y * fw.f) / n  # dL/df_i
     w = (_scale(protocol) * _signs(net.b.shape[0], net.b.dtype))[:, None] * g[None, :]
     dsig = act_grad(fw.sig, protocol.q) * w  # dL/d(pre-activation), [2m, n]
     dnoi = act_grad(fw.noi, protocol.q) * w
-    db = jnp.sum(dsig + dnoi, axis=1) if protocol.variant == "published-code" else 0.0
-    return Net(net.alpha - lr * (dsig @ o.y_clean), net.beta - lr * dnoi, net.b - lr * db), fw.f
+    db = jnp.sum(dsig + dnoi, axis=1) if protocol.variant == "published-code" else jnp.zeros_like(
+        net.b)
+    return Net(dsig @ o.y_clean, dnoi, db), fw.f
+
+
+class _Run(NamedTuple):
+    """One network's part of the step skeleton (`train.step`): its coefficients, its diverged
+    flag and the update rule's state (empty for GD)."""
+
+    net: Net
+    diverged: jax.Array
+    opt: object
 
 
 def step(slot: Slot, st: State, protocol: Protocol) -> State:
-    """One GD step of every network of the cell, or a halt after `steps` updates. A network
-    whose outputs turn non-finite stops moving (diverged); a halted state is unchanged."""
+    """One GD step of every network of the cell (`train.step` with plain GD on the coefficients,
+    exact: GD is linear in the gradients), or a halt after `steps` updates. A network whose
+    outputs turn non-finite stops moving (diverged); a halted state is unchanged."""
     halt = st.done | (st.steps >= protocol.steps)
 
     def per_signal(signal, alpha, beta, b, diverged):
-        net = Net(alpha, beta, b)
+        o = one(slot.data, signal)
+
+        def check(_, run: _Run) -> train.Check:
+            grads, f = gradients(o, run.net, protocol)
+            bad = ~jnp.all(jnp.isfinite(f))
+            return train.Check(run.net, grads, halt | run.diverged | bad, bad)
+
+        def advance(run: _Run, c: train.Check, net, opt) -> _Run:
+            return _Run(net, run.diverged | (c.aux & ~halt), opt)
+
         lr = jnp.asarray(protocol.lr, alpha.dtype)
-        new, f = gd_update(one(slot.data, signal), net, protocol, lr)
-        bad = ~jnp.all(jnp.isfinite(f))
-        keep = halt | diverged | bad
-        new = jax.tree.map(lambda x, y: jnp.where(keep, x, y), net, new)
-        return new, diverged | (bad & ~halt)
+        net = Net(alpha, beta, b)  # GD keeps no state between steps: a fresh (empty) one
+        run = _Run(net, diverged, optim.init(optim.GD, lr, net))
+        new = train.step(check, advance, lambda _, c: lr, optim.GD)(None, run)
+        return new.net, new.diverged
 
     new, diverged = jax.vmap(per_signal)(slot.data.signal, st.alpha, st.beta, st.b,
                                          st.diverged)
