@@ -5,18 +5,18 @@ program compiled once in the session (by the library or by an in-process CLI run
 not compiled again, wherever a later test builds it again."""
 
 import os
+import shutil
 import tempfile
 
 import jax
 
-# pytest-xdist's workers of one run (`-n auto`, the README's command) share it, named by the
-# run's id; a lone process makes its own
-_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID")
-if _RUN:
-    os.environ["XDG_CACHE_HOME"] = os.path.join(tempfile.gettempdir(), f"jaxbof-tests-cache-{_RUN}")
-    os.makedirs(os.environ["XDG_CACHE_HOME"], exist_ok=True)
-else:
-    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="jaxbof-tests-cache-")
+# The first process of a run (pytest itself, or pytest-xdist's controller under `-n auto`, the
+# README's command) makes the directory and removes it at the end; xdist's workers, started
+# after it, inherit it through the environment and share it.
+_OWNER = "JAXBOF_TESTS_CACHE" not in os.environ
+if _OWNER:
+    os.environ["JAXBOF_TESTS_CACHE"] = tempfile.mkdtemp(prefix="jaxbof-tests-cache-")
+os.environ["XDG_CACHE_HOME"] = os.environ["JAXBOF_TESTS_CACHE"]
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_compilation_cache_dir",
                   os.path.join(os.environ["XDG_CACHE_HOME"], "jaxbof", "xla"))
@@ -35,3 +35,8 @@ def pytest_collection_modifyitems(config, items):
     def rank(item):
         return next((i for i, name in enumerate(FIRST) if name in item.nodeid), len(FIRST))
     items.sort(key=rank)  # stable: every other test keeps its place
+
+
+def pytest_unconfigure(config):
+    if _OWNER:  # after every worker has finished
+        shutil.rmtree(os.environ["JAXBOF_TESTS_CACHE"], ignore_errors=True)
