@@ -125,5 +125,16 @@ def test_reproduce_writes_resumable_rows_a_table_and_pictures(tmp_path, monkeypa
     assert cli.main(["reproduce", "learning-curves", "--quick", "--out", str(out),
                      "--no-plots"]) == 0
     assert _rows(out) == full  # the rerun adds exactly the missing rows
-    assert cli.main(["reproduce", "learning-curves", "--quick", "--x64"]) == 2
-    assert "always runs in float64" in capsys.readouterr().err
+    assert cli.main(["reproduce", "learning-curves", "--quick", "--slots", "2"]) == 2
+    assert "takes no --slots" in capsys.readouterr().err
+    # --x64 trains the network in float64 and changes nothing on the kernel side (float64 always)
+    out64 = tmp_path / "lc64"
+    assert cli.main(["reproduce", "learning-curves", "--quick", "--x64", "--no-plots", "--out",
+                     str(out64)]) == 0
+    assert store.load_config(out64 / "network")["experiment"]["precision"] == "float64"
+    assert store.load_config(out / "network")["experiment"]["precision"] == "float32"
+    assert _rows(out64) == full
+    assert _rows(out64 / "kernel-flow") == _rows(out / "kernel-flow")
+    net64 = store.load_results(out64 / "network")
+    assert sorted(r["t"] for r in net64) == sorted(r["t"] for r in net)
+    assert net64 != net  # another precision, other last bits

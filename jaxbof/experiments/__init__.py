@@ -122,14 +122,15 @@ def lazy_api(package: str, submodules, api: str) -> Callable:
     return __getattr__
 
 
-def host_side(args, host: Host, name: str) -> None:
+def host_side(args, host: Host, name: str, *, x64: bool = False) -> None:
     """Refuse, in one line each, the engine's flags on a `reproduce NAME` that computes on the
-    host in float64 in one process (its own `Reproduce.run`): --optimizer, --x64, --slots and
-    the multi-process flags."""
+    host in float64 in one process (its own `Reproduce.run`): --optimizer, --x64 (unless `x64`:
+    a part that runs on the engine takes it), --slots and the multi-process flags."""
     if args.optimizer is not None:
         raise host.error(f"--optimizer does not apply to reproduce {name}")
-    if args.x64 or args.slots is not None:
-        raise host.error(f"{name} always runs in float64 and takes no --x64/--slots")
+    if args.slots is not None or (args.x64 and not x64):
+        raise host.error(f"{name} always runs in float64 and takes no "
+                         + ("--slots" if x64 else "--x64/--slots"))
     if (args.coordinator, args.num_processes, args.process_id) != (None, None, None):
         raise host.error(f"{name} runs in one process (no --coordinator, "
                          "--num-processes, --process-id)")

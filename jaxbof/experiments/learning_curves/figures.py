@@ -205,6 +205,9 @@ def figures(directory, config, out) -> list[str]:
     out = Path(out)
     paths = [learning_curves(rows, out / "learning_curves.png", title),
              learnability(experiment["config"], out / "learnability.png", title=title)]
+    network = store.load_config(Path(directory) / "network") if (
+        Path(directory) / "network" / "config.json").exists() else {}
+    precision = network.get("experiment", {}).get("precision", "float32")
     path = tempered(directory, out / "tempered.png", f"{experiment.get('name') or ''}: kernel "
-                    "and prediction in float64 on the host; networks in float32 (the engine)")
+                    f"and prediction in float64 on the host; networks in {precision} (the engine)")
     return paths + ([path] if path else [])

@@ -1,8 +1,8 @@
 """`jaxbof reproduce learning-curves [--quick]`: kernel ridge regression on the sphere and its
 eigenlearning prediction, in float64, resumable, with the per-ridge agreement on stdout; then the
 tempered-overfitting comparison (`krr.Tempered`): gradient flow on the kernel (float64, host)
-into DIR/kernel-flow and the regression experiment's long run of the network (the engine, its
-default float32) into DIR/network, drawn together in DIR/tempered.png."""
+into DIR/kernel-flow and the regression experiment's long run of the network (the engine, in
+float32, or float64 with --x64) into DIR/network, drawn together in DIR/tempered.png."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from jaxbof.experiments import host_side
 
 
 def run(args, host) -> int:
-    host_side(args, host, "learning-curves")
+    host_side(args, host, "learning-curves", x64=True)  # --x64: the network part
     from jaxbof import store
     from jaxbof.experiments.learning_curves import figures, krr
 
