@@ -43,16 +43,20 @@ from jaxbof.experiments.classification.grid import cell_coords, choose_param
 from jaxbof.experiments.classification.step import run
 
 
-def dense_matmul_gflops(size: int = 4096, reps: int = 3) -> float:
-    a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
-    f = jax.jit(lambda x: x @ x)
-    f(a).block_until_ready()
+def best_seconds(f, *args, reps: int = 3) -> float:
+    """Fastest of `reps` timed calls of f(*args), after one untimed call (compile, warm-up)."""
+    jax.block_until_ready(f(*args))
     best = float("inf")
     for _ in range(reps):
         t = time.perf_counter()
-        f(a).block_until_ready()
+        jax.block_until_ready(f(*args))
         best = min(best, time.perf_counter() - t)
-    return 2.0 * size**3 / best / 1e9
+    return best
+
+
+def dense_matmul_gflops(size: int = 4096, reps: int = 3) -> float:
+    a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
+    return 2.0 * size**3 / best_seconds(jax.jit(lambda x: x @ x), a, reps=reps) / 1e9
 
 
 def step_efficiency(n: int, width: int, slots: int, steps: int = 256) -> dict:
@@ -84,16 +88,9 @@ def step_efficiency(n: int, width: int, slots: int, steps: int = 256) -> dict:
         return jax.lax.fori_loop(0, steps, lambda _, C: C + 1e-3 * jnp.einsum(
             "bij,bjm->bim", G, C), C)
 
-    def best(f, *args):
-        jax.block_until_ready(f(*args))
-        times = []
-        for _ in range(3):
-            t = time.perf_counter()
-            jax.block_until_ready(f(*args))
-            times.append(time.perf_counter() - t)
-        return min(times) / (steps * slots)
-
-    return {"step": best(train, prob, state), "matmul": best(matmul, prob.G_nxn, state.theta),
+    per = steps * slots
+    return {"step": best_seconds(train, prob, state) / per,
+            "matmul": best_seconds(matmul, prob.G_nxn, state.theta) / per,
             "flops": 2.0 * n * n * width}
 
 

@@ -128,9 +128,10 @@ def host_side(args, host: Host, name: str, *, x64: bool = False) -> None:
     a part that runs on the engine takes it), --slots and the multi-process flags."""
     if args.optimizer is not None:
         raise host.error(f"--optimizer does not apply to reproduce {name}")
-    if args.slots is not None or (args.x64 and not x64):
-        raise host.error(f"{name} always runs in float64 and takes no "
-                         + ("--slots" if x64 else "--x64/--slots"))
+    if x64 and args.slots is not None:
+        raise host.error(f"{name} takes no --slots")
+    if not x64 and (args.x64 or args.slots is not None):
+        raise host.error(f"{name} always runs in float64 and takes no --x64/--slots")
     if (args.coordinator, args.num_processes, args.process_id) != (None, None, None):
         raise host.error(f"{name} runs in one process (no --coordinator, "
                          "--num-processes, --process-id)")

@@ -240,8 +240,8 @@ def gradients(o: One, net: Net, protocol: Protocol) -> tuple[Net, jax.Array]:
     w = (_scale(protocol) * _signs(net.b.shape[0], net.b.dtype))[:, None] * g[None, :]
     dsig = act_grad(fw.sig, protocol.q) * w  # dL/d(pre-activation), [2m, n]
     dnoi = act_grad(fw.noi, protocol.q) * w
-    db = jnp.sum(dsig + dnoi, axis=1) if protocol.variant == "published-code" else jnp.zeros_like(
-        net.b)
+    db = (jnp.sum(dsig + dnoi, axis=1) if protocol.variant == "published-code"
+          else jnp.zeros_like(net.b))  # the paper's network has no bias
     return Net(dsig @ o.y_clean, dnoi, db), fw.f
 
 
