@@ -21,7 +21,7 @@ import time
 import jax
 import numpy as np
 
-from jaxbof import optim
+from jaxbof import engine, optim
 from jaxbof.experiments import classification as C
 from jaxbof.experiments import regression as R
 from jaxbof.experiments.classification.grid import Cell, Protocol
@@ -57,14 +57,14 @@ def per_step(exp, slots, B: int, K: int):
 def classification_step(rule: str, param: Param, K: int):
     protocol = Protocol(optimizer=rule, param=param, max_steps=2**30)
     cells = [Cell(100, 500, 5.0, 0.05, 0.1, 0.1, 64, s) for s in range(8)]
-    exp = C.experiment(protocol, max_margin=False, cells=cells)
+    exp = engine.plan(C.experiment(protocol, max_margin=False, cells=cells), cells)
     return per_step(exp, slots_of(exp, cells, protocol.seed), len(cells), K)
 
 
 def regression_step(rule: str, K: int):
     protocol = dataclasses.replace(R.Protocol(t_max=1e9, times=1), optimizer=rule)
     cells = R.cells(n=500, d=3, width=1024, seeds=1)
-    exp = R.experiment(protocol, cells)
+    exp = engine.plan(R.experiment(protocol, cells), cells)
     slots = slots_of(exp, cells, protocol.seed)
     # past the record at step 0; the next record (t_max) is never reached in K steps
     slots = jax.vmap(R.resume_slot)(slots)

@@ -68,14 +68,14 @@ def elementwise_pass_time(n: int, M: int, B: int) -> float:
 
 def batched_slots(cells, protocol, B: int):
     """Prepared slots of the first B cells (recording halts removed, so the step only steps)."""
-    exp = R.experiment(protocol, cells)
+    exp = engine.plan(R.experiment(protocol, cells), cells)
     cells = (list(cells) * B)[:B]
     keys = jax.jit(jax.vmap(exp.keys, in_axes=(None, 0)))(
         jax.random.PRNGKey(protocol.seed), np.stack([exp.coords(c) for c in cells]))
-    inp = exp.inputs(cells, keys, np.float32)
+    (inp,) = exp.inputs(cells, keys, np.float32)  # init's one traced argument
     inp = inp._replace(rec_steps=np.full_like(inp.rec_steps, np.iinfo(np.int32).max))
     sh = exp.shape(cells[0])
-    slots = jax.jit(jax.vmap(lambda x: exp.prepare(x, sh)))(inp)
+    slots = jax.jit(jax.vmap(lambda x: exp.prepare((x,), sh)))(inp)
     return exp, sh, slots
 
 

@@ -4,17 +4,17 @@ It knows no experiment. An experiment hands it an `Experiment`, a NamedTuple of 
 (in the spirit of optax's GradientTransformation), and a list of cells; the engine trains every
 cell and passes the measured rows to a callback as soon as they exist.
 
-Scheduling. Cells are grouped into buckets of equal compiled shape (`Experiment.shape`). Each
+Scheduling. Cells are grouped into buckets of equal compiled shape (`Batching.shape`). Each
 bucket runs by continuous batching: B slots step in lock-step for a chunk of K steps inside one
 compiled while-loop, which returns early once every slot has halted. A slot halts when its run
 needs the host: it finished (converged, diverged, out of steps) or reached a recording time.
 Between chunks the host measures the halted slots (`Experiment.report`, which returns rows and
 says whether the run is finished), refills finished slots from the bucket's queue and resumes
-the others (`Experiment.resume`), so runs of very different lengths share a batch without
+the others (`Batching.resume`), so runs of very different lengths share a batch without
 waiting for the slowest (performance.md). Where runs halt only when finished (no `resume`),
 the halted slots are refilled at once and measured while the next chunk trains. Several
 buckets may sample their cells with one compiled sampler at a larger shape
-(`Experiment.prep_shapes`); `Experiment.crop` cuts a prepared slot down exactly.
+(`Batching.prep_shapes`); `Batching.crop` cuts a prepared slot down exactly.
 
 Devices. A bucket's batch is D x B slots over the process's D local devices (a one-axis mesh,
 axis "slots", B slots per device): prepare and the cycle run under shard_map, the experiment's
@@ -40,10 +40,12 @@ and B, the slots per device: not on the other cells, the order, the chunk, the s
 lands in, the number of devices or processes. (B matters only in the last bits: XLA's CPU
 kernels for a batch of B products may round differently for another B; tests pin it.)
 
-Contract for the slot pytree an experiment's `prepare` returns: a NamedTuple with a field
-`state` (the part carried by the loop), where `state.done` is a bool (halted: the host must look
-at it) and `state.steps` an int32 step counter; `step(slot, state) -> state` must leave a halted
-state unchanged (the engine also halts idle slots by setting done).
+The contract (jaxbof.contract, re-exported here): init, step, report and a Schema, with the
+defaults for keys, cells of stored rows and example cells derived from NamedTuple cells
+(`plan`). The slot init returns is a NamedTuple with a field `state` (the part carried by the
+loop), where `state.done` is a bool (halted: the host must look at it) and `state.steps` an
+int32 step counter, checked when init is traced; the engine keeps a halted state unchanged
+(and halts idle slots by setting done).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ import re
 import sys
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -70,22 +73,18 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from threadpoolctl import threadpool_limits
 
-__all__ = ["Engine", "Experiment", "ImpureProgram", "Program", "Report", "Resume", "SweepStats",
-           "check_pure", "default_slots", "init_processes", "local_devices", "memory_slots",
-           "owner", "resume", "run", "take"]
+from jaxbof.contract import Batching, Cells, Experiment, Halted, Report, Schema
+
+__all__ = ["Batching", "Cells", "Engine", "Experiment", "Halted", "ImpureProgram", "Plan",
+           "Program", "Report", "Resume", "Schema", "SweepStats", "check_pure", "default_slots",
+           "init_processes", "local_devices", "memory_slots", "owner", "plan", "resume", "run",
+           "take"]
 
 AXIS = "slots"  # the one mesh axis: slots of a bucket spread over local devices
 
 
-class Report(NamedTuple):
-    """What `Experiment.report` returns for one halted slot."""
-
-    rows: list[dict]  # measured rows (may be empty, or many: one per recorded time)
-    finished: bool  # True: the run is over and its slot is free; False: resume it
-
-
 class Program(NamedTuple):
-    """An experiment's extra device program (`Experiment.programs`); a plain (fn, args) pair is
+    """An experiment's extra device program (`Batching.programs`); a plain (fn, args) pair is
     a batched one."""
 
     fn: Callable
@@ -93,53 +92,22 @@ class Program(NamedTuple):
     batched: bool = True  # True: maps the B slots, per device; False: one slot, first device
 
 
-class Experiment(NamedTuple):
-    """An experiment as the engine sees it: pure functions and static descriptions.
+class Plan(NamedTuple):
+    """An `Experiment` with every default worked out for one sweep's cells (`plan`): what the
+    engine's scheduler and compiler read. Built by the engine; experiments never write one.
 
-    kind: name written to config.json ("classification", "regression", ...).
-    columns: the result schema, {column: "int" | "float" | "bool" | "str"} in CSV order.
-    key_columns: the columns of a row that identify its cell (for resuming).
-    static: hashable; everything the compiled programs depend on besides shapes (cache key).
-    seed: base PRNG seed of the whole sweep.
-    coords(cell) -> uint32[C]: the coordinates folded into the cell's keys (host).
-    keys(base_key, coords_C) -> keys: the cell's PRNG keys (device, one cell).
-    shape(cell) -> Hashable: the compiled shape (bucket) a cell trains in.
-    prep_shapes({bucket: cells}) -> {bucket: prep_shape}: the shape each bucket's cells are
-        sampled at (None: the bucket's own shape).
-    inputs(cells, keys_B, dtype) -> pytree of host arrays with a leading cell axis: the traced
-        per-cell inputs of `prepare`.
-    prepare(inputs, prep_shape) -> slot: sample one cell's data and model (device, one cell).
-    crop(slot, bucket) -> slot: cut a slot prepared at a larger prep_shape down to the bucket's
-        shape, exactly (device, one cell); None when prep shapes are always the bucket's.
-    step(slot, state) -> state: one update of one run (device); a halted state stays put.
-    resume(slot) -> slot: continue a halted, unfinished run (device, one cell); None if
-        runs only halt when finished.
-    example_cell(bucket) -> cell: any cell of that shape (used to lower programs).
-    report(bucket, slots, halted, cells, programs) -> list[Report]: measure the halted slots
-        (indices `halted` into the batch `slots`, device arrays; their cells) on the host.
-    programs(bucket, slot_shapes, B) -> {name: Program}: extra device programs `report`
-        uses, compiled ahead with the others and passed to it by name. The name is the cache
-        key: it must say every shape the program depends on, so that buckets that need the
-        same program share one compile (e.g. "weights_64_float32"). A batched program maps
-        the slots (every argument and output has the leading slot axis, length B) and runs
-        per device like the cycle; an unbatched one measures one slot (`take`) on the first
-        device.
-    step_flops(bucket, cell) -> float: FLOPs of one step of `cell` (cell None: of a padded
-        slot of the bucket's shape).
-    cell_of(row) -> cell: the cell a stored row belongs to (for resuming).
-    run_cost(bucket, cell) -> float: a run's relative cost, to train the biggest buckets first
-        (None: step_flops).
-    final: the bool column that marks a run's last row (None: every row is a run's last), so
-        that a run cut short by a crash is trained again and only its missing rows are added.
-    flags: {column: value}: a row holding any of these values is a flagged run, left out of
-        every mean and counted (`stats.is_flagged`; recorded in config.json with the key
-        columns, so that readers of the directory need no copy of them). None: those of
-        `stats.FLAGS` (diverged, not converged) that are columns.
+    name: the compile-cache name (module and qualified name of init and step);
+    columns, key_columns, final, flags: the schema; static: the protocol; the rest are the
+    functions of `Experiment`, `Batching` and `Cells` with their defaults filled in, in the
+    engine's calling conventions: prepare(inputs, shape) -> slot, report(bucket, slots,
+    halted, cells, programs) -> [Report], step(slot, state) -> state (halted states kept).
     """
 
-    kind: str
+    name: str
     columns: dict
     key_columns: tuple
+    final: str | None
+    flags: Mapping[str, Any] | None
     static: Hashable
     seed: int
     coords: Callable
@@ -152,13 +120,126 @@ class Experiment(NamedTuple):
     report: Callable
     step_flops: Callable
     cell_of: Callable
-    final: str | None = None
-    run_cost: Callable | None = None
-    prep_shapes: Callable | None = None
-    crop: Callable | None = None
-    resume: Callable | None = None
-    programs: Callable | None = None
-    flags: Mapping[str, Any] | None = None
+    run_cost: Callable
+    prep_shapes: Callable | None
+    crop: Callable | None
+    resume: Callable | None
+    programs: Callable | None
+
+
+def plan(exp: Experiment | Plan, cells: Sequence[Any]) -> Plan:
+    """`exp` with the defaults of `Cells` and `Batching` derived from the sweep's `cells`
+    (NamedTuples, for any default of `Cells`). A Plan is returned as it is."""
+    if isinstance(exp, Plan):
+        return exp
+    if not isinstance(exp, Experiment):
+        raise TypeError(f"expected a jaxbof.contract.Experiment, got {type(exp).__name__}")
+    cells = list(cells)
+    b, c, schema = exp.batching, exp.cells, exp.schema
+    shape = b.shape or (lambda cell: None)
+    needs_fields = [name for name in ("coords", "inputs", "cell_of") if getattr(c, name) is None]
+    if needs_fields and schema.keys is None:
+        needs_fields.append("schema.keys")
+    if needs_fields and cells and not hasattr(cells[0], "_fields"):
+        raise TypeError(f"cells of type {type(cells[0]).__name__} are not NamedTuples: give "
+                        f"{', '.join(needs_fields)} (jaxbof.contract.Cells)")
+    fields = tuple(cells[0]._fields) if cells and hasattr(cells[0], "_fields") else ()
+    keys = tuple(schema.keys) if schema.keys is not None else fields
+    columns = dict(schema.columns)
+    missing = [k for k in keys if k not in columns]
+    if missing:
+        raise ValueError(f"key columns {missing} are not columns of the schema "
+                         f"({', '.join(columns)})")
+    examples: dict = {}
+    for cell in cells:
+        examples.setdefault(shape(cell), cell)
+    if b.prep_shapes is not None and examples:
+        groups: dict = {}
+        for cell in cells:
+            groups.setdefault(shape(cell), []).append(cell)
+        for bucket, sh in b.prep_shapes(groups).items():
+            examples.setdefault(sh, examples[bucket])
+    step_flops = b.step_flops or (lambda bucket, cell: 1.0)
+    init, report = exp.init, exp.report
+    return Plan(
+        name=f"{init.__module__}.{init.__qualname__}|{exp.step.__qualname__}",
+        columns=columns, key_columns=keys, final=schema.final, flags=schema.flags,
+        static=exp.protocol, seed=int(exp.seed),
+        coords=c.coords or _default_coords, keys=c.keys or _default_keys, shape=shape,
+        inputs=c.inputs or _default_inputs,
+        prepare=lambda inputs, sh: init(*inputs, sh),
+        step=_keeping_halted(exp.step),
+        example_cell=c.example_cell or examples.__getitem__,
+        report=lambda bucket, slots, idx, cs, progs: [
+            r if isinstance(r, Report) else Report(list(r), True)
+            for r in report(Halted(slots, idx, cs, bucket, progs))],
+        step_flops=step_flops, cell_of=c.cell_of or _default_cell_of(cells),
+        run_cost=b.run_cost or step_flops, prep_shapes=b.prep_shapes, crop=b.crop,
+        resume=b.resume, programs=b.programs)
+
+
+def _keeping_halted(step: Callable) -> Callable:
+    """step, with a halted state kept as it is (an experiment need not guard its update)."""
+    def kept(slot, state):
+        new = step(slot, state)
+        return jax.tree.map(lambda old, upd: jnp.where(state.done, old, upd), state, new)
+    return kept
+
+
+def _words(value) -> list[int]:
+    """A cell field as uint32 words for fold_in (`Cells.coords`' default)."""
+    if isinstance(value, (bool, np.bool_)):
+        return [int(value)]
+    if isinstance(value, (int, np.integer)):
+        if not -2**31 <= value < 2**32:
+            raise ValueError(f"cell field {value!r} is outside [-2^31, 2^32): give Cells.coords")
+        return [int(value) % 2**32]
+    if isinstance(value, (float, np.floating)):
+        return [int(w) for w in np.array([value], np.float64).view(np.uint32)]
+    if isinstance(value, str):
+        return [zlib.crc32(value.encode())]
+    raise TypeError(f"cell field {value!r} ({type(value).__name__}) has no default coordinate: "
+                    "give Cells.coords")
+
+
+def _default_coords(cell) -> np.ndarray:
+    return np.array([w for v in cell for w in _words(v)], np.uint32)
+
+
+def _default_keys(base, coords):
+    key = base
+    for i in range(coords.shape[0]):
+        key = jax.random.fold_in(key, coords[i])
+    return key
+
+
+def _default_inputs(cells, keys_B, dtype) -> tuple:
+    """(keys, cell): the cell's fields batched as int32 / dtype / bool; a str field is not
+    traced and reaches init as None."""
+    first = cells[0]
+
+    def column(i, v):
+        if isinstance(v, (bool, np.bool_)):
+            return np.array([c[i] for c in cells], bool)
+        if isinstance(v, (int, np.integer)):
+            return np.array([c[i] for c in cells], np.int32)
+        if isinstance(v, (float, np.floating)):
+            return np.array([c[i] for c in cells], dtype)
+        return None
+    return np.asarray(keys_B), type(first)(*(column(i, v) for i, v in enumerate(first)))
+
+
+def _default_cell_of(cells) -> Callable:
+    """row -> cell: the fields of the first cell, typed like its values."""
+    if not cells or not hasattr(cells[0], "_fields"):
+        return lambda row: None
+    first = cells[0]
+    kinds = [type(v) if isinstance(v, (bool, int, float, str)) else None for v in first]
+    fields = first._fields
+
+    def cell_of(row):
+        return type(first)(*(row[f] if k is None else k(row[f]) for f, k in zip(fields, kinds)))
+    return cell_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,17 +290,21 @@ class Resume(NamedTuple):
     """What a results file already holds, for rerunning the same sweep."""
 
     done: set  # cells whose last row is stored: not trained again
-    stored: set  # keys (Experiment.key_columns) of every stored row: never written twice
+    stored: set  # keys (the schema's key columns) of every stored row: never written twice
+    key_columns: tuple = ()
 
-    def new_rows(self, exp: Experiment, rows: Sequence[dict]) -> list[dict]:
+    def new_rows(self, rows: Sequence[dict]) -> list[dict]:
         """The rows not stored yet (a rerun of a cut-short run reproduces its stored rows)."""
-        return [r for r in rows if tuple(r[k] for k in exp.key_columns) not in self.stored]
+        return [r for r in rows if tuple(r[k] for k in self.key_columns) not in self.stored]
 
 
-def resume(exp: Experiment, stored_rows: Sequence[dict]) -> Resume:
-    """Cells finished and row keys present in `stored_rows` (e.g. store.load_results(DIR))."""
-    done = {exp.cell_of(r) for r in stored_rows if exp.final is None or r[exp.final]}
-    return Resume(done, {tuple(r[k] for k in exp.key_columns) for r in stored_rows})
+def resume(exp: Experiment | Plan, stored_rows: Sequence[dict], cells: Sequence[Any]) -> Resume:
+    """Cells finished and row keys present in `stored_rows` (e.g. store.load_results(DIR)), for
+    a sweep of `cells`."""
+    p = plan(exp, cells)
+    done = {p.cell_of(r) for r in stored_rows if p.final is None or r[p.final]}
+    return Resume(done, {tuple(r[k] for k in p.key_columns) for r in stored_rows},
+                  p.key_columns)
 
 
 def default_slots() -> int:
@@ -261,10 +346,11 @@ def memory_slots(slot_bytes: int, device) -> int:
     return max(1, int(budget // max(1, SLOT_COPIES * slot_bytes)))
 
 
-def owner(exp: Experiment, cell, processes: int) -> int:
+def owner(exp: Experiment | Plan, cell, processes: int) -> int:
     """The process (0 .. processes-1) that trains `cell` in a multi-process sweep: a stable
     hash of the cell's coordinates, the same in every process, run and Python version."""
-    digest = hashlib.blake2b(np.asarray(exp.coords(cell), np.uint32).tobytes(), digest_size=8)
+    coords = plan(exp, [cell]).coords(cell)
+    digest = hashlib.blake2b(np.asarray(coords, np.uint32).tobytes(), digest_size=8)
     return int.from_bytes(digest.digest(), "little") % processes
 
 
@@ -372,7 +458,7 @@ class _Watch:
         self._stop.set()
 
 
-def _cycle(exp: Experiment, bucket, slots, fresh, load_b, src_b, keep_b, resume_b, num_steps):
+def _cycle(exp: Plan, bucket, slots, fresh, load_b, src_b, keep_b, resume_b, num_steps):
     """One scheduling cycle of a bucket, batched over B slots:
 
     1. load rows src_b of a freshly prepared batch into the slots where load_b (cropped to the
@@ -434,7 +520,7 @@ class _Compiler:
     """Ahead-of-time compiled programs for B slots sharded over `devices`, cached (for the
     process) by everything their compiled form depends on, and timed; safe across threads."""
 
-    def __init__(self, exp: Experiment, B: int, chunk: int, dtype, devices: Sequence):
+    def __init__(self, exp: Plan, B: int, chunk: int, dtype, devices: Sequence):
         self.exp, self.B, self.chunk, self.dtype = exp, B, chunk, dtype
         self.D = len(devices)
         if B % self.D:
@@ -445,7 +531,7 @@ class _Compiler:
         with jax.default_device(devices[0]):
             self.base_key = jax.random.PRNGKey(exp.seed)
         self._lock = threading.Lock()
-        self._static = (exp.kind, exp.static, B, chunk, jnp.dtype(dtype).name,
+        self._static = (exp.name, exp.static, B, chunk, jnp.dtype(dtype).name,
                         tuple(d.id for d in devices))
         self.platform = devices[0].platform
         self.compile_s = 0.0  # making programs: tracing, lowering and compiling
@@ -514,7 +600,8 @@ class _Compiler:
             f"prepare {sh}", self._traced_prepare(sh).lower())))
 
     def slot_shapes(self, sh):
-        return self._get(("shapes", sh), lambda: self._shard(self._traced_prepare(sh).out_info))
+        return self._get(("shapes", sh), lambda: self._shard(
+            _checked_slot(self._traced_prepare(sh).out_info, sh, self.B)))
 
     def cycle(self, bucket, prep_shape):
         def local(*args):  # one device's slots; each device leaves its loop on its own
@@ -574,7 +661,23 @@ def take(tree, s: int):
     return jax.tree.map(one, tree)
 
 
-def _inputs_example(exp: Experiment, sh, B: int, dtype, base_key):
+def _checked_slot(shapes, sh, B: int):
+    """The slot shapes init gives at shape `sh` (batched over B), if they hold what the engine
+    reads: state.done (bool) and state.steps (int32), one per run; else a ValueError naming
+    what is missing."""
+    state = getattr(shapes, "state", None)
+    want = {"done": jnp.dtype(bool), "steps": jnp.dtype(jnp.int32)}
+    bad = [f"state.{k} ({v.name} scalar)" for k, v in want.items()
+           if not (hasattr(state, k) and getattr(state, k).dtype == v
+                   and getattr(state, k).shape == (B,))]
+    if bad:
+        raise ValueError(f"init at shape {sh!r} returns a {type(shapes).__name__} without "
+                         f"{' and '.join(bad)}: the slot must be a NamedTuple whose field "
+                         "`state` carries them")
+    return shapes
+
+
+def _inputs_example(exp: Plan, sh, B: int, dtype, base_key):
     cell = exp.example_cell(sh)
     n_coords = len(exp.coords(cell))
     keys = jax.eval_shape(jax.vmap(exp.keys, in_axes=(None, 0)), base_key,
@@ -595,6 +698,7 @@ def run(exp: Experiment, cells: Sequence[Any], engine: Engine = Engine(), *,
     """Train every cell once and measure it. Returns (rows, stats). Rows arrive in completion
     order; `on_rows` is called with each batch of new rows as soon as they are measured, so a
     caller can save them before the sweep ends."""
+    exp = plan(exp, cells)
     t_start = time.perf_counter()
     phases = dict.fromkeys(PHASES, 0.0)
     sync = os.environ.get("JAXBOF_PHASES") == "sync"
@@ -647,8 +751,9 @@ def run(exp: Experiment, cells: Sequence[Any], engine: Engine = Engine(), *,
                 with watch.waiting(f"the compile of bucket {b}"):
                     progs = fut.result() if fut is not None else compile_bucket(b)
                 phases["compile_wait"] += time.perf_counter() - t
-                _run_bucket(exp, b, groups[b], compiler.B, devices, engine, progs, dtype,
-                            emit, compiler.base_key, watch, phases, sync)
+                sweep = _Sweep(exp, compiler.B, devices, engine, dtype, compiler.base_key,
+                               watch, phases, sync, emit)
+                _Bucket(sweep, b, groups[b], progs).run()
     finally:  # an interrupted sweep does not wait for compiles it will not use
         watch.close()
         pool.shutdown(wait=False, cancel_futures=True)
@@ -660,7 +765,7 @@ def run(exp: Experiment, cells: Sequence[Any], engine: Engine = Engine(), *,
     return rows, stats
 
 
-def _compiler(exp: Experiment, groups: dict, prep_shape: dict, engine: Engine, devices: Sequence,
+def _compiler(exp: Plan, groups: dict, prep_shape: dict, engine: Engine, devices: Sequence,
               dtype) -> _Compiler:
     """The compiler for this sweep's batches: per device, engine.slots (default_slots() if
     None), no more than the biggest bucket needs and at most what one device's memory holds of
@@ -679,117 +784,166 @@ def _compiler(exp: Experiment, groups: dict, prep_shape: dict, engine: Engine, d
     return compiler
 
 
-def _run_bucket(exp: Experiment, bucket, group: list, B: int, devices: Sequence, engine: Engine,
-                programs, dtype, emit, base_key, watch: _Watch, phases: dict, sync: bool = False):
-    """Continuous batching of one bucket. Slot s lives on device s // (B / D) and is refilled
-    only from cells sampled on that device (row r of a fresh batch lives on r // (B / D)).
-    Adds its time to `phases` (prepare, train, report; sync: block on each sampled batch)."""
-    keys_fn, prep, cycle_fn, extra, slot_shapes = programs
-    D = len(devices)
-    Bl = B // D  # slots per device
-    where = f"bucket {bucket} ({Bl} slots on each of {', '.join(str(d) for d in devices)})"
-    pending = deque(group)
+class _Sweep(NamedTuple):
+    """What the buckets of one sweep share: the experiment, B slots over `devices`, the engine's
+    settings, the inputs' dtype and base key, the stall watch, the phase timers (sync: block on
+    each sampled batch) and emit(rows, runs finished, FLOPs executed, FLOPs useful)."""
+    exp: Plan
+    B: int
+    devices: Sequence
+    engine: Engine
+    dtype: Any
+    base_key: Any
+    watch: _Watch
+    phases: dict
+    sync: bool
+    emit: Callable
 
-    def launch():  # dispatch (asynchronously) the sampling of the next B queued cells
-        if not pending:
+
+class _Bucket:
+    """Continuous batching of one bucket. Slot s lives on device s // Bl (Bl = B / D slots per
+    device) and is refilled only from cells sampled on that device (row r of a fresh batch lives
+    on r // Bl). Adds its time to the sweep's phases (prepare, train, report).
+
+    State between chunks: `pending` (cells not sampled yet), `queues` (per device, the (row,
+    cell) of the current sampled batch `fresh` not loaded yet), `upcoming` (the next sampled
+    batch, dispatched while chunks train), `slot_cell` (the run in each slot, None: free),
+    `resume` (halted runs to resume in the next chunk), `later` (deferred measurements)."""
+
+    def __init__(self, sweep: _Sweep, bucket, group: list, programs):
+        self.sweep, self.bucket = sweep, bucket
+        self.keys_fn, self.prep, self.cycle_fn, self.extra, slot_shapes = programs
+        self.D = len(sweep.devices)
+        self.Bl = sweep.B // self.D  # slots per device
+        self.where = (f"bucket {bucket} ({self.Bl} slots on each of "
+                      f"{', '.join(str(d) for d in sweep.devices)})")
+        self.pending = deque(group)
+        self.queues, self.fresh = [deque() for _ in range(self.D)], None
+        self.upcoming = self.launch()
+        self.slot_cell: list = [None] * sweep.B
+        self.resume = np.zeros(sweep.B, bool)
+        self.slots = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), slot_shapes)
+        self.per_step = sweep.exp.step_flops(bucket, None)
+        # Without Experiment.resume every halted run is finished: its slot is refilled at once
+        # and it is measured on the host while the next chunk trains (its slots stay alive
+        # anyway until that chunk ends: no program donates its arguments).
+        self.deferred = sweep.exp.resume is None
+        self.later = None  # (slots, halted slots, their cells), measured during the next chunk
+
+    def launch(self):
+        """Dispatch (asynchronously) the sampling of the next B queued cells; returns (per-device
+        queues of (row, cell), the sampled batch), or None once no cell is left."""
+        if not self.pending:
             return None
+        sw, D, Bl = self.sweep, self.D, self.Bl
         t = time.perf_counter()
-        cells = [pending.popleft() for _ in range(min(B, len(pending)))]
-        rows: list = [None] * B  # cell i is sampled on device i % D: short batches spread evenly
+        cells = [self.pending.popleft() for _ in range(min(sw.B, len(self.pending)))]
+        rows: list = [None] * sw.B  # cell i is sampled on device i % D: short batches spread evenly
         for i, c in enumerate(cells):
             rows[(i % D) * Bl + i // D] = c
         padded = [c if c is not None else cells[0] for c in rows]
-        keys = keys_fn(base_key, np.stack([exp.coords(c) for c in padded]))
+        keys = self.keys_fn(sw.base_key, np.stack([sw.exp.coords(c) for c in padded]))
         queues = [deque((r - k * Bl, rows[r]) for r in range(k * Bl, (k + 1) * Bl)
                         if rows[r] is not None) for k in range(D)]
-        fresh = prep(exp.inputs(padded, keys, dtype))
-        if sync:
+        fresh = self.prep(sw.exp.inputs(padded, keys, sw.dtype))
+        if sw.sync:
             jax.block_until_ready(fresh)
-        phases["prepare"] += time.perf_counter() - t
+        sw.phases["prepare"] += time.perf_counter() - t
         return queues, fresh
 
-    queues, fresh = [deque() for _ in range(D)], None
-    upcoming = launch()
-    slot_cell: list = [None] * B
-    resume = np.zeros(B, bool)
-    slots = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), slot_shapes)
-    per_step = exp.step_flops(bucket, None)
-    # Without Experiment.resume every halted run is finished: its slot is refilled at once and
-    # it is measured on the host while the next chunk trains (its slots stay alive anyway until
-    # that chunk ends: no program donates its arguments).
-    deferred = exp.resume is None
-    later = None  # (slots, halted slots, their cells): measured while the next chunk trains
+    def load(self):
+        """Fill the free slots from their devices' queues, first taking the next sampled batch
+        if a device has free slots and no sampled cells left (cells sampled on other devices but
+        not loaded yet go back to `pending`). Returns (slots to load, their rows in `fresh`)."""
+        B, Bl = self.sweep.B, self.Bl
+        load, src = np.zeros(B, bool), np.zeros(B, np.int32)
+        free = [s for s in range(B) if self.slot_cell[s] is None]
+        if self.upcoming is not None and any(not self.queues[s // Bl] for s in free):
+            for q in reversed(self.queues):
+                self.pending.extendleft(c for _, c in reversed(q))
+            (self.queues, self.fresh), self.upcoming = self.upcoming, None
+            self.upcoming = self.launch()  # sampled while the coming chunks train
+        for s in free:
+            if self.queues[s // Bl]:
+                src[s], self.slot_cell[s] = self.queues[s // Bl].popleft()
+                load[s] = True
+        return load, src
 
-    def measure(slots, idx, cells):
-        """Report the halted slots idx of `slots`; returns (rows, runs finished, useful FLOPs)."""
+    def measure(self, slots, idx, cells):
+        """Report the halted slots idx of `slots`; frees the finished runs' slots (unless
+        deferred: freed when they halted, maybe refilled since) and marks the others to resume.
+        Returns (rows, runs finished, useful FLOPs)."""
+        sw = self.sweep
+        exp = sw.exp
         t = time.perf_counter()
-        with watch.waiting(f"the measurements (Experiment.report) of {len(idx)} runs of {where}"):
-            reports = exp.report(bucket, slots, idx, cells, extra)
-        phases["report"] += time.perf_counter() - t
+        with sw.watch.waiting(f"the measurements (Experiment.report) of {len(idx)} runs of "
+                              f"{self.where}"):
+            reports = exp.report(self.bucket, slots, idx, cells, self.extra)
+        sw.phases["report"] += time.perf_counter() - t
         new_rows, finished, flops_use = [], 0, 0.0
         steps = np.asarray(slots.state.steps)
         for s, cell, rep in zip(idx, cells, reports):
             new_rows.extend(rep.rows)
             if rep.finished:
-                flops_use += int(steps[s]) * exp.step_flops(bucket, cell)
-                if not deferred:  # (deferred: freed when it halted, maybe refilled since)
-                    slot_cell[s] = None
+                flops_use += int(steps[s]) * exp.step_flops(self.bucket, cell)
+                if not self.deferred:
+                    self.slot_cell[s] = None
                 finished += 1
-            elif deferred:
-                raise ValueError(f"Experiment.report says a run of {where} is not finished, "
+            elif self.deferred:
+                raise ValueError(f"Experiment.report says a run of {self.where} is not finished, "
                                  "but the experiment has no resume")
             else:
-                resume[s] = True
+                self.resume[s] = True
         return new_rows, finished, flops_use
 
-    while True:
-        load = np.zeros(B, bool)
-        src = np.zeros(B, np.int32)
-        free = [s for s in range(B) if slot_cell[s] is None]
-        if upcoming is not None and any(not queues[s // Bl] for s in free):
-            # a device has free slots and no sampled cells left: take the next batch; cells
-            # sampled on other devices but not loaded yet go back to the queue
-            for q in reversed(queues):
-                pending.extendleft(c for _, c in reversed(q))
-            (queues, fresh), upcoming = upcoming, None
-            upcoming = launch()  # sampled while the coming chunks train
-        for s in free:
-            if queues[s // Bl]:
-                src[s], slot_cell[s] = queues[s // Bl].popleft()
-                load[s] = True
-        occupied = np.array([c is not None for c in slot_cell])
-        if not occupied.any():
-            if later is not None:
-                new_rows, finished, flops_use = measure(*later)
-                emit(new_rows, finished, 0.0, flops_use)
-            return
-        chunk = f"a chunk of {engine.chunk} steps of {where}, its sampling included"
+    def measure_later(self):
+        """Measure and emit the deferred runs, if any."""
+        if self.later is not None:
+            later, self.later = self.later, None
+            new_rows, finished, flops_use = self.measure(*later)
+            self.sweep.emit(new_rows, finished, 0.0, flops_use)
+
+    def train(self, load, src, occupied):
+        """Dispatch one chunk, measure the deferred runs while it trains, then wait for it.
+        Returns (halted slots, FLOPs executed)."""
+        sw = self.sweep
+        chunk = f"a chunk of {sw.engine.chunk} steps of {self.where}, its sampling included"
         t = time.perf_counter()
-        with watch.waiting(chunk):  # dispatched: the device trains while the host measures
-            slots, iters = cycle_fn(slots, fresh, load, src, occupied, resume,
-                                    np.int32(engine.chunk))
-        phases["train"] += time.perf_counter() - t
-        if later is not None:
-            new_rows, finished, flops_use = measure(*later)
-            later = None
-            emit(new_rows, finished, 0.0, flops_use)
+        with sw.watch.waiting(chunk):  # dispatched: the device trains while the host measures
+            self.slots, iters = self.cycle_fn(self.slots, self.fresh, load, src, occupied,
+                                              self.resume, np.int32(sw.engine.chunk))
+        sw.phases["train"] += time.perf_counter() - t
+        self.measure_later()
         t = time.perf_counter()
-        with watch.waiting(chunk):
+        with sw.watch.waiting(chunk):
             iters = np.asarray(iters)
-        flops_exec = int(iters.sum()) * Bl * per_step
-        halted = np.asarray(slots.state.done) & occupied
-        phases["train"] += time.perf_counter() - t
-        resume = np.zeros(B, bool)
-        if not halted.any():
-            emit([], 0, flops_exec, 0.0)
-            continue
+        flops_exec = int(iters.sum()) * self.Bl * self.per_step
+        halted = np.asarray(self.slots.state.done) & occupied
+        sw.phases["train"] += time.perf_counter() - t
+        self.resume = np.zeros(sw.B, bool)
+        return halted, flops_exec
+
+    def settle(self, halted, flops_exec):
+        """Measure the halted runs now or (deferred) free their slots and keep them for
+        `measure_later`; emits the chunk's rows and FLOPs."""
         idx = [int(s) for s in np.flatnonzero(halted)]
-        cells = [slot_cell[s] for s in idx]
-        if deferred:
-            later = (slots, idx, cells)
-            for s in idx:
-                slot_cell[s] = None
-            emit([], 0, flops_exec, 0.0)
-            continue
-        new_rows, finished, flops_use = measure(slots, idx, cells)
-        emit(new_rows, finished, flops_exec, flops_use)
+        cells = [self.slot_cell[s] for s in idx]
+        if not idx or self.deferred:
+            if idx:
+                self.later = (self.slots, idx, cells)
+                for s in idx:
+                    self.slot_cell[s] = None
+            self.sweep.emit([], 0, flops_exec, 0.0)
+            return
+        new_rows, finished, flops_use = self.measure(self.slots, idx, cells)
+        self.sweep.emit(new_rows, finished, flops_exec, flops_use)
+
+    def run(self):
+        """Train chunks until every cell of the bucket is measured."""
+        while True:
+            load, src = self.load()
+            occupied = np.array([c is not None for c in self.slot_cell])
+            if not occupied.any():
+                self.measure_later()
+                return
+            self.settle(*self.train(load, src, occupied))

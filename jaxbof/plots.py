@@ -25,10 +25,44 @@ def plot_dir(directory, out=None) -> list[str]:
     out = Path(out) if out is not None else directory
     config = store.load_config(directory)
     kind = experiments.kind_of(config, directory)
-    figures = experiments.plugin(kind).figures
+    figures = experiments.figures_of(experiments.plugin(kind))
     if figures is None:
         raise ValueError(f"{directory}: experiment {kind!r} draws no figures")
     return figures(directory, config, out)
+
+
+def summary_figure(directory, config, out) -> list[str]:
+    """The default figure of a plug-in with a cell: each measured float column (mean and
+    standard error over seeds, flagged runs left out) against the first key column that takes
+    several values, one line per value of the other keys; DIR/<kind>.png."""
+    from jaxbof import experiments, stats
+
+    rows = store.load_results(directory)
+    by, measured, flags = experiments.summary_columns(config, rows)
+    axis = next((c for c in by if len({r[c] for r in rows}) > 1), by[0] if by else None)
+    if axis is None or not measured:
+        return []
+    rest = [c for c in by if c != axis]
+    cols = min(3, len(measured))
+    rows_ = -(-len(measured) // cols)
+    fig = Figure(figsize=(4.5 * cols, 3.4 * rows_), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows_, cols)).ravel()
+    for ax in axes[len(measured):]:
+        ax.set_visible(False)
+    for ax, column in zip(axes, measured):
+        summary = stats.aggregate(rows, [*rest, axis], column, flags)
+        for i, line in enumerate(sorted({key[:-1] for key in summary})):
+            keys = [k for k in summary if k[:-1] == line]
+            ax.errorbar([k[-1] for k in keys], [summary[k].mean for k in keys],
+                        [summary[k].sem for k in keys], fmt="o-", ms=3, color=f"C{i % 10}",
+                        label=", ".join(f"{c}={v}" for c, v in zip(rest, line)) or None)
+        ax.set_xlabel(axis)
+        ax.set_ylabel(column)
+        if rest:
+            ax.legend(fontsize=7)
+    kind = config.get("experiment", {}).get("kind", "results")
+    fig.suptitle(f"{kind}: mean and standard error over seeds", fontsize=9)
+    return [draw.save(fig, Path(out) / f"{kind}.png")]
 
 
 # ----------------------------------------------------------------------------- sphere spectra

@@ -2,6 +2,10 @@
 library kernel on CPU), checked at compile time, and a long wait on a device is reported with
 what it waits on. The sweeps on several devices themselves run in tests/test_scale.py."""
 
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -48,6 +52,7 @@ def test_every_program_of_both_experiments_is_pure(kind):
     else:
         cells = regression.cells(n=(20,), width=64, seeds=1)
         exp = regression.experiment(regression.Protocol(), cells)
+    exp = engine.plan(exp, cells)
     groups = {}
     for c in cells:
         groups.setdefault(exp.shape(c), []).append(c)
@@ -79,13 +84,10 @@ def test_a_long_wait_is_reported_with_what_it_waits_on(tmp_path):
 
 
 # ----------------------------------------------------------------------------- the contract,
-# driven by a toy experiment (tests/toy_plugin: 1-D least squares by GD, with a closed form)
+# driven by an experiment that uses every optional part of it (tests/contract_experiment.py:
+# 1-D least squares by GD, with a closed form)
 
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).parent / "toy_plugin"))
-from jaxbof_toy import program as toy  # noqa: E402
+import contract_experiment as toy  # noqa: E402
 
 TOY_CELLS = [toy.Cell(n, lr, s) for n in (5, 12) for lr in (0.1, 0.6) for s in range(2)]
 
@@ -136,11 +138,11 @@ def test_toy_chunks_and_resume_never_change_a_row():
     assert _same(short, rows)
     cut = [r for r in rows if not ((r["n"], r["lr"], r["seed"]) == TOY_CELLS[0]
                                    and r["step"] >= 30)]
-    res = engine.resume(exp, cut)
+    res = engine.resume(exp, cut, TOY_CELLS)
     todo = [c for c in TOY_CELLS if c not in res.done]
     assert todo == [TOY_CELLS[0]]
     _, again, _ = _toy_rows(todo)
-    added = res.new_rows(exp, again)
+    added = res.new_rows(again)
     assert [r["step"] for r in added] == [30, 40]
     assert _same(sorted(cut + added, key=lambda r: (r["n"], r["lr"], r["seed"], r["step"])),
                  rows)
@@ -153,3 +155,103 @@ def test_toy_halting_at_the_last_step_off_the_period():
     assert stats.models == 2
     assert [r["step"] for r in rows if r["seed"] == 0] == [10, 20, 25]
     assert [r["final"] for r in rows if r["seed"] == 0] == [False, False, True]
+
+
+# ----------------------------------------------------------------------------- the defaults the
+# engine derives for the minimal experiment (tests/toy_plugin: the README's example)
+
+sys.path.insert(0, str(Path(__file__).parent / "toy_plugin"))
+import jaxbof_toy as minimal  # noqa: E402
+
+
+def test_the_minimal_experiment_follows_its_closed_form_with_derived_defaults():
+    """Four required values and nothing else: every run matches w* (1 - (1 - lr s)^t) on its own
+    data, every cell draws its own data (the default keys fold in every field), and the
+    default cell_of gives back each cell from its row, so a resume has nothing left to do."""
+    cells = [minimal.Cell(lr, s) for lr in (0.1, 0.9) for s in range(3)]
+    exp = minimal.PLUGIN.experiment(None, cells)
+    rows, stats = engine.run(exp, cells, engine.Engine(slots=4))
+    assert stats.models == len(cells) and len(rows) == len(cells)
+    for r in rows:
+        assert r["error"] < 1e-5 and not r["diverged"]
+    assert len({round(r["lr_s"] / r["lr"], 6) for r in rows}) == 6  # s = mean(x^2): 6 draws
+    res = engine.resume(exp, rows, cells)
+    assert res.done == set(cells)
+    assert res.new_rows(rows) == []
+
+
+def test_default_keys_fold_in_every_field_of_the_cell():
+    """The default coordinates: an int as itself, a float as the two words of its float64 bits,
+    a bool as 0/1; the keys fold them in order (fold_in, the same as by hand)."""
+    class C(NamedTuple):
+        n: int
+        lr: float
+        on: bool
+
+    coords = engine._default_coords(C(7, 0.5, True))
+    bits = np.array([0.5], np.float64).view(np.uint32)
+    np.testing.assert_array_equal(coords, [7, bits[0], bits[1], 1])
+    base = jax.random.PRNGKey(0)
+    by_hand = base
+    for c in coords:
+        by_hand = jax.random.fold_in(by_hand, int(c))
+    got = engine._default_keys(base, jnp.asarray(coords))
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(by_hand))
+    assert not np.array_equal(engine._default_coords(C(7, 0.5, True)),
+                              engine._default_coords(C(7, 0.5000001, True)))
+
+
+def test_a_halted_run_stays_put_without_a_guard_in_step():
+    """The engine keeps a halted state as it is: a step that always adds 1 to w, halting at 3
+    steps, reports w = 3 whatever the chunk (the slot idles in the loop while others run)."""
+    class Cell(NamedTuple):
+        stop: int
+        seed: int
+
+    class State(NamedTuple):
+        w: jax.Array
+        steps: jax.Array
+        done: jax.Array
+
+    class Run(NamedTuple):
+        stop: jax.Array
+        state: State
+
+    def init(key, cell, shape):
+        return Run(cell.stop, State(jnp.float32(0), jnp.int32(0), jnp.bool_(False)))
+
+    def step(run, st):
+        return State(st.w + 1, st.steps + 1, st.steps + 1 >= run.stop)
+
+    def report(h):
+        return [[{"stop": c.stop, "seed": c.seed, "w": float(r.state.w)}]
+                for r, c in zip(h.runs(), h.cells)]
+
+    exp = engine.Experiment(init, step, report, engine.Schema(
+        {"stop": "int", "seed": "int", "w": "float"}))
+    cells = [Cell(3, 0), Cell(40, 0)]
+    rows, _ = engine.run(exp, cells, engine.Engine(slots=2, chunk=64))
+    assert sorted((r["stop"], r["w"]) for r in rows) == [(3, 3.0), (40, 40.0)]
+
+
+def test_a_slot_without_done_and_steps_is_refused_naming_them():
+    class Cell(NamedTuple):
+        seed: int
+
+    class State(NamedTuple):
+        w: jax.Array
+
+    class Run(NamedTuple):
+        state: State
+
+    exp = engine.Experiment(lambda key, cell, shape: Run(State(jnp.float32(0))),
+                            lambda run, st: st, lambda h: [], engine.Schema({"seed": "int"}))
+    with pytest.raises(ValueError, match=r"without state.done \(bool scalar\) and "
+                                         r"state.steps \(int32 scalar\)"):
+        engine.run(exp, [Cell(0)], engine.Engine(slots=1))
+
+
+def test_cells_that_are_not_namedtuples_need_their_own_coordinates():
+    exp = minimal.PLUGIN.experiment(None, ())
+    with pytest.raises(TypeError, match="not NamedTuples: give coords, inputs, cell_of"):
+        engine.plan(exp, [(0.1, 0)])

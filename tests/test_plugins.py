@@ -50,31 +50,48 @@ def _jaxbof(args, site, tmp_path, devices=1):
 
 
 def test_an_installed_plugin_runs_through_sweep_and_plot(installed, tmp_path):
+    """The minimal plug-in (four values, a Cell and a grid) gets its flags (one per Cell field),
+    its table and its figure from jaxbof's defaults, and its rows are bit for bit the same on
+    one and two devices."""
     rows = {}
     for devices in (1, 2):
         out = tmp_path / f"toy{devices}"
-        proc = _jaxbof(["sweep", "toy-linear", "--n", "6,9", "--seeds", "2", "--out", str(out),
-                        "--no-progress"], installed, tmp_path, devices)
+        proc = _jaxbof(["sweep", "toy-linear", "--lr", "0.1,0.9", "--seed", "0:2", "--out",
+                        str(out), "--no-progress"], installed, tmp_path, devices)
         assert proc.returncode == 0, proc.stderr
         assert f"on {devices} cpu device(s)" in proc.stderr
-        assert proc.stdout.startswith("n,lr,seed,w,w_closed_form")  # the plug-in's table
-        assert (out / "toy.png").stat().st_size > 0  # its figure
+        # the default table: one line per lr, means over the seeds of every measured column
+        lines = proc.stdout.splitlines()
+        assert lines[0] == ("lr,w,w_sem,w_exact,w_exact_sem,lr_s,lr_s_sem,error,error_sem,"
+                            "runs,flagged")
+        assert [line.split(",")[0] for line in lines[1:]] == ["0.1", "0.9"]
+        assert all(line.endswith(",3,0") for line in lines[1:])
+        assert (out / "toy-linear.png").stat().st_size > 0  # the default figure
         with open(out / "results.csv") as f:
-            rows[devices] = sorted(map(tuple, (r.values() for r in csv.DictReader(f))))
-        assert len(rows[devices]) == 2 * 2 * 2 * 4  # n x lr x seeds x records
+            got = list(csv.DictReader(f))
+        assert all(float(r["error"]) < 1e-5 for r in got)  # the closed form holds
+        rows[devices] = sorted(map(tuple, (r.values() for r in got)))
+        assert len(rows[devices]) == 2 * 3  # lr x seeds
         config = json.loads((out / "config.json").read_text())  # what its rows mean
-        assert config["keys"] == ["n", "lr", "seed", "step"]
+        assert config["keys"] == ["lr", "seed"]
         assert config["flags"] == {"diverged": True} and "0 flagged (diverged)" in proc.stderr
     assert rows[1] == rows[2]  # bit for bit on one and two devices
     again = _jaxbof(["plot", str(tmp_path / "toy1")], installed, tmp_path)
-    assert again.returncode == 0 and "toy.png" in again.stdout
-    bad = _jaxbof(["sweep", "toy-linear", "--n", "-3"], installed, tmp_path)
+    assert again.returncode == 0 and "toy-linear.png" in again.stdout
+    bad = _jaxbof(["sweep", "toy-linear", "--lr", "fast"], installed, tmp_path)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
-    assert "jaxbof: error: --n, --seeds and --lr must be positive" in bad.stderr
+    assert "jaxbof: error: --lr: 'fast' is not a valid float" in bad.stderr
     # without the package on the path, the same directory is a one-line error
     gone = subprocess.run([sys.executable, "-m", "jaxbof.cli", "plot", str(tmp_path / "toy1")],
                           capture_output=True, text=True)
     assert gone.returncode == 2 and "unknown experiment 'toy-linear'" in gone.stderr
+
+
+def test_the_minimal_plugin_stays_minimal():
+    """The README's example: at most 80 lines in all, comments included."""
+    files = [p for p in TOY.rglob("*") if p.is_file() and p.suffix in (".py", ".toml")
+             and "egg-info" not in str(p) and "build" not in p.parts]
+    assert sum(len(p.read_text().splitlines()) for p in files) <= 80
 
 
 @pytest.mark.parametrize("name", ["classification", "regression", "cnn"])
@@ -86,9 +103,10 @@ def test_built_in_experiments_declare_their_flags_as_the_default_reads_them(name
 
     plugin = experiments.plugin(name)
     study = plugin.reproduce[0].study(True)
-    exp = plugin.experiment(study.protocol, study.cells[:2])
-    assert exp.flags and set(exp.flags) <= set(exp.columns)
-    assert stats.declared_flags(exp.columns, exp.flags) == stats.declared_flags(exp.columns)
+    schema = plugin.experiment(study.protocol, study.cells[:2]).schema
+    assert schema.flags and set(schema.flags) <= set(schema.columns)
+    assert stats.declared_flags(schema.columns, schema.flags) == \
+        stats.declared_flags(schema.columns)
 
 
 def _entry_point(tmp_path, dist: str, line: str):

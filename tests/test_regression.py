@@ -242,7 +242,7 @@ def test_linear_prediction_matches_matrix_exponential():
 
 def test_schema_and_rows(base):
     rows, stats = base
-    exp = R.experiment(PROTO, BASE)
+    exp = engine.plan(R.experiment(PROTO, BASE), BASE)
     assert list(exp.columns) == list(R.columns((1, 2, 4)))
     assert list(exp.columns)[-6:] == ["coef_1", "pop_coef_1", "coef_2", "pop_coef_2", "coef_4",
                                       "pop_coef_4"]
@@ -377,13 +377,13 @@ def test_resume_after_interruption(base):
     with pytest.raises(KeyboardInterrupt):
         engine.run(exp, BASE, ENG, on_rows=on_rows, dtype=F64)
     assert 0 < len(stored) < len(rows)
-    res = engine.resume(exp, stored)
+    res = engine.resume(exp, stored, BASE)
     todo = [c for c in BASE if c not in res.done]
     assert todo
     rerun, _ = engine.run(exp, todo, ENG, dtype=F64)
-    final = stored + res.new_rows(exp, rerun)
+    final = stored + res.new_rows(rerun)
     assert len(final) == len(rows)
-    key = lambda r: tuple(r[k] for k in exp.key_columns)  # noqa: E731
+    key = lambda r: tuple(r[k] for k in res.key_columns)  # noqa: E731
     ref = {key(r): r for r in rows}
     assert len({key(r) for r in final}) == len(final)
     for r in final:

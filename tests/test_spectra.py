@@ -326,3 +326,49 @@ def test_quadrature_error_estimate_is_a_bound_without_slack(d, bias):
         cf = S.eigenvalues(name, d, 60, bias=bias)
         q = S.eigenvalues_quadrature(S.kernel_fn(name, 0.0, bias), d, 60)
         assert (np.abs(q.eigenvalue - cf.eigenvalue) <= q.abs_error).all(), name
+
+
+# ------------------------------------------------------------------ Grams of n points (jaxbof.gram)
+
+@pytest.mark.parametrize("kernel, bias", [("ntk-first-layer", False), ("relu-nngp", True)])
+def test_gram_top_dense_equals_the_largest_eigvalsh(kernel, bias):
+    """gram.top_dense on gram.analytic_gram: the largest eigenvalues are those of
+    numpy.linalg.eigvalsh, and the eigenvectors are orthonormal with K v = lambda v."""
+    from jaxbof import gram
+
+    rng = np.random.default_rng(3)
+    x_nxd = rng.standard_normal((300, 4))
+    x_nxd /= np.linalg.norm(x_nxd, axis=1, keepdims=True)
+    K = gram.analytic_gram(kernel, x_nxd, 0.1, bias)
+    found = gram.top_dense(K, 12)
+    scale = np.linalg.eigvalsh(K)[-1]
+    np.testing.assert_allclose(found.eigenvalue, np.linalg.eigvalsh(K)[::-1][:12], rtol=0,
+                               atol=1e-12 * scale)
+    V = found.eigenvector
+    np.testing.assert_allclose(V.T @ V, np.eye(12), atol=1e-12)
+    assert np.all(np.linalg.norm(K @ V - V * found.eigenvalue, axis=0) < 1e-11 * scale)
+    assert np.all(found.residual < 1e-11 * scale)
+
+
+@pytest.mark.parametrize("kernel", list(S.Kernel))
+@pytest.mark.parametrize("bias", [False, True])
+def test_gram_trained_count_is_the_nets_and_bounds_twice_its_grams_rank(kernel, bias):
+    """gram.trained_count p equals the trained entries of gram.two_layer's net, and the rank of
+    its empirical Gram (n > p points) is at most p / 2 (the antisymmetric init pairs equal
+    neurons: the bound `jaxbof spectrum --top` is checked against), with the exact rank counted
+    by hand."""
+    import jax
+
+    from jaxbof import gram, sphere
+
+    key = jax.random.PRNGKey(5)
+    net = gram.two_layer(kernel, 3, 8, 0.1, bias, key)
+    p = gram.trained_count(kernel, 3, 8, bias)
+    assert p == sum(np.size(v) for v, t in zip(net.params, net.trainable) if t)
+    K = gram.empirical_gram(net, sphere.uniform(jax.random.fold_in(key, 1), 60, 3))
+    rank = np.linalg.matrix_rank(K)
+    assert rank <= p // 2
+    # 8 / 2 distinct neurons, each with d = 3 (+ 1 bias) first-layer directions, or one outer
+    # weight alone for relu-nngp; with both layers sigma(z) = z sigma'(z) puts a neuron's outer
+    # weight feature in the span of its first-layer ones
+    assert rank == 4 * (1 if kernel == S.Kernel.RELU_NNGP else 3 + bias)

@@ -26,6 +26,12 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
+from jaxbof.contract import HostStudy, Study, Suite
+
+__all__ = ["Command", "HostStudy", "Plugin", "Reproduce", "Study", "Suite", "arguments",
+           "deferred", "figures_of", "kind_of", "lazy_api", "names", "plugin", "plugins",
+           "reproducible", "study_from", "sweepable", "table_of"]
+
 GROUP = "jaxbof.experiments"  # the entry-point group of plug-ins from other packages
 
 # name -> module holding PLUGIN (imported on first use)
@@ -39,61 +45,147 @@ BUILTIN = {
 }
 
 
-class Study(NamedTuple):
-    """What one run command trains: the experiment's kind (its plug-in's name), a name (the
-    default --out is runs/NAME), its axes and protocol (as written to config.json), the cells."""
-
-    kind: str
-    name: str
-    description: str
-    grid: Any
-    protocol: Any
-    cells: tuple
-
-
 class Reproduce(NamedTuple):
-    """`jaxbof reproduce NAME [--quick]`: one sweep (`study(quick) -> Study`), or anything
-    else (`run(args, host) -> exit code`, host a `Host`)."""
+    """`jaxbof reproduce NAME [--quick]`: `study(quick)` gives what to run, a Study (cells of
+    the engine), a HostStudy (rows on the host) or a Suite (several in subdirectories)."""
 
     name: str
     help: str
-    study: Callable | None = None
-    run: Callable | None = None
+    study: Callable[[bool], Study | HostStudy | Suite]
 
 
-class Host(NamedTuple):
-    """What the command line lends a plug-in's own `Reproduce.run`."""
+class Command(NamedTuple):
+    """A command of a plug-in's own (`jaxbof NAME ...`): its flags and what runs them (exit
+    code; a ValueError is reported in one line with exit code 2)."""
 
-    runtime: Callable  # (args) -> Runtime: distributed runtime, precision, compile cache
-    run: Callable  # (study, args, runtime, tables=True) -> exit code: one sweep into args.out
-    meta: Callable  # (runtime) -> dict: config.json's "run" entry
-    open_writer: Callable  # (out, config, columns, part=None, keys=None, flags=None) -> store.ResultsWriter
-    error: type  # raise error(message): one line on stderr, exit code 2
+    name: str
+    help: str
+    add_arguments: Callable[[Any], None]
+    run: Callable[[Any], int]
 
 
 class Plugin(NamedTuple):
-    """An experiment as the command line and the figures see it.
+    """An experiment as the command line and the figures see it. Only `name`, `description`
+    and, for `jaxbof sweep NAME`, `experiment`, `cell` and `grid` are needed; the rest has
+    defaults (`arguments`, `study_from`, `table_of`, `figures_of`).
 
-    name: its kind, as in config.json and `jaxbof sweep NAME`.
-    add_arguments(parser): its flags for `jaxbof sweep NAME` (strings; parsed in from_args).
-    from_args(args) -> Study: the sweep the flags ask for; ValueError (one line) on a bad value.
-    experiment(protocol, cells) -> engine.Experiment.
+    experiment(protocol, cells) -> contract.Experiment.
+    cell: the NamedTuple type of a grid point; `jaxbof sweep NAME` gets one flag per field.
+    grid: {field: default flag text} ("0.1,0.5", "0:3": parsed by flags.parse_values).
+    protocol: what every cell of a sweep runs under (hashable; written to config.json).
+    add_arguments(parser) / from_args(args) -> Study: override the flags derived from `cell`.
     reproduce: its `jaxbof reproduce` names.
-    table(rows, config) -> lines: the terminal summary after a run (config: config.json).
-    figures(directory, config, out) -> paths: the pictures DIR's rows support (JAX-free).
+    table(rows, config) -> lines: the terminal summary (default: means over seeds).
+    figures(directory, config, out) -> paths: the pictures (JAX-free; default: each measured
+        column against the first axis of the grid).
     engine() -> engine.Engine: its own batching defaults when --slots is not given.
+    commands: commands of its own (`Command`).
+    claims: reserved for the theorem's checkable claims (jaxbof verify).
     """
 
     name: str
     description: str
     paper: str = ""
+    experiment: Callable[[Any, tuple], Any] | None = None
+    cell: type | None = None
+    grid: Mapping[str, str] | None = None
+    protocol: Any = None
     add_arguments: Callable | None = None
     from_args: Callable | None = None
-    experiment: Callable | None = None
     reproduce: tuple = ()
     table: Callable | None = None
     figures: Callable | None = None
     engine: Callable | None = None
+    commands: tuple = ()
+    claims: tuple = ()
+
+
+def sweepable(plugin: Plugin) -> bool:
+    """Whether `jaxbof sweep NAME` exists for the plug-in."""
+    return plugin.from_args is not None or plugin.cell is not None
+
+
+def arguments(plugin: Plugin, group) -> None:
+    """The plug-in's flags: its own add_arguments, else one per field of its cell."""
+    if plugin.add_arguments is not None:
+        plugin.add_arguments(group)
+        return
+    grid = plugin.grid or {}
+    for field in plugin.cell._fields:
+        default = grid.get(field, plugin.cell._field_defaults.get(field))
+        group.add_argument("--" + field.replace("_", "-"), dest=field,
+                           default=None if default is None else str(default),
+                           required=default is None, help=f"values of {field} "
+                           "(a comma list or start:stop[:step])")
+
+
+def study_from(plugin: Plugin, args) -> Study:
+    """The sweep the flags ask for: its own from_args, else every combination of the values
+    of the cell's fields (ValueError naming a bad flag)."""
+    import itertools
+
+    from jaxbof.flags import parse_values
+
+    if plugin.from_args is not None:
+        return plugin.from_args(args)
+    kinds = _field_kinds(plugin.cell)
+    values = {f: parse_values(getattr(args, f), kinds[f], f.replace("_", "-"))
+              for f in plugin.cell._fields}
+    cells = tuple(plugin.cell(*combo) for combo in itertools.product(*values.values()))
+    return Study(plugin.name, plugin.name, plugin.description, values, plugin.protocol, cells)
+
+
+def _field_kinds(cell: type) -> dict:
+    """{field: int | float | str} from the NamedTuple's annotations (or its defaults)."""
+    hints = getattr(cell, "__annotations__", {})
+    out = {}
+    for f in cell._fields:
+        hint = hints.get(f, type(cell._field_defaults.get(f, 0.0)))
+        name = hint if isinstance(hint, str) else getattr(hint, "__name__", "float")
+        out[f] = {"int": int, "float": float, "str": str, "bool": int}.get(name, float)
+    return out
+
+
+def table_of(plugin: Plugin) -> Callable | None:
+    """The plug-in's table, or the default for a plug-in with a cell (`summary_table`)."""
+    if plugin.table is not None or plugin.cell is None:
+        return plugin.table
+    return summary_table
+
+
+def figures_of(plugin: Plugin) -> Callable | None:
+    """The plug-in's figures, or the default for a plug-in with a cell."""
+    if plugin.figures is not None or plugin.cell is None:
+        return plugin.figures
+    return deferred("jaxbof.plots:summary_figure")
+
+
+def summary_table(rows, config) -> list[str]:
+    """Mean and standard error over seeds of every measured float column, one CSV line per
+    cell without its seed; flagged runs left out and counted (config.json's keys and flags)."""
+    from jaxbof import stats
+
+    by, measured, flags = summary_columns(config, rows)
+    lines = [",".join([*by, *(f"{c},{c}_sem" for c in measured), "runs", "flagged"])]
+    if not measured:
+        return lines
+    sums = {c: stats.aggregate(rows, by, c, flags) for c in measured}
+    for key, first in sums[measured[0]].items():
+        vals = [f"{sums[c][key].mean:.6g},{sums[c][key].sem:.2g}" for c in measured]
+        lines.append(",".join([*map(str, key), *vals, str(first.count), str(first.flagged)]))
+    return lines
+
+
+def summary_columns(config, rows=()) -> tuple[list[str], list[str], dict]:
+    """(the key columns but seed, the float columns that are not keys or flags, in the rows'
+    order, the flags) of a results directory's config.json and rows."""
+    schema, keys = config.get("schema", {}), config.get("keys") or []
+    flags = config.get("flags") or {}
+    by = [k for k in keys if k != "seed"]
+    order = list(rows[0]) if rows else list(schema)
+    measured = [c for c in order if schema.get(c) == "float" and c not in keys
+                and c not in flags]
+    return by, measured, flags
 
 
 def deferred(target: str) -> Callable:
@@ -120,21 +212,6 @@ def lazy_api(package: str, submodules, api: str) -> Callable:
         except AttributeError:
             raise AttributeError(f"module {package!r} has no attribute {name!r}") from None
     return __getattr__
-
-
-def host_side(args, host: Host, name: str, *, x64: bool = False) -> None:
-    """Refuse, in one line each, the engine's flags on a `reproduce NAME` that computes on the
-    host in float64 in one process (its own `Reproduce.run`): --optimizer, --x64 (unless `x64`:
-    a part that runs on the engine takes it), --slots and the multi-process flags."""
-    if args.optimizer is not None:
-        raise host.error(f"--optimizer does not apply to reproduce {name}")
-    if x64 and args.slots is not None:
-        raise host.error(f"{name} takes no --slots")
-    if not x64 and (args.x64 or args.slots is not None):
-        raise host.error(f"{name} always runs in float64 and takes no --x64/--slots")
-    if (args.coordinator, args.num_processes, args.process_id) != (None, None, None):
-        raise host.error(f"{name} runs in one process (no --coordinator, "
-                         "--num-processes, --process-id)")
 
 
 _LOADED: dict[str, Plugin] = {}

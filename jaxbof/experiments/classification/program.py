@@ -304,17 +304,20 @@ def experiment(protocol: Protocol = Protocol(), *, max_margin: bool = True,
         return _report(b, slots, idx, cells_, fn, protocol, max_margin)
 
     return _engine.Experiment(
-        kind=KIND, columns=COLUMNS, key_columns=COORDINATES,
-        flags={"converged": False, "diverged": True},
-        static=(protocol.n_test, opt, protocol.signal), seed=protocol.seed,
-        coords=cell_coords, keys=cell_keys, shape=shape,
-        inputs=lambda cs, keys, dtype: scalars(cs, keys, protocol, dtype),
-        prepare=prepare_, step=step, example_cell=example_cell, report=report,
-        step_flops=lambda b, c: step_flops(b.param, b.n if c is None else c.n,
-                                           b.d if c is None else c.d, b.width),
-        cell_of=cell_of, prep_shapes=prep_shapes, crop=crop_, programs=programs,
-        # steps to zero training error grow with n: FLOPs per step times n as a run's cost
-        run_cost=lambda b, c: step_flops(b.param, c.n, c.d, b.width) * c.n)
+        init=prepare_, step=step,
+        report=lambda h: report(h.bucket, h.slots, h.index, h.cells, h.programs),
+        schema=_engine.Schema(COLUMNS, COORDINATES,
+                              flags={"converged": False, "diverged": True}),
+        protocol=(protocol.n_test, opt, protocol.signal), seed=protocol.seed,
+        batching=_engine.Batching(
+            shape=shape, prep_shapes=prep_shapes, crop=crop_, programs=programs,
+            step_flops=lambda b, c: step_flops(b.param, b.n if c is None else c.n,
+                                               b.d if c is None else c.d, b.width),
+            # steps to zero training error grow with n: FLOPs per step times n as a run's cost
+            run_cost=lambda b, c: step_flops(b.param, c.n, c.d, b.width) * c.n),
+        cells=_engine.Cells(
+            coords=cell_coords, keys=cell_keys, cell_of=cell_of, example_cell=example_cell,
+            inputs=lambda cs, keys, dtype: (scalars(cs, keys, protocol, dtype),)))
 
 
 def _weights_name(width: int, dtype) -> str:

@@ -425,14 +425,17 @@ def experiment(protocol: Protocol = Protocol(), cells: Iterable[Cell] = ()) -> _
         return reports
 
     return _engine.Experiment(
-        kind=KIND, columns=dict(COLUMNS), key_columns=COORDINATES, static=static,
-        flags={"diverged": True},
-        seed=int(protocol.seed), coords=coords, keys=cell_keys, shape=shape, inputs=inputs,
-        prepare=lambda inp, sh: prepare(inp, sh, static),
+        init=lambda inp, sh: prepare(inp, sh, static),
         step=lambda slot, st: step(slot, st, static),
-        example_cell=lambda b: Cell(b.n, b.d_pad, 0), report=report,
-        step_flops=lambda b, c: step_flops(b, c, static), cell_of=cell_of, final="final",
-        prep_shapes=prep_shapes, programs=programs)
+        report=lambda h: report(h.bucket, h.slots, h.index, h.cells, h.programs),
+        schema=_engine.Schema(dict(COLUMNS), COORDINATES, final="final",
+                              flags={"diverged": True}),
+        protocol=static, seed=int(protocol.seed),
+        batching=_engine.Batching(shape=shape, prep_shapes=prep_shapes, programs=programs,
+                                  step_flops=lambda b, c: step_flops(b, c, static)),
+        cells=_engine.Cells(coords=coords, keys=cell_keys, cell_of=cell_of,
+                            example_cell=lambda b: Cell(b.n, b.d_pad, 0),
+                            inputs=lambda cs, keys, dtype: (inputs(cs, keys, dtype),)))
 
 
 def cell_of(row: Mapping) -> Cell:

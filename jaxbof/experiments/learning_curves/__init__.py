@@ -8,7 +8,7 @@ figures   risk against n (measured points, predicted lines), the learnability st
 
 from jaxbof.experiments import Plugin, Reproduce, deferred
 
-_run = deferred("jaxbof.experiments.learning_curves.run:run")
+_study = deferred("jaxbof.experiments.learning_curves.run:study")
 _figures = deferred("jaxbof.experiments.learning_curves.figures:figures")
 
 
@@ -18,5 +18,5 @@ PLUGIN = Plugin(
     paper="Simon et al. 2021/2023; Bordelon, Canatar and Pehlevan 2020",
     reproduce=(Reproduce("learning-curves", "kernel ridge regression against the eigenlearning "
                          "prediction, n from 10 to 5120, ridges 0, 1e-4 n, 1e-2 n (float64)",
-                         run=_run),),
+                         study=_study),),
     figures=_figures)

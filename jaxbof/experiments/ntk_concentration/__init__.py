@@ -7,7 +7,8 @@ figures   the log-log picture with fitted slopes (JAX-free)
 
 from jaxbof.experiments import Plugin, Reproduce, deferred
 
-_run = deferred("jaxbof.experiments.ntk_concentration.run:run")
+_study = deferred("jaxbof.experiments.ntk_concentration.run:study")
+_table = deferred("jaxbof.experiments.ntk_concentration.run:table")
 _figures = deferred("jaxbof.experiments.ntk_concentration.figures:figures")
 
 
@@ -15,5 +16,5 @@ PLUGIN = Plugin(
     name="ntk-concentration",
     description="||H_M - H_inf||_op / ||H_inf||_op of the empirical NTK against width",
     reproduce=(Reproduce("ntk-concentration", "NTK concentration against width (float64)",
-                         run=_run),),
-    figures=_figures)
+                         study=_study),),
+    table=_table, figures=_figures)

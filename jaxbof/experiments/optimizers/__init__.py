@@ -9,7 +9,7 @@ figures   the table of paired differences and the comparison picture (JAX-free)
 from jaxbof.experiments import Plugin, Reproduce, deferred, lazy_api
 
 _SUBMODULES = ("study", "run", "figures")
-_run = deferred("jaxbof.experiments.optimizers.run:run")
+_study = deferred("jaxbof.experiments.optimizers.run:study")
 _figures = deferred("jaxbof.experiments.optimizers.figures:figures")  # matplotlib: on use
 
 
@@ -17,7 +17,7 @@ PLUGIN = Plugin(
     name="optimizers",
     description="both experiments under GD, momentum and Adam, paired run by run with GD",
     reproduce=(Reproduce("optimizers", "both experiments under GD, momentum and Adam",
-                         run=_run),),
+                         study=_study),),
     figures=_figures)
 
 

@@ -183,13 +183,16 @@ def experiment(protocol: Protocol = Protocol(), cells: Iterable[Cell] = ()) -> _
         return out
 
     return _engine.Experiment(
-        kind=KIND, columns=columns(degrees), key_columns=COORDINATES + ("step",),
-        flags={"diverged": True},
-        static=(n_test, times, degrees, opt), seed=int(protocol.seed),
-        coords=coords, keys=cell_keys, shape=shape, inputs=inputs, prepare=prepare_,
-        step=step, example_cell=example_cell, report=report,
-        step_flops=step_flops, cell_of=cell_of, final="final", prep_shapes=prep_shapes,
-        crop=crop_, resume=resume_slot, programs=programs)
+        init=prepare_, step=step,
+        report=lambda h: report(h.bucket, h.slots, h.index, h.cells, h.programs),
+        schema=_engine.Schema(columns(degrees), COORDINATES + ("step",), final="final",
+                              flags={"diverged": True}),
+        protocol=(n_test, times, degrees, opt), seed=int(protocol.seed),
+        batching=_engine.Batching(shape=shape, prep_shapes=prep_shapes, crop=crop_,
+                                  resume=resume_slot, programs=programs, step_flops=step_flops),
+        cells=_engine.Cells(coords=coords, keys=cell_keys, cell_of=cell_of,
+                            example_cell=example_cell,
+                            inputs=lambda cs, keys, dtype: (inputs(cs, keys, dtype),)))
 
 
 # ----------------------------------------------------------------------------- entry points

@@ -1,72 +1,70 @@
-"""A theorem from outside jaxbof, as small as one can be: gradient descent on 1-D least squares,
+"""A theorem from outside jaxbof, as small as one can be. Gradient descent with step lr on
 
-    L(w) = (1/2n) sum_i (w x_i - y_i)^2,   x_i ~ N(0, 1),  y_i = 2 x_i + 0.1 eps_i,
+    L(w) = (1/2n) sum_i (w x_i - y_i)^2,   x_i ~ N(0, 1),  y_i = 2 x_i + 0.1 e_i,
 
-started at w_0 = 0, has the closed form w_t = w* (1 - (1 - lr s)^t) with s = mean(x^2) and
-w* = mean(x y) / s. The package registers itself under the entry-point group
-"jaxbof.experiments" (pyproject.toml), so that `jaxbof sweep toy-linear` and `jaxbof plot` run
-it with nothing in jaxbof edited. This module imports no JAX: the device code is in
-program.py, loaded when a sweep runs.
+from w_0 = 0 has the closed form w_t = w* (1 - (1 - lr s)^t), s = mean(x^2), w* = mean(x y) / s:
+it converges for lr < 2 / s and diverges beyond. pyproject.toml registers it, so that
+`jaxbof sweep toy-linear --lr 0.1,1,2.5 --seed 0:3` runs it; its flags (one per Cell field),
+table and figure are jaxbof's defaults, derived from Cell and SCHEMA.
 """
 
-from jaxbof.experiments import Plugin, Study
-from jaxbof.flags import number, parse_values
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxbof.contract import Experiment, Schema
+from jaxbof.experiments import Plugin
+
+N, STEPS = 32, 50  # points per data set, GD steps per run
 
 
-def add_arguments(group) -> None:
-    group.add_argument("--n", default="8,16", help="training points")
-    group.add_argument("--lr", default="0.1,0.5", help="step sizes")
-    group.add_argument("--seeds", default="2")
-    group.add_argument("--steps", default="40", help="steps per run")
-    group.add_argument("--record", default="10", help="a row every this many steps")
+class Cell(NamedTuple):  # one grid point; the engine folds every field into its keys
+    lr: float
+    seed: int
 
 
-def from_args(args) -> Study:
-    from jaxbof_toy.program import Cell, Protocol
-
-    ns, lrs = parse_values(args.n, int, "n"), parse_values(args.lr, float, "lr")
-    seeds = number(args.seeds, int, "seeds")
-    if min(ns) < 1 or seeds < 1 or min(lrs) <= 0:
-        raise ValueError("--n, --seeds and --lr must be positive")
-    protocol = Protocol(steps=number(args.steps, int, "steps"),
-                        record=number(args.record, int, "record"))
-    cells = tuple(Cell(n, lr, s) for n in ns for lr in lrs for s in range(seeds))
-    return Study("toy-linear", "toy-linear", "1-D least squares by GD",
-                 {"n": ns, "lr": lrs, "seeds": seeds}, protocol, cells)
+class State(NamedTuple):  # what the training loop carries; the engine reads steps and done
+    w: jax.Array
+    steps: jax.Array
+    done: jax.Array
 
 
-def experiment(protocol, cells):
-    from jaxbof_toy.program import experiment as build
-
-    return build(protocol, cells)
-
-
-def table(rows, config=None) -> list[str]:
-    last = [r for r in rows if r["final"]]
-    return ["n,lr,seed,w,w_closed_form"] + [
-        f"{r['n']},{r['lr']:g},{r['seed']},{r['w']:.6f},{r['w_exact']:.6f}" for r in last]
+class Run(NamedTuple):  # one run on the device: its data, its step size and its state
+    x: jax.Array
+    y: jax.Array
+    lr: jax.Array
+    state: State
 
 
-def figures(directory, config, out) -> list[str]:
-    from pathlib import Path
-
-    from matplotlib.figure import Figure
-
-    from jaxbof import draw, store
-
-    rows = store.load_results(directory)
-    fig = Figure(figsize=(5, 3.5), layout="constrained")
-    ax = fig.add_subplot()
-    for i, key in enumerate(sorted({(r["n"], r["lr"], r["seed"]) for r in rows})):
-        mine = sorted((r for r in rows if (r["n"], r["lr"], r["seed"]) == key),
-                      key=lambda r: r["step"])
-        ax.plot([r["step"] for r in mine], [r["w"] for r in mine], "o", color=f"C{i % 10}")
-        ax.plot([r["step"] for r in mine], [r["w_exact"] for r in mine], "-", color=f"C{i % 10}")
-    ax.set_xlabel("step")
-    ax.set_ylabel("w (points: trained; lines: closed form)")
-    return [draw.save(fig, Path(out) / "toy.png")]
+def init(key, cell: Cell, shape) -> Run:  # cell's fields arrive as traced scalars
+    kx, ke = jax.random.split(key)
+    x = jax.random.normal(kx, (N,), cell.lr.dtype)
+    y = 2 * x + 0.1 * jax.random.normal(ke, (N,), x.dtype)
+    return Run(x, y, cell.lr, State(jnp.zeros((), x.dtype), jnp.zeros((), jnp.int32),
+                                    jnp.zeros((), bool)))
 
 
-PLUGIN = Plugin(name="toy-linear", description="1-D least squares by gradient descent",
-                paper="closed form", add_arguments=add_arguments, from_args=from_args,
-                experiment=experiment, table=table, figures=figures)
+def step(run: Run, state: State) -> State:
+    w = state.w - run.lr * jnp.mean((state.w * run.x - run.y) * run.x)
+    return State(w, state.steps + 1, (state.steps + 1 >= STEPS) | ~jnp.isfinite(w))
+
+
+def report(halted) -> list[list[dict]]:  # host side: one list of rows per halted run
+    out = []
+    for run, cell in zip(halted.runs(), halted.cells):
+        x, y, w = run.x.astype(float), run.y.astype(float), float(run.state.w)
+        s, w_star = np.mean(x * x), np.mean(x * y) / np.mean(x * x)
+        exact = w_star * (1 - (1 - cell.lr * s) ** int(run.state.steps))
+        out.append([dict(lr=cell.lr, seed=cell.seed, w=w, w_exact=exact, lr_s=cell.lr * s,
+                         error=abs(w - exact) / abs(w_star), diverged=not np.isfinite(w))])
+    return out
+
+
+SCHEMA = Schema({"lr": "float", "seed": "int", "w": "float", "w_exact": "float",
+                 "lr_s": "float", "error": "float", "diverged": "bool"}, flags={"diverged": True})
+
+PLUGIN = Plugin("toy-linear", "1-D least squares by gradient descent", paper="closed form",
+                experiment=lambda protocol, cells: Experiment(init, step, report, SCHEMA),
+                cell=Cell, grid={"lr": "0.1,0.5,1", "seed": "0:3"})

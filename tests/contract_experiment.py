@@ -1,4 +1,6 @@
-"""The toy experiment's device side: every part of the engine's contract in a few lines.
+"""An experiment that exercises every optional part of the engine's contract (the minimal
+example is tests/toy_plugin): 1-D least squares by GD with its closed form, as there, with n
+a cell field. Its cell_of is the engine's default (from the NamedTuple Cell).
 
 A run halts every 2 * record steps and reports two rows (the record in the middle, carried in
 the state, and the current one): several rows per report, and `resume` continues it. Buckets
@@ -56,7 +58,7 @@ def _draw(key, count):
     return jax.vmap(point)(jnp.arange(count))
 
 
-def experiment(protocol: Protocol, cells) -> engine.Experiment:
+def experiment(protocol: Protocol = Protocol(), cells=()) -> engine.Experiment:
     period = 2 * protocol.record
 
     def coords(c: Cell):
@@ -65,12 +67,11 @@ def experiment(protocol: Protocol, cells) -> engine.Experiment:
     def keys(base, c):
         return jax.random.fold_in(base, c[1])  # the data of a seed is shared across n: nested
 
-    def inputs(cs, keys_B, dtype):
+    def inputs(cs, keys_B, dtype):  # init's traced arguments: (key, n, lr)
         return (np.asarray(keys_B), np.array([c.n for c in cs], np.int32),
                 np.array([c.lr for c in cs], dtype))
 
-    def prepare(inp, n_max):
-        key, n, lr = inp
+    def init(key, n, lr, n_max):
         x, y = _draw(key, n_max)
         keep = jnp.arange(n_max) < n
         x, y = jnp.where(keep, x, 0).astype(lr.dtype), jnp.where(keep, y, 0).astype(lr.dtype)
@@ -98,7 +99,8 @@ def experiment(protocol: Protocol, cells) -> engine.Experiment:
         return {f"toy_loss_{b}": engine.Program(jax.vmap(loss), (
             shapes.x, shapes.y, shapes.n, shapes.state.w))}
 
-    def report(b, slots, idx, cells_, progs):
+    def report(h: engine.Halted):
+        b, slots, idx, cells_, progs = h.bucket, h.slots, h.index, h.cells, h.programs
         losses = np.asarray(progs[f"toy_loss_{b}"](slots.x, slots.y, slots.n, slots.state.w))
         x, y = np.asarray(slots.x, np.float64), np.asarray(slots.y, np.float64)
         out = []
@@ -120,12 +122,13 @@ def experiment(protocol: Protocol, cells) -> engine.Experiment:
         return out
 
     return engine.Experiment(
-        kind="toy-linear", columns=COLUMNS, key_columns=("n", "lr", "seed", "step"),
-        flags={"diverged": True},
-        static=tuple(protocol), seed=0, coords=coords, keys=keys, shape=lambda c: c.n,
-        inputs=inputs, prepare=prepare, step=step,
-        example_cell=lambda n: Cell(n, 0.1, 0), report=report,
-        step_flops=lambda b, c: 4.0 * (b if c is None else c.n),
-        cell_of=lambda r: Cell(r["n"], r["lr"], r["seed"]), final="final",
-        prep_shapes=lambda groups: dict.fromkeys(groups, max(groups)), crop=crop,
-        resume=resume, programs=programs)
+        init=init, step=step, report=report,
+        schema=engine.Schema(COLUMNS, ("n", "lr", "seed", "step"), final="final",
+                             flags={"diverged": True}),
+        protocol=tuple(protocol),
+        batching=engine.Batching(
+            shape=lambda c: c.n, prep_shapes=lambda groups: dict.fromkeys(groups, max(groups)),
+            crop=crop, resume=resume, programs=programs,
+            step_flops=lambda b, c: 4.0 * (b if c is None else c.n)),
+        cells=engine.Cells(coords=coords, keys=keys, inputs=inputs,
+                           example_cell=lambda n: Cell(n, 0.1, 0)))
