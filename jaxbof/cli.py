@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     for plugin in plugins:  # a plug-in's own commands (`Plugin.commands`)
         for command in plugin.commands:
+            if command.name in sub.choices:
+                raise UsageError(f"plug-in {plugin.name!r}: its command {command.name!r} is "
+                                 "already a jaxbof command; rename it")
             c = sub.add_parser(command.name, help=command.help)
             command.add_arguments(c)
             c.set_defaults(run_command=command.run)
@@ -391,7 +394,10 @@ def main(argv=None) -> int:
         if args.command == "spectrum":
             return _spectrum(args)
         if args.command not in ("reproduce", "sweep"):  # a plug-in's own command
-            return args.run_command(args)
+            try:
+                return args.run_command(args)
+            except ValueError as e:
+                raise UsageError(str(e)) from None
         for name in ("slots", "chunk"):
             v = getattr(args, name)
             if v is not None and v < 1:

@@ -135,3 +135,27 @@ def test_a_plugin_that_fails_to_load_is_named_and_leaves_the_others_working(tmp_
     assert "plug-in 'broken' (no_such_module:PLUGIN) failed to load" in ok.stderr
     bad = _jaxbof(["plot", str(tmp_path)], site, tmp_path)  # no config: the usual one line
     assert bad.returncode == 2
+
+
+def test_a_plugin_adds_a_command_of_its_own(tmp_path):
+    """Plugin.commands: `jaxbof NAME ...` parses the plug-in's flags and runs it; its
+    ValueError is one line with exit code 2."""
+    pkg = tmp_path / "cmd_site"
+    pkg.mkdir()
+    (pkg / "hello_plugin.py").write_text(
+        "from jaxbof.experiments import Command, Plugin\n"
+        "def add(p):\n"
+        "    p.add_argument('--times', default='2')\n"
+        "def run(args):\n"
+        "    if not args.times.isdigit():\n"
+        "        raise ValueError(f'--times: {args.times!r} is not a count')\n"
+        "    print('hello ' * int(args.times))\n"
+        "    return 0\n"
+        "PLUGIN = Plugin('hello', 'says hello', commands=(Command('hello', 'say it', add, run),))\n")
+    site = _entry_point(tmp_path, "hello", "hello = hello_plugin:PLUGIN")
+    path = f"{pkg}{os.pathsep}{site}"
+    ok = _jaxbof(["hello", "--times", "3"], path, tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip() == "hello hello hello"
+    bad = _jaxbof(["hello", "--times", "x"], path, tmp_path)
+    assert bad.returncode == 2 and bad.stderr == "jaxbof: error: --times: 'x' is not a count\n"
