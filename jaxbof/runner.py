@@ -46,9 +46,9 @@ class UsageError(ValueError):
 class Stopped(Exception):
     """A run stopped from outside (SIGINT, SIGTERM) or by a full disk; rows so far are kept."""
 
-    def __init__(self, why: str, code: int):
+    def __init__(self, why: str, code: int, out: Path | None = None):
         super().__init__(why)
-        self.why, self.code = why, code
+        self.why, self.code, self.out = why, code, out
 
 
 class Faults(NamedTuple):
@@ -232,7 +232,8 @@ def _stopped_line(stop: Stopped, out: Path) -> str:
     except (OSError, ValueError):
         saved = "the rows written before are saved"
     if stop.code == 1:
-        return (f"jaxbof: stopped writing {out}/results.csv ({stop.why}); {saved} there; "
+        where = f"{out}/results.csv" if stop.out is None else str(out)
+        return (f"jaxbof: stopped writing {where} ({stop.why}); {saved} in {out}/results.csv; "
                 "free some space (or copy the directory to a larger disk and point --out at "
                 "it) and rerun the same command to resume")
     return f"jaxbof: {stop.why}; {saved} in {out}/results.csv; rerun the same command to resume"
@@ -296,11 +297,31 @@ def run(study: Study | HostStudy | Suite, options: Options = Options(),
     SIGTERM, 1 full disk) after one line on stderr; UsageError on a bad option."""
     options = options._replace(faults=options.faults or Faults.from_env())
     _refuse_flags(study, options)
-    if isinstance(study, Suite):
-        return _suite(study, options, runtime)
-    if isinstance(study, HostStudy):
-        return _host(study, options, runtime, tables=tables)
-    return _engine_study(study, options, runtime, tables=tables)
+    try:
+        if isinstance(study, Suite):
+            return _suite(study, options, runtime)
+        if isinstance(study, HostStudy):
+            return _host(study, options, runtime, tables=tables)
+        return _engine_study(study, options, runtime, tables=tables)
+    except Stopped as stop:  # after training: merging, tables, pictures
+        print(_stopped_line(stop, stop.out or _out(study, options)), file=sys.stderr)
+        return stop.code
+
+
+@contextlib.contextmanager
+def _reading(out: Path) -> Iterator[None]:
+    """Steps after training that read and write in `out` (merge, tables, pictures): a bad file
+    is one line (UsageError), a full disk a `Stopped` (nothing trained is lost)."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise Stopped(e.strerror or "no space left on the device", 1, out) from None
+        raise
+    except ValueError as e:
+        if isinstance(e, UsageError):
+            raise
+        raise UsageError(str(e)) from None
 
 
 def _refuse_flags(study, options: Options) -> None:
@@ -363,12 +384,13 @@ def _host(study: HostStudy, options: Options, runtime: Runtime | None, *,
             return stop.code
     if tables and study.part is None:
         table = experiments.table_of(experiments.plugin(study.kind))
-        if table is not None:
-            from jaxbof import store
+        with _reading(out):
+            if table is not None:
+                from jaxbof import store
 
-            for line in table(load_rows(out), store.load_config(out)):
-                print(line)
-        _draw(out, options)
+                for line in table(load_rows(out), store.load_config(out)):
+                    print(line)
+            _draw(out, options)
     return 0
 
 
@@ -403,10 +425,11 @@ def _suite(suite: Suite, options: Options, runtime: Runtime | None) -> int:
         print(f"{suite.name}: parts of other processes are still running; the last process "
               "draws the comparison", file=sys.stderr)
         return 0
-    if suite.table is not None:
-        for line in suite.table(root):
-            print(line)
-    _draw(root, options)
+    with _reading(root):
+        if suite.table is not None:
+            for line in suite.table(root):
+                print(line)
+        _draw(root, options)
     return 0
 
 
@@ -466,8 +489,10 @@ def _engine_study(study: Study, options: Options, runtime: Runtime | None, *,
             return stats.code
         clock.lap("sweep")
     if many:  # fold every part written so far into results.csv; the last process completes it
-        store.merge(out, plan.key_columns)
-    _summary(study, plan, out, stats, who, tables and experiments.table_of(plugin), options)
+        with _reading(out):
+            store.merge(out, plan.key_columns)
+    with _reading(out):
+        _summary(study, plan, out, stats, who, tables and experiments.table_of(plugin), options)
     clock.lap("results")
     if os.environ.get("JAXBOF_PHASES"):
         sweep = clock.times.pop("sweep", 0.0)

@@ -25,6 +25,8 @@ in one file. The module knows no experiment and imports no JAX.
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import csv
 import dataclasses
 import datetime
@@ -186,10 +188,24 @@ def _diff(old, new, prefix: str) -> list[str]:
 
 
 def load_config(directory) -> dict | None:
+    """DIR/config.json as a dict; None if there is none. A file that is not a JSON object is a
+    ValueError naming it (`DIR/config.json: not valid JSON (...)`)."""
     path = Path(directory) / CONFIG
-    if not path.exists():
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
         return None
-    return json.loads(path.read_text())
+    try:
+        config = json.loads(text.decode())
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(config, dict):
+        what = {list: "an array", str: "a string", bool: "a boolean",
+                type(None): "null"}.get(type(config), "a number")
+        raise ValueError(f"{path}: holds {what}, not a JSON object")  # noqa: TRY004
+    return config
 
 
 def write_config(directory, config: Mapping) -> Path:
@@ -380,10 +396,22 @@ class ResultsWriter:
         return len(rows)
 
     def close(self) -> None:
-        if hasattr(self, "_file") and not self._file.closed:
-            self._sync()
-            self._file.close()
-        self._release()
+        """Flush, fsync and close the file, then release the locks. Where the last flush fails
+        (a full disk), the file is closed and the locks released all the same, then the error
+        is raised (the rows of earlier writes are on disk; an incomplete last line is repaired
+        by the next writer). Closing again does nothing."""
+        f = getattr(self, "_file", None)
+        try:
+            if f is not None and not f.closed:
+                try:
+                    self._sync()
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        f.close()  # flushes again and fails, but closes the descriptor
+                    raise
+                f.close()
+        finally:
+            self._release()
 
     def _release(self) -> None:
         for lock in reversed(self._locks):
@@ -401,16 +429,23 @@ class ResultsWriter:
 
 
 def _parse(column: str, kind: str | None, text: str):
+    """The value of one field; ValueError `column C: 'abc' is not an int` where it is none."""
     if kind == "bool":
         if text in ("1", "True", "true"):
             return True
         if text in ("0", "False", "false"):
             return False
-        raise ValueError(f"column {column}: not a bool: {text!r}")
+        raise ValueError(f"column {column}: {text!r} is not a bool (1 or 0)")
     if kind == "int":
-        return int(text)
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"column {column}: {text!r} is not an int") from None
     if kind == "float":
-        return float(text) if text else math.nan
+        try:
+            return float(text) if text else math.nan
+        except ValueError:
+            raise ValueError(f"column {column}: {text!r} is not a float") from None
     if kind == "str":
         return text
     try:  # a column the schema does not list (a directory written before schemas were stored)
@@ -432,12 +467,33 @@ def _complete_lines(path: Path) -> list[str]:
         data = path.read_bytes()
     except FileNotFoundError:
         return []
-    return data[: data.rfind(b"\n") + 1].decode().splitlines()
+    data = data[: data.rfind(b"\n") + 1]
+    try:
+        return data.decode().splitlines()
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ValueError(f"{path}: line {line}: not UTF-8 text") from None
 
 
-def _read_all(directory: Path) -> tuple[str | None, list[str]]:
-    """(header, data lines) of results.csv followed by the parts, identical lines once."""
-    header, seen, lines = None, set(), []
+class _Lines(NamedTuple):
+    """The data lines of results.csv followed by the parts, identical lines once, with the file
+    and line each comes from (so that a message names where a bad row is)."""
+
+    header: str | None
+    lines: list[str]
+    numbers: list[int]  # each line's number in its file (the header is line 1)
+    starts: list[int]  # index in `lines` of the first line of each file of `files`
+    files: list[Path]
+
+    def where(self, i: int) -> str:
+        """`DIR/results.csv: line 7` for lines[i]."""
+        return f"{self.files[bisect.bisect_right(self.starts, i) - 1]}: line {self.numbers[i]}"
+
+
+def _read_all(directory: Path) -> _Lines:
+    """results.csv followed by the parts, identical lines once."""
+    header, seen = None, set()
+    read = _Lines(None, [], [], [], [])
     for path in [directory / RESULTS] + part_files(directory):
         got = _complete_lines(path)
         if not got:
@@ -445,32 +501,65 @@ def _read_all(directory: Path) -> tuple[str | None, list[str]]:
         if header is None:
             header = got[0]
         elif got[0] != header:
-            raise ValueError(f"{path}: header {got[0]!r} differs from {header!r}")
-        for line in got[1:]:
+            raise ValueError(f"{path}: line 1: header {got[0]!r} differs from {header!r} "
+                             f"(the header of {read.files[0]})")
+        read.starts.append(len(read.lines))
+        read.files.append(path)
+        for number, line in enumerate(got[1:], start=2):
             if line not in seen:
                 seen.add(line)
-                lines.append(line)
-    return header, lines
+                read.lines.append(line)
+                read.numbers.append(number)
+    return read._replace(header=header)
+
+
+def _records(read: _Lines, width: int):
+    """(index in read.lines, fields) of each row; ValueError naming the file and line of a row
+    that is not one line of `width` fields."""
+    reader = csv.reader(read.lines)
+    start = 0  # index of the line the next row starts on
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            at = min(max(reader.line_num - 1, start), len(read.lines) - 1)
+            raise ValueError(f"{read.where(at)}: {e}") from None
+        if reader.line_num - start > 1:
+            raise ValueError(f"{read.where(start)}: a quote opened in this row is never closed")
+        if len(fields) != width:
+            got = (f"{len(fields)} field{'' if len(fields) == 1 else 's'}" if fields
+                   else "an empty line")
+            raise ValueError(f"{read.where(start)}: {got}, the header has {width}")
+        yield start, fields
+        start = reader.line_num
+
+
+def _typed(read: _Lines, schema: Mapping[str, str]) -> list[dict]:
+    """The rows of `read`, typed by `schema`; ValueError naming the file, line and column of a
+    value that is not of its column's type."""
+    kinds = [(c, schema.get(c)) for c in next(csv.reader([read.header]))]
+    rows = []
+    for i, fields in _records(read, len(kinds)):
+        try:
+            rows.append({c: _parse(c, k, t) for (c, k), t in zip(kinds, fields)})
+        except ValueError as e:
+            raise ValueError(f"{read.where(i)}: {e}") from None
+    return rows
 
 
 def load_results(directory) -> list[dict]:
     """Rows of DIR/results.csv and of any parts not merged yet (each identical row once), typed
     by the schema in DIR/config.json (int, float, bool, str); an incomplete final line (a crash
     mid-write) is ignored. A column the schema lacks (older directories have none) reads as
-    float where it parses as one, else as str."""
+    float where it parses as one, else as str. A bad row is a ValueError naming its file and
+    line: `DIR/results.csv: line 7: column n: 'abc' is not an int`."""
     directory = Path(directory)
-    header_line, lines = _read_all(directory)
-    if header_line is None:
+    read = _read_all(directory)
+    if read.header is None:
         return []
-    schema = load_schema(directory) or {}
-    header = next(csv.reader([header_line]))
-    rows = []
-    for i, fields in enumerate(csv.reader(lines), start=2):
-        if len(fields) != len(header):
-            raise ValueError(f"{directory}: row {i}: {len(fields)} fields, header has "
-                             f"{len(header)}")
-        rows.append({c: _parse(c, schema.get(c), t) for c, t in zip(header, fields)})
-    return rows
+    return _typed(read, load_schema(directory) or {})
 
 
 class Merged(NamedTuple):
@@ -484,7 +573,9 @@ def merge(directory, keys: Sequence[str] | None = None) -> Merged:
     `keys` columns, else those config.json records, else identical lines), written atomically; then delete the parts whose
     writers are gone (their lock is free). Safe to call from every process at any time: each
     call folds what is there, so the last process to finish leaves the complete file. Rows of
-    a part still being written stay in that part and are folded in by a later merge."""
+    a part still being written stay in that part and are folded in by a later merge. A bad row
+    (as `load_results` reads them) is a ValueError naming its file and line, and nothing is
+    folded in or removed."""
     directory = Path(directory)
     parts = part_files(directory)
     if not parts:
@@ -502,16 +593,20 @@ def merge(directory, keys: Sequence[str] | None = None) -> Merged:
                         locks[index] = None  # a live writer: fold in what it wrote so far
                 if locks[index] is not None:
                     held.append(path)
-            header, lines = _read_all(directory)
+            read = _read_all(directory)
+            header, lines = read.header, read.lines
             if keys is None:
                 keys = (load_config(directory) or {}).get("keys")
+            if header is not None:  # a bad row is named where it is, never folded in
+                _typed(read, load_schema(directory) or {})
             conflicts = 0
             if keys is not None and header is not None:
                 names = next(csv.reader([header]))
                 idx = [names.index(k) for k in keys]
                 first: dict = {}
                 kept = []
-                for line, fields in zip(lines, csv.reader(lines)):
+                for at, fields in _records(read, len(names)):
+                    line = lines[at]
                     key = tuple(fields[i] for i in idx)
                     if key in first:
                         conflicts += first[key] != line

@@ -1,9 +1,10 @@
 """Scale-out end to end through the CLI, in subprocesses (device counts and the distributed
 runtime are fixed per process): several CPU devices give the rows of one, bit for bit; two
-processes on 127.0.0.1 give the rows of one; a process killed with SIGKILL at any moment loses
+processes on 127.0.0.1 give the rows of one; a process killed with SIGKILL mid-sweep loses
 nothing, and rerunning the same command gives exactly the rows of an uninterrupted run; a warm
-compile cache is hit. One cold reference run fills a compile cache that the other runs share,
-except those that must still be compiling when they are killed or raced."""
+compile cache is hit. One cold reference run fills a compile cache that the other runs share.
+Where a sweep must be killed or met mid-sweep, it kills or suspends itself after its first
+rows (the fault hook, JAXBOF_FAULT=sigkill:ROWS or sigstop:ROWS), so nothing depends on timing."""
 
 import json
 import os
@@ -18,16 +19,22 @@ from typing import NamedTuple
 
 import pytest
 
+from jaxbof import store
+
 # default flags: the grid of issue 14's report, which hung on 2 CPU devices before the engine's
 # programs were made pure (engine.check_pure)
 GRID = ["sweep", "classification", "--n", "12,16", "--d-over-n", "1,3", "--seeds", "2",
         "--no-progress", "--no-plots"]
 
 
-def _env(tmp_path, devices=1):
+def _env(tmp_path, devices=1, fault=None):
+    """fault: JAXBOF_FAULT, e.g. sigkill:1 (the process kills itself after its first rows)."""
     env = dict(os.environ, JAX_NUM_CPU_DEVICES=str(devices), JAX_PLATFORMS="cpu",
                XDG_CACHE_HOME=str(tmp_path / "cache"))
     env.pop("XLA_FLAGS", None)
+    env.pop("JAXBOF_FAULT", None)
+    if fault is not None:
+        env["JAXBOF_FAULT"] = fault
     return env
 
 
@@ -39,6 +46,22 @@ def _cli(args, env, **kw):
 def _finish(proc, timeout=300):
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out, err
+
+
+def _stopped(proc, timeout=300):
+    """Wait until `proc` has suspended itself (JAXBOF_FAULT=sigstop:ROWS, after its ROWS-th
+    row: the moment is the process's own; this only looks for it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid, status = os.waitpid(proc.pid, os.WUNTRACED | os.WNOHANG)
+        if pid:
+            if os.WIFSTOPPED(status):
+                return
+            _, err = proc.communicate()
+            raise AssertionError(f"exited ({status}) instead of stopping:\n{err[-3000:]}")
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"not stopped after {timeout} s")
 
 
 def _rows(directory):
@@ -148,20 +171,16 @@ def test_presets_on_1_2_4_devices_give_the_rows_of_one_device(tmp_path, name):
         assert run["devices"] == n
 
 
-def _two_processes(out, env, kill_after_rows=None, extra=()):
+def _two_processes(out, env, fault=None, extra=()):
+    """Both processes of a two-process sweep; fault: JAXBOF_FAULT of process 1 (sigkill:ROWS:
+    it kills itself after ROWS rows), whose exit status is then returned."""
     port = _port()
     procs = [_cli(GRID + [*extra, "--out", str(out), "--coordinator", f"127.0.0.1:{port}",
-                          "--num-processes", "2", "--process-id", str(i)], env)
+                          "--num-processes", "2", "--process-id", str(i)],
+                  dict(env, JAXBOF_FAULT=fault) if fault is not None and i == 1 else env)
              for i in range(2)]
-    if kill_after_rows is not None:  # kill process 1 once its part holds that many rows
-        part = out / "results.part-1-of-2.csv"
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and procs[1].poll() is None:
-            if part.exists() and part.read_text().count("\n") > kill_after_rows:
-                break
-            time.sleep(0.02)
-        procs[1].send_signal(signal.SIGKILL)
-        procs[1].wait()
+    if fault is not None:
+        procs[1].communicate(timeout=300)
         try:  # its peer finishes or is stopped by the runtime; do not wait for that here
             procs[0].wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -187,10 +206,11 @@ def test_two_processes_give_the_rows_of_one(tmp_path, reference):
 def test_killed_process_is_recovered_by_rerunning(tmp_path, reference):
     out = tmp_path / "killed"
     env = _env(tmp_path)
-    # killed once its part is open (header written), before it has finished its cells
-    assert _two_processes(out, env, kill_after_rows=0) == -signal.SIGKILL
-    header, rows = _rows(out) if (out / "results.csv").exists() else (None, [])
-    assert len(rows) < len(reference.rows[1])  # the sweep is incomplete before the rerun
+    # process 1 kills itself (SIGKILL: nothing closed, no handler) after its first rows, before
+    # it has finished its cells
+    assert _two_processes(out, env, fault="sigkill:1", extra=_warm(reference)) == -signal.SIGKILL
+    saved = len(store.load_results(out))  # results.csv and the parts
+    assert saved < len(reference.rows[1])  # the sweep is incomplete before the rerun
     for rc, _, err in _two_processes(out, env, extra=_warm(reference)):
         assert rc == 0, err
     assert _rows(out) == reference.rows
@@ -210,21 +230,19 @@ def test_sigkill_while_importing_then_rerun(tmp_path, reference):
 
 
 def test_second_sweep_is_refused_then_sigkill_mid_sweep_then_rerun(tmp_path, reference):
-    """While a sweep runs, a second one on the same --out is refused; the first, killed with
-    SIGKILL mid-sweep, leaves no lock behind: the rerun gives exactly the rows of an
-    uninterrupted run. The first sweep has a private cold cache, so it is still compiling when
-    the second starts and when it is killed."""
+    """While a sweep runs, a second one on the same --out is refused in one line naming it;
+    the first, killed with SIGKILL mid-sweep, leaves no lock behind: the rerun gives exactly
+    the rows of an uninterrupted run. The first sweep suspends itself after its first rows
+    (JAXBOF_FAULT=sigstop:1, as Ctrl-Z would), holding its lock, so the second always meets it
+    mid-sweep, however fast the machine."""
     out = tmp_path / "busy"
     env = _env(tmp_path)
-    first = _cli(GRID + ["--out", str(out)], env)
-    deadline = time.monotonic() + 120
-    while not (out / "results.csv").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    rc, _, err = _finish(_cli(GRID + ["--out", str(out)], env))
-    if rc == 0:  # the first sweep had already finished: nothing to refuse
-        _finish(first)
-        pytest.skip("first sweep finished before the second started")
-    assert rc == 2 and "is in use by another sweep" in err and "Traceback" not in err
+    first = _cli(GRID + ["--out", str(out)] + _warm(reference), _env(tmp_path, fault="sigstop:1"))
+    _stopped(first)
+    assert 0 < len(store.load_results(out)) < len(reference.rows[1])
+    rc, _, err = _finish(_cli(GRID + ["--out", str(out)] + _warm(reference), env))
+    assert rc == 2 and f"is in use by another sweep (pid {first.pid} " in err, err
+    assert "Traceback" not in err and err.strip().count("\n") == 0
     first.send_signal(signal.SIGKILL)
     first.communicate()
     assert first.returncode == -signal.SIGKILL  # killed, not finished

@@ -1,5 +1,7 @@
 """Results on disk: exact round trip, crash tolerance, resume checks, summaries."""
 
+import errno
+import fcntl
 import math
 import os
 import signal
@@ -186,35 +188,53 @@ def test_second_writer_is_refused_and_a_closed_one_frees_the_directory(tmp_path)
 
 def test_peers_opening_at_once_never_see_a_part_without_config(tmp_path, monkeypatch):
     """Two processes of one sweep open a fresh directory together: the one that finds no
-    config.json must not then find the other's part (it would refuse the directory). Reading
-    the config is slowed down to hold the window open; the config lock closes it."""
+    config.json must not then find the other's part (it would refuse the directory). The steps
+    are ordered by events, not sleeps: part 1 reads the missing config first; only then does
+    part 0 start opening, and part 1 goes on once part 0 has either opened (the window: part 1
+    would then find its part) or is about to wait for a lock that part 1 holds (the config
+    lock, which closes the window)."""
     import threading
-    import time
 
     load = store.load_config
-
-    def slow(directory):
-        config = load(directory)
-        if threading.current_thread().name == "part-1":
-            time.sleep(0.3)  # part 0 writes its config and creates its part meanwhile
-        return config
-
-    monkeypatch.setattr(store, "load_config", slow)
+    part_0_came = threading.Event()  # part 0 has opened, or waits for the config lock
     errors = []
 
     def open_part(i):
         try:
             with store.ResultsWriter(tmp_path, CONFIG, cls.COLUMNS, part=(i, 2)) as w:
+                part_0_came.set() if i == 0 else None
                 w.write([make_row(seed=i)])
         except Exception as e:  # noqa: BLE001 - collected and asserted below
             errors.append(e)
 
-    threads = [threading.Thread(target=open_part, args=(i,), name=f"part-{i}") for i in (1, 0)]
-    for t in threads:
-        t.start()
-        time.sleep(0.05)  # part 1 reads the (missing) config first
-    for t in threads:
-        t.join()
+    part_0 = threading.Thread(target=open_part, args=(0,), name="part-0")
+
+    def load_config(directory):
+        config = load(directory)
+        if threading.current_thread().name == "part-1" and part_0.ident is None:
+            assert config is None  # part 1 reads first
+            part_0.start()
+            assert part_0_came.wait(timeout=60), "part 0 neither opened nor waited for the lock"
+        return config
+
+    flock = fcntl.flock
+
+    def flock_(f, mode):
+        if threading.current_thread() is part_0:
+            try:
+                return flock(f, mode | fcntl.LOCK_NB)
+            except BlockingIOError:
+                part_0_came.set()  # it waits for a lock that part 1 holds
+                if mode & fcntl.LOCK_NB:
+                    raise
+        return flock(f, mode)
+
+    monkeypatch.setattr(store, "load_config", load_config)
+    monkeypatch.setattr(fcntl, "flock", flock_)
+    part_1 = threading.Thread(target=open_part, args=(1,), name="part-1")
+    part_1.start()
+    part_1.join()
+    part_0.join()
     assert errors == []
     assert sorted(r["seed"] for r in store.load_results(tmp_path)) == [0, 1]
 
@@ -316,3 +336,131 @@ def test_flags_are_what_the_experiment_declares():
     assert stats.describe_flags() == "diverged or not converged"
     assert stats.declared_flags(["diverged", "x"]) == {"diverged": True}  # none declared
     assert stats.declared_flags(["x"], flags) == flags
+
+
+# ----------------------------------------------------------------------------- damage and full disks
+
+
+def _write_lines(path, lines):
+    path.write_text("".join(x + "\n" for x in lines))
+
+
+def _results_with(tmp_path, seeds=(0, 1, 2)):
+    with store.ResultsWriter(tmp_path, CONFIG, cls.COLUMNS, keys=KEYS) as w:
+        w.write([make_row(seed=s) for s in seeds])
+    return (tmp_path / store.RESULTS).read_text().splitlines()
+
+
+def _with_field(line, column, value):
+    fields = line.split(",")
+    fields[list(cls.COLUMNS).index(column)] = value
+    return ",".join(fields)
+
+
+@pytest.mark.parametrize("bad, what", [
+    ("garbage", "1 field, the header has 35"),
+    ("", "an empty line, the header has 35"),
+    (("n", "abc"), "column n: 'abc' is not an int"),
+    (("test_error", "0.1x"), "column test_error: '0.1x' is not a float"),
+    (("converged", "yes"), "column converged: 'yes' is not a bool (1 or 0)"),
+    (("param", '"gram'), "a quote opened in this row is never closed"),
+])
+def test_a_bad_row_is_named_by_its_file_and_line(tmp_path, bad, what):
+    lines = _results_with(tmp_path)
+    line = bad if isinstance(bad, str) else _with_field(lines[2], *bad)
+    _write_lines(tmp_path / store.RESULTS, lines[:2] + [line] + lines[2:])  # line 3
+    with pytest.raises(ValueError) as e:
+        store.load_results(tmp_path)
+    assert str(e.value) == f"{tmp_path / store.RESULTS}: line 3: {what}"
+
+
+def test_a_bad_row_of_a_part_is_named_there_and_never_folded_in(tmp_path):
+    """Rows come from results.csv and from parts not merged yet: the message names the part and
+    its own line number; merging (and opening a one-process writer, which merges) refuses it
+    and leaves every file as it was."""
+    lines = _results_with(tmp_path)
+    part = tmp_path / store.part_name(1, 2)
+    bad = _with_field(make_row_line(lines, seed=7), "n", "1.5")
+    _write_lines(part, [lines[0], lines[1], make_row_line(lines, seed=5), bad])  # line 4
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("results*.csv")}
+    want = f"{part}: line 4: column n: '1.5' is not an int"
+    for read in (store.load_results, lambda d: store.merge(d, KEYS),
+                 lambda d: store.ResultsWriter(d, CONFIG, cls.COLUMNS, keys=KEYS)):
+        with pytest.raises(ValueError) as e:
+            read(tmp_path)
+        assert str(e.value) == want
+        assert {p.name: p.read_bytes() for p in tmp_path.glob("results*.csv")} == before
+    _write_lines(part, [lines[0], "50,2.0"])  # too few fields for the keys: named, no IndexError
+    with pytest.raises(ValueError, match=rf"{part.name}: line 2: 2 fields, the header has 35"):
+        store.merge(tmp_path, KEYS)
+
+
+def make_row_line(lines, **over):
+    """The CSV line of make_row(**over), as ResultsWriter writes it (lines: a file's lines)."""
+    fields = [store._format(c, k, make_row(**over)[c]) for c, k in cls.COLUMNS.items()]
+    assert lines[0] == ",".join(cls.COLUMNS)
+    return ",".join(fields)
+
+
+def test_bytes_that_are_not_text_are_named_by_line(tmp_path):
+    lines = _results_with(tmp_path)
+    with open(tmp_path / store.RESULTS, "ab") as f:
+        f.write(b"\xff\xfe\n")  # line 5
+    with pytest.raises(ValueError, match=rf"{store.RESULTS}: line 5: not UTF-8 text"):
+        store.load_results(tmp_path)
+    assert len(lines) == 4
+
+
+@pytest.mark.parametrize("text, what", [
+    ('{"experiment":\n', "not valid JSON (Expecting value: line 2 column 1 (char 15))"),
+    ("[1, 2]\n", "holds an array, not a JSON object"),
+    ("null\n", "holds null, not a JSON object"),
+])
+def test_a_corrupt_config_is_named(tmp_path, text, what):
+    _results_with(tmp_path)
+    (tmp_path / store.CONFIG).write_text(text)
+    for read in (store.load_config, store.load_results,
+                 lambda d: store.ResultsWriter(d, CONFIG, cls.COLUMNS)):
+        with pytest.raises(ValueError) as e:
+            read(tmp_path)
+        assert str(e.value) == f"{tmp_path / store.CONFIG}: {what}"
+    assert (tmp_path / store.CONFIG).read_text() == text  # left for the user to look at
+
+
+def test_close_whose_last_flush_fails_still_closes_and_frees_the_directory(tmp_path, monkeypatch):
+    w = store.ResultsWriter(tmp_path, CONFIG, cls.COLUMNS)
+    w.write([make_row(seed=0)])
+
+    def full():
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(w, "_sync", full)
+    with pytest.raises(OSError) as e:
+        w.close()
+    assert e.value.errno == errno.ENOSPC
+    assert w._file.closed
+    w.close()  # a second close does nothing
+    with store.ResultsWriter(tmp_path, CONFIG, cls.COLUMNS) as again:  # the locks are free
+        again.write([make_row(seed=1)])
+    assert [r["seed"] for r in store.load_results(tmp_path)] == [0, 1]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_disk_under_a_writer_loses_no_earlier_row(tmp_path):
+    """The file turns into one that refuses every write (/dev/full: ENOSPC), with a row still
+    in Python's buffer: write raises, close raises too but closes the file and frees the
+    directory, and the rows written before are all there."""
+    w = store.ResultsWriter(tmp_path, CONFIG, cls.COLUMNS)
+    w.write([make_row(seed=0)])
+    w._file.close()
+    w._file = open("/dev/full", "wb")  # noqa: SIM115 - the writer closes it
+    with pytest.raises(OSError) as e:
+        w.write([make_row(seed=1)])
+    assert e.value.errno == errno.ENOSPC
+    with pytest.raises(OSError):
+        w.close()
+    assert w._file.closed and w._locks == []
+    w.close()
+    with store.ResultsWriter(tmp_path, CONFIG, cls.COLUMNS) as again:
+        again.write([make_row(seed=2)])
+    assert [r["seed"] for r in store.load_results(tmp_path)] == [0, 2]
