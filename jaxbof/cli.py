@@ -1,4 +1,4 @@
-"""Command line: a thin layer over jaxbof.engine, the experiments, jaxbof.store and jaxbof.plots.
+"""Command line: a thin layer over jaxbof.runner, the experiments and jaxbof.plots.
 
   jaxbof reproduce karhadkar-fig1 [--quick] [--out DIR]
   jaxbof reproduce karhadkar-fig2 [--quick] [--out DIR]
@@ -14,12 +14,15 @@
   (reproduce and sweep take --optimizer SPEC: sgd, momentum:0.9, adam:1e-3, ...; default sgd)
   jaxbof spectrum --kernel ntk-first-layer --d D --k-max K [--alpha A] [--bias]
                   [--empirical-n N [--width M]] --out DIR
+  jaxbof new NAME [--dir DIR]       (a package for your own theorem: jaxbof.scaffold)
+  jaxbof NAME ...                   (a plug-in's own command, Plugin.commands)
 
 The experiments come from the registry (jaxbof.experiments): `sweep NAME` and `reproduce NAME`
 exist for every plug-in, other packages' included, and `plot DIR` draws through the plug-in
-named in DIR/config.json. Bad arguments print one line `jaxbof: error: ...` and exit with code 2. Rerunning a command on
-the same --out resumes it: runs whose last row is in DIR/results.csv are not trained again, and
-a run cut short is trained again with only its missing rows added.
+named in DIR/config.json. Bad arguments print one line `jaxbof: error: ...` and exit with code
+2. Rerunning a command on the same --out resumes it (jaxbof.runner): runs whose last row is in
+DIR/results.csv are not trained again, and a run cut short is trained again with only its
+missing rows added.
 """
 
 from __future__ import annotations

@@ -82,7 +82,10 @@ class Halted(NamedTuple):
     programs: Mapping[str, Callable] = {}  # compiled `Batching.programs`, by name
 
     def runs(self) -> list:
-        """Host (NumPy) copies of the halted slots, one pytree per run, in `index` order."""
+        """Host (NumPy) copies of the halted slots, one pytree per run, in `index` order. It
+        copies the whole batch to the host: right for small slots; an experiment with large
+        ones measures on the device (`Batching.programs`) or takes what it needs from
+        `slots`."""
         import numpy as np
 
         whole = _tree_map(np.asarray, self.slots)

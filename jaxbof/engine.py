@@ -96,7 +96,8 @@ class Plan(NamedTuple):
     """An `Experiment` with every default worked out for one sweep's cells (`plan`): what the
     engine's scheduler and compiler read. Built by the engine; experiments never write one.
 
-    name: the compile-cache name (module and qualified name of init and step);
+    name: the compile-cache name (module and qualified names of init, step and the functions
+    that shape their inputs);
     columns, key_columns, final, flags: the schema; static: the protocol; the rest are the
     functions of `Experiment`, `Batching` and `Cells` with their defaults filled in, in the
     engine's calling conventions: prepare(inputs, shape) -> slot, report(bucket, slots,
@@ -162,7 +163,8 @@ def plan(exp: Experiment | Plan, cells: Sequence[Any]) -> Plan:
     step_flops = b.step_flops or (lambda bucket, cell: 1.0)
     init, report = exp.init, exp.report
     return Plan(
-        name=f"{init.__module__}.{init.__qualname__}|{exp.step.__qualname__}",
+        name="|".join(_qualified(f) for f in (init, exp.step, c.keys, c.inputs, b.crop,
+                                              b.resume)),
         columns=columns, key_columns=keys, final=schema.final, flags=schema.flags,
         static=exp.protocol, seed=int(exp.seed),
         coords=c.coords or _default_coords, keys=c.keys or _default_keys, shape=shape,
@@ -176,6 +178,14 @@ def plan(exp: Experiment | Plan, cells: Sequence[Any]) -> Plan:
         step_flops=step_flops, cell_of=c.cell_of or _default_cell_of(cells),
         run_cost=b.run_cost or step_flops, prep_shapes=b.prep_shapes, crop=b.crop,
         resume=b.resume, programs=b.programs)
+
+
+def _qualified(fn) -> str:
+    """A function's module and qualified name: with the protocol, the compile-cache key of
+    the programs built from it (None: a default)."""
+    if fn is None:
+        return "-"
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
 
 
 def _keeping_halted(step: Callable) -> Callable:
