@@ -116,6 +116,18 @@ def build_parser() -> argparse.ArgumentParser:
     nw.add_argument("--dir", default=None, help="where to write it (default ./NAME); must be "
                     "new or empty")
 
+    v = sub.add_parser("verify", help="check the theorems' claims: run the presets they read "
+                       "(or read --results) and write DIR/report.md, .json and .html")
+    v.add_argument("kinds", nargs="*", metavar="KIND",
+                   help="experiments whose claims to check (plug-in names; none: all)")
+    v.add_argument("--quick", action="store_true", help="the quick presets (seconds to minutes)")
+    v.add_argument("--out", default=None, help="where the presets run and the report goes "
+                   "(default runs/verify[-quick]; with --results: the results directory)")
+    v.add_argument("--results", default=None, metavar="DIR",
+                   help="no training: evaluate the claims on the results under DIR")
+    v.add_argument("--no-progress", action="store_true")
+    v.add_argument("--no-plots", action="store_true")
+
     for plugin in plugins:  # a plug-in's own commands (`Plugin.commands`)
         for command in plugin.commands:
             if command.name in sub.choices:
@@ -371,6 +383,43 @@ def _new(name: str, directory) -> int:
     return 0
 
 
+def _verify(args) -> int:
+    """`jaxbof verify`: exit 1 where a verdict contradicts its expectation (jaxbof.verify)."""
+    from jaxbof import verify
+
+    try:
+        chosen = verify.claims(args.kinds)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if not chosen:
+        raise UsageError(f"no claims to check in {', '.join(args.kinds) or 'any experiment'}")
+
+    def say(line):
+        print(line, file=sys.stderr)
+    try:
+        if args.results is not None:
+            if args.quick:
+                raise UsageError("--quick runs the quick presets; --results reads results "
+                                 "that exist: give one of them")
+            results = verify.scan(args.results, chosen, say)
+            out = args.out or args.results
+        else:
+            out = args.out or "runs/verify" + ("-quick" if args.quick else "")
+            rc = verify.run_presets(chosen, out, args.quick, runner.Options(
+                plots=not args.no_plots, progress=not args.no_progress))
+            if rc:
+                return rc
+            results = verify.scan(out, chosen, say)
+        lines, code = verify.report(results, out)
+    except OSError as e:
+        raise UsageError(f"{e.filename or args.out}: {e.strerror or e}") from None
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    for line in lines:
+        print(line)
+    return code
+
+
 def _study(args):
     """The study `reproduce NAME` or `sweep KIND ...` asks for."""
     from jaxbof import experiments
@@ -396,6 +445,8 @@ def main(argv=None) -> int:
             return _new(args.name, args.dir)
         if args.command == "spectrum":
             return _spectrum(args)
+        if args.command == "verify":
+            return _verify(args)
         if args.command not in ("reproduce", "sweep"):  # a plug-in's own command
             try:
                 return args.run_command(args)

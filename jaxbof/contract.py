@@ -22,9 +22,11 @@ The engine enforces what the core cannot say in types: a halted run's state stay
 selects the old state where `done`), and a slot without `state.done` (bool) and `state.steps`
 (int32) is refused when the first program is traced, naming what is missing.
 
-Studies (what one command runs into a directory) are here too: `Study` (cells of an engine
-experiment), `HostStudy` (rows computed on the host, such as float64 kernel regression) and
-`Suite` (several studies in subdirectories of one directory). `jaxbof.runner` runs them.
+Claims (`Claim`, `Criterion`, `Estimate`: a theorem's predictions checked on a study's rows by
+`jaxbof verify`) and studies (what one command runs into a directory) are here too: `Study`
+(cells of an engine experiment), `HostStudy` (rows computed on the host, such as float64 kernel
+regression) and `Suite` (several studies in subdirectories of one directory). `jaxbof.runner`
+runs them.
 """
 
 from __future__ import annotations
@@ -229,3 +231,65 @@ class Suite(NamedTuple):
     parts: tuple  # ((subdir, Study | HostStudy), ...)
     table: Callable[[Any], list[str]] | None = None
     write_root: Callable[[Any, dict], Any] | None = None
+
+
+# ----------------------------------------------------------------------------- claims
+
+
+class Criterion(NamedTuple):
+    """Where a claim's estimate must lie: low <= estimate <= high (None: unbounded), fixed
+    before any measurement. `verdict` compares an interval with it: holds when the whole
+    interval satisfies it, fails when the whole interval violates it, else inconclusive."""
+
+    low: float | None = None
+    high: float | None = None
+
+    def verdict(self, low: float, high: float) -> str:
+        if not (low <= high):  # an undefined interval (nan) says nothing
+            return "inconclusive"
+        if (self.low is not None and high < self.low) or (self.high is not None and
+                                                          low > self.high):
+            return "fails"
+        if (self.low is None or low >= self.low) and (self.high is None or high <= self.high):
+            return "holds"
+        return "inconclusive"
+
+    def __str__(self) -> str:
+        if self.low is not None and self.high is not None:
+            return f"in [{self.low:g}, {self.high:g}]"
+        if self.low is not None:
+            return f">= {self.low:g}"
+        return f"<= {self.high:g}" if self.high is not None else "anything"
+
+
+class Estimate(NamedTuple):
+    """A measured quantity with its interval, and how the interval was obtained."""
+
+    value: float
+    low: float
+    high: float
+    method: str  # e.g. "bootstrap, 2000 resamples of 30 seeds, seed 0"; "exact (Clopper-Pearson)"
+    cell: str = ""  # for a claim over every cell of a grid: which cell ("n=50")
+    level: float = 0.95  # the interval's confidence (Bonferroni-corrected for a cell)
+
+
+class Claim(NamedTuple):
+    """A theorem's prediction as a value jaxbof can check (`jaxbof verify`), JAX-free.
+
+    id, statement (in the paper's terms), source (paper, theorem or figure).
+    reads: the `jaxbof reproduce` name of the preset whose results it reads.
+    estimate(rows, config, level) -> Estimate, or one Estimate per cell for a claim over every
+        cell (each at the Bonferroni-corrected level, so that the family is at `level`); rows
+        and config are those of the preset's results directory (results.csv, config.json).
+    criterion: where the estimate must lie (fixed before the measurement).
+    expected: "holds", or "fails" for a known finding, with its reason in one line.
+    """
+
+    id: str
+    statement: str
+    source: str
+    reads: str
+    estimate: Callable[[list, Mapping, float], Any]
+    criterion: Criterion
+    expected: str = "holds"
+    reason: str = ""

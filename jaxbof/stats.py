@@ -2,7 +2,7 @@
 paired differences, log-log fits. The store, the figures and the instruments share them.
 
 A run is flagged (left out of every mean, and counted) when one of its columns holds the value
-its experiment declares a failure (`engine.Experiment.flags`, recorded in config.json under
+its experiment declares a failure (`contract.Schema.flags`, recorded in config.json under
 "flags"): by default, diverged, or (where the experiment has a stopping rule) not converged.
 """
 
@@ -31,13 +31,13 @@ class Summary(NamedTuple):
 
 
 # {column: value}: a row holding any of these values is a flagged run (a column the row lacks
-# never flags it). The default of engine.Experiment.flags, and the reading of results written
+# never flags it). The default of contract.Schema.flags, and the reading of results written
 # before config.json recorded an experiment's flags.
 FLAGS = {"diverged": True, "converged": False}
 
 
 def declared_flags(columns: Iterable[str], flags: Mapping | None = None) -> dict:
-    """An experiment's flags (engine.Experiment.flags): `flags`, or where it declares none
+    """An experiment's flags (contract.Schema.flags): `flags`, or where it declares none
     those of `FLAGS` that are among its `columns`."""
     if flags is not None:
         return dict(flags)
@@ -141,3 +141,96 @@ def fit_loglog_slope(x, y) -> LogSlope:
         return LogSlope(math.nan, math.nan, int(keep.sum()))
     slope, icpt = np.polyfit(np.log(x[keep]), np.log(y[keep]), 1)
     return LogSlope(float(slope), float(math.exp(icpt)), int(keep.sum()))
+
+
+# ----------------------------------------------------------------------------- intervals
+# The unit of independent randomness (a seed's run with all its records, a data set with every
+# setting trained on it) is resampled whole. With at least BOOTSTRAP_MIN units: a percentile
+# bootstrap with a fixed seed and RESAMPLES resamples; with fewer, a percentile bootstrap is too
+# narrow, so a t-interval over the units' own values of the statistic. Fractions of runs: an
+# exact (Clopper-Pearson) interval.
+
+RESAMPLES = 2000
+BOOTSTRAP_MIN = 10
+SEED = 0
+
+
+class Interval(NamedTuple):
+    value: float  # the statistic on every unit
+    low: float
+    high: float
+    method: str
+
+
+def bonferroni(level: float, cells: int) -> float:
+    """The confidence of each of `cells` intervals so that all hold together at `level`."""
+    return 1.0 - (1.0 - level) / max(1, cells)
+
+
+def t_interval(values, level: float = 0.95) -> Interval:
+    """mean +- t_{(1+level)/2, m-1} sd / sqrt(m) of m values (m >= 2; else unbounded)."""
+    from scipy import stats as sps
+
+    x = np.asarray(values, np.float64)
+    mean = float(x.mean()) if len(x) else math.nan
+    if len(x) < 2:
+        return Interval(mean, -math.inf, math.inf, f"t-interval, {len(x)} unit(s): unbounded")
+    half = float(sps.t.ppf((1 + level) / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+    return Interval(mean, mean - half, mean + half, f"t-interval over {len(x)} units")
+
+
+def clopper_pearson(successes: int, trials: int, level: float = 0.95) -> Interval:
+    """The exact binomial interval of successes / trials."""
+    from scipy import stats as sps
+
+    if trials < 1:
+        return Interval(math.nan, 0.0, 1.0, "exact (Clopper-Pearson), no trials")
+    a = (1 - level) / 2
+    low = 0.0 if successes == 0 else float(sps.beta.ppf(a, successes, trials - successes + 1))
+    high = 1.0 if successes == trials else float(sps.beta.ppf(1 - a, successes + 1,
+                                                              trials - successes))
+    return Interval(successes / trials, low, high,
+                    f"exact (Clopper-Pearson), {successes} of {trials}")
+
+
+def unit_interval(units: Sequence, statistic, level: float = 0.95, *,
+                  resamples: int = RESAMPLES, seed: int = SEED) -> Interval:
+    """`statistic(units) -> float` with its interval over the independent `units` (each a
+    list of rows, resampled whole): a percentile bootstrap with at least BOOTSTRAP_MIN units,
+    else a t-interval over the statistic of each unit alone. Resamples where the statistic is
+    undefined (nan) are left out and counted in the method."""
+    units = list(units)
+    value = float(statistic(units))
+    if len(units) < BOOTSTRAP_MIN:
+        each = [float(statistic([u])) for u in units]
+        got = t_interval([v for v in each if np.isfinite(v)], level)
+        return got._replace(value=value)
+    rng = np.random.default_rng(seed)
+    draws = np.array([statistic([units[i] for i in rng.integers(0, len(units), len(units))])
+                      for _ in range(resamples)], np.float64)
+    ok = draws[np.isfinite(draws)]
+    if len(ok) < resamples // 2:
+        return Interval(value, -math.inf, math.inf, f"bootstrap: statistic undefined in "
+                        f"{resamples - len(ok)} of {resamples} resamples")
+    a = (1 - level) / 2
+    low, high = np.quantile(ok, [a, 1 - a])
+    left = f", {resamples - len(ok)} undefined left out" if len(ok) < resamples else ""
+    return Interval(value, float(low), float(high), f"percentile bootstrap, {resamples} "
+                    f"resamples of {len(units)} units, seed {seed}{left}")
+
+
+def units_by(rows: Iterable[Mapping], columns: Sequence[str]) -> list[list[Mapping]]:
+    """Rows grouped into units of independent randomness by `columns` (e.g. ("seed",), or
+    ("n", "d", "seed") for a data set), in sorted order."""
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault(tuple(r[c] for c in columns), []).append(r)
+    return [groups[k] for k in sorted(groups)]
+
+
+def slope(x, y) -> float:
+    """The least-squares slope of y against x (nan with fewer than two distinct x)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if len(x) < 2 or np.ptp(x) == 0:
+        return math.nan
+    return float(np.polyfit(x, y, 1)[0])

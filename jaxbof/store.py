@@ -272,11 +272,11 @@ class ResultsWriter:
     under "schema". Every top-level key except those in `ignore` (run metadata: dates, host,
     versions) must match an existing config.json, else ValueError naming the differing keys;
     the ignored keys are rewritten with this run's (by the one process, or process 0).
-    columns: the schema {column: type} (type one of TYPES), e.g. engine.Experiment.columns.
+    columns: the schema {column: type} (type one of TYPES), e.g. contract.Schema.columns.
     part: (index, count) of this process in a multi-process sweep; None (or count 1): one process.
-    keys: the columns naming a row (engine.Experiment.key_columns), to fold parts left by an
+    keys: the columns naming a row (contract.Schema.keys), to fold parts left by an
     earlier multi-process run into results.csv each row once; None: identical lines.
-    keys and flags ({column: value} marking a failed run, engine.Experiment.flags) are recorded
+    keys and flags ({column: value} marking a failed run, contract.Schema.flags) are recorded
     in config.json beside the schema; a directory written before they were recorded takes
     them on without complaint.
     Raises Busy when another live sweep writes to DIR. Use as a context manager; `write` can be

@@ -281,7 +281,7 @@ def test_fit_loglog_slope_exact():
 
 
 JAX_FREE = ("store", "stats", "draw", "spectra", "eigenlearning", "flags",
-            "experiments", "contract", "runner")  # NumPy and SciPy at most
+            "experiments", "contract", "runner", "verify")  # NumPy and SciPy at most
 
 
 @pytest.mark.parametrize("module", [
@@ -295,7 +295,8 @@ JAX_FREE = ("store", "stats", "draw", "spectra", "eigenlearning", "flags",
     "jaxbof.experiments.optimizers.figures", "jaxbof.experiments.ntk_concentration",
     "jaxbof.experiments.ntk_concentration.figures", "jaxbof.experiments.learning_curves",
     "jaxbof.experiments.learning_curves.figures", "jaxbof.eigenlearning", "jaxbof.contract",
-    "jaxbof.runner", "jaxbof.experiments.ntk_concentration.run",
+    "jaxbof.runner", "jaxbof.verify", "jaxbof.experiments.classification.claims",
+    "jaxbof.experiments.ntk_concentration.run",
     "jaxbof.experiments.learning_curves.run", "jaxbof.experiments.optimizers.run"])
 def test_figures_and_the_registry_import_no_jax_at_module_level(module):
     """What `jaxbof plot` and the registry load imports neither JAX nor a module that does;
@@ -314,8 +315,9 @@ def test_figures_and_the_registry_import_no_jax_at_module_level(module):
               for a in node.names]  # from jaxbof.X import Y: Y a JAX-free module or name in one
     light = ("jaxbof.experiments.", "jaxbof.flags.", "jaxbof.contract.")
     assert all(m.startswith(light) and (m.rsplit(".", 1)[0].split(".")[-1] in (
-        "experiments", "flags", "contract", "cells", "schema", "boundary", "figures", "cli")
-        or m.rsplit(".", 1)[1] in ("cli", "cells", "schema", "boundary", "figures"))
+        "experiments", "flags", "contract", "cells", "schema", "boundary", "figures", "cli",
+        "claims")
+        or m.rsplit(".", 1)[1] in ("cli", "cells", "schema", "boundary", "figures", "claims"))
         for m in deeper), deeper
 
 

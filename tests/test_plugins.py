@@ -88,10 +88,36 @@ def test_an_installed_plugin_runs_through_sweep_and_plot(installed, tmp_path):
 
 
 def test_the_minimal_plugin_stays_minimal():
-    """The README's example: at most 80 lines in all, comments included."""
+    """The README's example: at most 80 lines in all, comments included, and at most 15 more
+    for its claim."""
     files = [p for p in TOY.rglob("*") if p.is_file() and p.suffix in (".py", ".toml")
              and "egg-info" not in str(p) and "build" not in p.parts]
-    assert sum(len(p.read_text().splitlines()) for p in files) <= 80
+    text = "".join(p.read_text() for p in files)
+    claim = text[text.index("\n\n\ndef agreement") + 1:text.index("PLUGIN = ")]  # 2 blanks
+    assert len(text.splitlines()) - len(claim.splitlines()) <= 80
+    assert len(claim.splitlines()) <= 15
+
+
+def test_the_toy_claim_holds_on_its_rows_and_fails_on_tampered_ones(installed, tmp_path):
+    """`jaxbof verify toy-linear` runs the toy's default grid and finds its closed form (T1
+    holds, exit 0); the same rows with every w moved by 0.1% make T1 fail, which contradicts
+    its expectation: exit 1."""
+    out = tmp_path / "v"
+    ok = _jaxbof(["verify", "toy-linear", "--out", str(out), "--no-progress"], installed,
+                 tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    line = next(x for x in ok.stdout.splitlines() if x.startswith("| T1 |"))
+    assert "| holds | holds |" in line and (out / "report.html").stat().st_size > 0
+    results = out / "toy-linear" / "results.csv"
+    rows = list(csv.DictReader(open(results)))
+    with open(results, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows({**r, "w": repr(float(r["w"]) * 1.001)} for r in rows)
+    bad = _jaxbof(["verify", "toy-linear", "--results", str(out)], installed, tmp_path)
+    assert bad.returncode == 1, bad.stderr
+    line = next(x for x in bad.stdout.splitlines() if x.startswith("| T1 |"))
+    assert "| fails **(contradicts)** | holds |" in line
 
 
 @pytest.mark.parametrize("name", ["classification", "regression", "cnn"])

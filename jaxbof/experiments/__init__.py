@@ -29,8 +29,8 @@ from typing import Any, NamedTuple
 from jaxbof.contract import HostStudy, Study, Suite
 
 __all__ = ["Command", "HostStudy", "Plugin", "Reproduce", "Study", "Suite", "arguments",
-           "deferred", "figures_of", "kind_of", "lazy_api", "names", "plugin", "plugins",
-           "reproducible", "study_from", "sweepable", "table_of"]
+           "default_study", "deferred", "figures_of", "kind_of", "lazy_api", "names", "plugin",
+           "plugins", "reproducible", "study_from", "sweepable", "table_of"]
 
 GROUP = "jaxbof.experiments"  # the entry-point group of plug-ins from other packages
 
@@ -133,6 +133,15 @@ def study_from(plugin: Plugin, args) -> Study:
               for f in plugin.cell._fields}
     cells = tuple(plugin.cell(*combo) for combo in itertools.product(*values.values()))
     return Study(plugin.name, plugin.name, plugin.description, values, plugin.protocol, cells)
+
+
+def default_study(plugin: Plugin) -> Study:
+    """The sweep `jaxbof sweep NAME` runs with no flag (the grid's defaults)."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    arguments(plugin, parser)
+    return study_from(plugin, parser.parse_args([]))
 
 
 def _field_kinds(cell: type) -> dict:

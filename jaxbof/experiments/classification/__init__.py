@@ -13,10 +13,11 @@ cli       its `jaxbof sweep classification` flags and table
 """
 
 from jaxbof.experiments import Plugin, Reproduce, deferred, lazy_api
+from jaxbof.experiments.classification import claims as _claims
 from jaxbof.experiments.classification import cli as _cli
 
 _SUBMODULES = ("program", "grid", "data", "metrics", "presets", "cells", "figures", "cli",
-               "step")
+               "step", "claims")
 _figures = deferred("jaxbof.experiments.classification.figures:figures")  # matplotlib: on use
 
 
@@ -31,7 +32,7 @@ PLUGIN = Plugin(
         Reproduce("karhadkar-fig2", "Figure 2: test error against gamma at d = 2n",
                   study=_cli.preset_study("karhadkar-fig2")),
     ),
-    table=_cli.table, figures=_figures)
+    table=_cli.table, figures=_figures, claims=_claims.CLAIMS)
 
 
 __getattr__ = lazy_api(__name__, _SUBMODULES, "program")  # the API, on first use

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbof.contract import Experiment, Schema
+from jaxbof.contract import Claim, Criterion, Estimate, Experiment, Schema
 from jaxbof.experiments import Plugin
 
 N, STEPS = 32, 50  # points per data set, GD steps per run
@@ -65,6 +65,17 @@ def report(halted) -> list[list[dict]]:  # host side: one list of rows per halte
 SCHEMA = Schema({"lr": "float", "seed": "int", "w": "float", "w_exact": "float",
                  "lr_s": "float", "error": "float", "diverged": "bool"}, flags={"diverged": True})
 
+
+def agreement(rows, config, level) -> Estimate:  # |w - w_exact| / |w_exact| where lr s < 2
+    from jaxbof.stats import t_interval
+
+    return Estimate(*t_interval([abs(r["w"] - r["w_exact"]) / abs(r["w_exact"])
+                                 for r in rows if r["lr_s"] < 2], level))
+
+
+CLAIMS = (Claim("T1", "GD's iterates follow w_t = w* (1 - (1 - lr s)^t) where lr s < 2",
+                "closed form", "toy-linear", agreement, Criterion(high=1e-4)),)
+
 PLUGIN = Plugin("toy-linear", "1-D least squares by gradient descent", paper="closed form",
                 experiment=lambda protocol, cells: Experiment(init, step, report, SCHEMA),
-                cell=Cell, grid={"lr": "0.1,0.5,1", "seed": "0:3"})
+                cell=Cell, grid={"lr": "0.1,0.5,1", "seed": "0:3"}, claims=CLAIMS)
