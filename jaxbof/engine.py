@@ -715,10 +715,10 @@ def run(exp: Experiment, cells: Sequence[Any], engine: Engine = Engine(), *,
     groups: dict[Hashable, list] = {}
     for c in cells:
         groups.setdefault(exp.shape(c), []).append(c)
-    prep_shape = exp.prep_shapes(groups) if exp.prep_shapes is not None else {b: b for b in groups}
     devices = local_devices(engine.devices)
-    if not groups:
+    if not groups:  # (a rerun of a finished sweep: nothing to train, nothing to ask prep_shapes)
         return [], SweepStats(0, 0, time.perf_counter() - t_start, 0.0, 0.0, 0.0, 0, len(devices))
+    prep_shape = exp.prep_shapes(groups) if exp.prep_shapes is not None else {b: b for b in groups}
     t = time.perf_counter()
     compiler = _compiler(exp, groups, prep_shape, engine, devices, dtype)
     phases["setup"] = time.perf_counter() - t

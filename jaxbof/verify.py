@@ -226,12 +226,13 @@ def _worst(result: Result) -> Estimate:
 
 def table(results: Sequence[Result]) -> list[str]:
     """The verdict table, one line per result (markdown)."""
-    lines = ["| claim | experiment | estimate [95% interval] | criterion | verdict | expected |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| claim | experiment | estimate [95% interval] | criterion | verdict | expected | "
+             "results |", "|---|---|---|---|---|---|---|"]
     for r in results:
         flag = " **(contradicts)**" if r.contradicts else ""
+        where = Path(r.directory).name if r.directory else "-"
         lines.append(f"| {r.claim.id} | {r.experiment} | {summary(r)} | {r.claim.criterion} | "
-                     f"{r.verdict}{flag} | {r.claim.expected} |")
+                     f"{r.verdict}{flag} | {r.claim.expected} | {where} |")
     return lines
 
 

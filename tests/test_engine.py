@@ -148,6 +148,13 @@ def test_toy_chunks_and_resume_never_change_a_row():
                  rows)
 
 
+def test_a_sweep_with_nothing_left_to_train_asks_the_experiment_nothing():
+    """A rerun of a finished sweep has no cells: no program, no prep_shapes (whose max over no
+    cells failed before: `reproduce kou-cnn` rerun on its finished directory was a traceback)."""
+    rows, stats = engine.run(toy.experiment(), [], engine.Engine(slots=2))
+    assert rows == [] and stats.models == 0 and stats.buckets == 0
+
+
 def test_toy_halting_at_the_last_step_off_the_period():
     """A run whose step budget is not a multiple of the halt period ends at its budget."""
     cells = TOY_CELLS[:2]

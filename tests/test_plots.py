@@ -296,8 +296,12 @@ JAX_FREE = ("store", "stats", "draw", "spectra", "eigenlearning", "flags",
     "jaxbof.experiments.ntk_concentration.figures", "jaxbof.experiments.learning_curves",
     "jaxbof.experiments.learning_curves.figures", "jaxbof.eigenlearning", "jaxbof.contract",
     "jaxbof.runner", "jaxbof.verify", "jaxbof.experiments.classification.claims",
+    "jaxbof.experiments.cnn.claims",
     "jaxbof.experiments.ntk_concentration.run",
-    "jaxbof.experiments.learning_curves.run", "jaxbof.experiments.optimizers.run"])
+    "jaxbof.experiments.learning_curves.run", "jaxbof.experiments.optimizers.run",
+    "jaxbof.experiments.ntk_concentration.claims", "jaxbof.experiments.learning_curves.claims",
+    "jaxbof.experiments.sphere_spectrum", "jaxbof.experiments.sphere_spectrum.run",
+    "jaxbof.experiments.sphere_spectrum.figures", "jaxbof.experiments.sphere_spectrum.claims"])
 def test_figures_and_the_registry_import_no_jax_at_module_level(module):
     """What `jaxbof plot` and the registry load imports neither JAX nor a module that does;
     device code is imported inside the functions that need it."""

@@ -6,12 +6,14 @@ program   the engine.Experiment: Gram-path GD, projected test error (JAX)
 boundary  the theory's boundary against the measured crossings (JAX-free)
 figures   heatmaps with the boundary, signal against noise, error against ||mu|| (JAX-free)
 cli       `jaxbof sweep cnn` flags, the kou-cnn and cao-cnn presets, the summary table
+claims    C1-C4, the theorem's predictions checked on kou-cnn by `jaxbof verify` (JAX-free)
 """
 
 from jaxbof.experiments import Plugin, Reproduce, deferred, lazy_api
+from jaxbof.experiments.cnn import claims as _claims
 from jaxbof.experiments.cnn import cli as _cli
 
-_SUBMODULES = ("cells", "program", "boundary", "figures", "cli")
+_SUBMODULES = ("cells", "program", "boundary", "figures", "cli", "claims")
 _figures = deferred("jaxbof.experiments.cnn.figures:figures")  # matplotlib: on use
 
 
@@ -25,7 +27,7 @@ PLUGIN = Plugin(
                   study=_cli.kou_study),
         Reproduce("cao-cnn", "Cao et al.'s ReLU^3 CNN over (||mu||, n)", study=_cli.cao_study),
     ),
-    table=_cli.table, figures=_figures, engine=_cli.engine)
+    table=_cli.table, figures=_figures, engine=_cli.engine, claims=_claims.CLAIMS)
 
 
 __getattr__ = lazy_api(__name__, _SUBMODULES, "program")  # the API, on first use
