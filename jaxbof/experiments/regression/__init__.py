@@ -10,12 +10,15 @@ measure   the report's device programs and the host-side closed forms (float64)
 schema    the schema constants: coordinates, noise kinds, inits (JAX-free)
 figures   the decomposition, staircase and NTK-regime pictures (JAX-free)
 cli       its `jaxbof sweep regression` flags and table
+claims    its checkable claims P1-P4 (`jaxbof verify`; JAX-free)
 """
 
 from jaxbof.experiments import Plugin, Reproduce, deferred, lazy_api
+from jaxbof.experiments.regression import claims as _claims
 from jaxbof.experiments.regression import cli as _cli
 
-_SUBMODULES = ("program", "grid", "data", "step", "measure", "schema", "figures", "cli")
+_SUBMODULES = ("program", "grid", "data", "step", "measure", "schema", "figures", "cli",
+               "claims")
 _figures = deferred("jaxbof.experiments.regression.figures:figures")  # matplotlib: on use
 
 
@@ -25,7 +28,7 @@ PLUGIN = Plugin(
     paper="Park et al., 2024",
     add_arguments=_cli.add_arguments, from_args=_cli.from_args, experiment=_cli.experiment,
     reproduce=(Reproduce("park-regression", _cli.DESCRIPTION, study=_cli.park_study),),
-    table=_cli.table, figures=_figures, engine=_cli.engine)
+    table=_cli.table, figures=_figures, engine=_cli.engine, claims=_claims.CLAIMS)
 
 
 __getattr__ = lazy_api(__name__, _SUBMODULES, "program")  # the API, on first use
