@@ -42,6 +42,7 @@ BUILTIN = {
     "optimizers": "jaxbof.experiments.optimizers",
     "cnn": "jaxbof.experiments.cnn",
     "learning-curves": "jaxbof.experiments.learning_curves",
+    "sphere-spectrum": "jaxbof.experiments.sphere_spectrum",
 }
 
 

@@ -3,9 +3,11 @@ instrument jaxbof.concentration run over its published grid.
 
 run       `jaxbof reproduce ntk-concentration`
 figures   the log-log picture with fitted slopes (JAX-free)
+claims    S1, the M^(-1/2) slope, for `jaxbof verify` (JAX-free)
 """
 
 from jaxbof.experiments import Plugin, Reproduce, deferred
+from jaxbof.experiments.ntk_concentration import claims as _claims
 
 _study = deferred("jaxbof.experiments.ntk_concentration.run:study")
 _table = deferred("jaxbof.experiments.ntk_concentration.run:table")
@@ -17,4 +19,4 @@ PLUGIN = Plugin(
     description="||H_M - H_inf||_op / ||H_inf||_op of the empirical NTK against width",
     reproduce=(Reproduce("ntk-concentration", "NTK concentration against width (float64)",
                          study=_study),),
-    table=_table, figures=_figures)
+    table=_table, figures=_figures, claims=_claims.CLAIMS)
