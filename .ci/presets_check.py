@@ -23,7 +23,8 @@ from jaxbof.experiments.regression.schema import COORDINATES as REGRESSION_KEYS
 
 
 def run(*args) -> None:
-    subprocess.run([sys.executable, "-m", "jaxbof.cli", *args, "--no-progress"], check=True)
+    subprocess.run([sys.executable, "-m", "jaxbof.cli", *args, "--no-progress", "--no-plots"],
+                   check=True)
 
 
 def cao(out: Path) -> list[str]:

@@ -358,12 +358,22 @@ def _draw(out: Path, options: Options) -> None:
 def _host(study: HostStudy, options: Options, runtime: Runtime | None, *,
           tables: bool = True) -> int:
     """Compute a HostStudy's missing rows into its directory (one process, float64)."""
-    from jaxbof import experiments
-
-    if study.x64:
+    if study.x64:  # its JAX computations in float64, and nothing after it
         import jax
 
-        jax.config.update("jax_enable_x64", True)  # its JAX computations in float64
+        previous = jax.config.jax_enable_x64
+        jax.config.update("jax_enable_x64", True)
+        try:
+            return _host_run(study, options, runtime, tables)
+        finally:
+            jax.config.update("jax_enable_x64", previous)
+    return _host_run(study, options, runtime, tables)
+
+
+def _host_run(study: HostStudy, options: Options, runtime: Runtime | None,
+              tables: bool) -> int:
+    from jaxbof import experiments
+
     runtime = runtime or setup(options)
     out = _out(study, options)
     experiment = {"kind": study.kind, **({"part": study.part} if study.part else {}),

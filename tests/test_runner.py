@@ -209,3 +209,32 @@ def test_a_busy_directory_is_refused_in_one_line(tmp_path, reference):
     rc, _, err = _cli(GRID + ["--out", str(out)])  # free again: nothing left to train
     assert rc == 0 and f"0 models to train ({CELLS} already in {out})" in err
     assert _rows(out) == _rows(reference)
+
+
+def test_a_float64_host_study_leaves_jax_as_it_found_it(tmp_path):
+    """A HostStudy that switches float64 on (x64=True) switches it back: presets run one after
+    another in one process (`jaxbof verify`) train in the precision they record. (It leaked
+    before: kou-cnn --quick after ntk-concentration --quick trained with x64 on.)"""
+    import jax
+
+    from jaxbof import runner
+    from jaxbof.contract import HostStudy, Schema
+
+    seen = []
+
+    def compute(on_rows, stored):
+        seen.append(jax.numpy.zeros(()).dtype.name)
+        on_rows([{"i": 0}])
+
+    study = HostStudy("classification", "x64-study", "one row", {}, Schema({"i": "int"}),
+                      compute, part="part", x64=True)
+    before = jax.config.jax_enable_x64
+    try:
+        for start in (False, True):
+            jax.config.update("jax_enable_x64", start)
+            out = tmp_path / f"from-{start}"
+            assert runner.run(study, runner.Options(out=str(out), plots=False)) == 0
+            assert jax.config.jax_enable_x64 is start
+    finally:
+        jax.config.update("jax_enable_x64", before)
+    assert seen == ["float64", "float64"]
