@@ -138,7 +138,7 @@ def match(config: Mapping | None, reads: str, entries: Mapping) -> tuple[bool | 
     name = str(recorded.get("name", ""))
     if not name.startswith(reads):  # another preset of the same experiment, or a sweep
         return None, ""
-    closest = entries[True] if name.endswith("-quick") else entries[False]
+    closest = entries[True] if f"{reads}-quick" in name else entries[False]
     differ = [k for k, v in closest.items() if not _same(recorded.get(k), v)]
     return None, (f"{recorded.get('kind')} run {name!r} is not {reads}"
                   f"{' --quick' if closest is entries[True] else ''} ({', '.join(differ)} "
