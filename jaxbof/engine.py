@@ -490,7 +490,8 @@ def _cycle(exp: Plan, bucket, slots, fresh, load_b, src_b, keep_b, resume_b, num
         lambda: slots)
     if exp.resume is not None:
         slots = jax.lax.cond(jnp.any(resume_b),
-                             lambda: jax.tree.map(pick(resume_b), slots, jax.vmap(exp.resume)(slots)),
+                             lambda: jax.tree.map(pick(resume_b), slots,
+                                                  jax.vmap(exp.resume)(slots)),
                              lambda: slots)
     st = slots.state
     slots = slots._replace(state=st._replace(done=st.done | ~keep_b))

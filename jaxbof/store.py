@@ -18,9 +18,10 @@ the parts whose writers are gone; `load_results` reads results.csv and any parts
 config.json records what the rows mean: the experiment (its kind and protocol, written by the
 caller), the schema {column: type}, which is how a reader types the rows, and where the writer
 is given them the key columns that name a row ("keys") and the flags that mark a failed run
-({column: value}, "flags"; `stats.is_flagged`); nothing is inferred from column names. Resuming a directory with a different experiment or
-schema is an error naming the keys that differ, so results of two protocols are never mixed
-in one file. The module knows no experiment and imports no JAX.
+({column: value}, "flags"; `stats.is_flagged`); nothing is inferred from column names.
+Resuming a directory with a different experiment or schema is an error naming the keys that
+differ, so results of two protocols are never mixed in one file. The module knows no
+experiment and imports no JAX.
 """
 
 from __future__ import annotations
@@ -570,10 +571,11 @@ class Merged(NamedTuple):
 
 def merge(directory, keys: Sequence[str] | None = None) -> Merged:
     """Fold the parts of a multi-process sweep into DIR/results.csv, each row once (by the
-    `keys` columns, else those config.json records, else identical lines), written atomically; then delete the parts whose
-    writers are gone (their lock is free). Safe to call from every process at any time: each
-    call folds what is there, so the last process to finish leaves the complete file. Rows of
-    a part still being written stay in that part and are folded in by a later merge. A bad row
+    `keys` columns, else those config.json records, else identical lines), written atomically;
+    then delete the parts whose writers are gone (their lock is free). Safe to call from every
+    process at any time: each call folds what is there, so the last process to finish leaves
+    the complete file. Rows of a part still being written stay in that part and are folded in
+    by a later merge. A bad row
     (as `load_results` reads them) is a ValueError naming its file and line, and nothing is
     folded in or removed."""
     directory = Path(directory)
