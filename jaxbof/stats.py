@@ -228,6 +228,22 @@ def units_by(rows: Iterable[Mapping], columns: Sequence[str]) -> list[list[Mappi
     return [groups[k] for k in sorted(groups)]
 
 
+def within_slope(points: Iterable[tuple]) -> float:
+    """The least-squares slope of y against x with one intercept per group, from (group, x, y)
+    points: the within-group slope, sum of centred x y over sum of centred x^2, pooled over
+    the groups (what a fit with one indicator column per group gives); nan where x varies
+    within no group."""
+    groups: dict = {}
+    for g, x, y in points:
+        groups.setdefault(g, []).append((x, y))
+    sxy = sxx = 0.0
+    for pts in groups.values():
+        x, y = np.array(pts, np.float64).T
+        sxy += float(np.sum((x - x.mean()) * (y - y.mean())))
+        sxx += float(np.sum((x - x.mean()) ** 2))
+    return sxy / sxx if sxx > 0 else math.nan
+
+
 def slope(x, y) -> float:
     """The least-squares slope of y against x (nan with fewer than two distinct x)."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)

@@ -78,11 +78,12 @@ def verdict_of(criterion, estimates: Sequence[Estimate]) -> str:
     return "holds" if all(v == "holds" for v in each) else "inconclusive"
 
 
-def evaluate(experiment: str, claim: Claim, directory, level: float = LEVEL) -> Result:
-    """The claim on the rows of `directory`."""
+def evaluate(experiment: str, claim: Claim, directory, level: float = LEVEL, *,
+             rows: list | None = None, config: Mapping | None = None) -> Result:
+    """The claim on the rows of `directory` (rows and config: already read from it)."""
     directory = Path(directory)
-    config = store.load_config(directory) or {}
-    rows = store.load_results(directory)
+    config = (store.load_config(directory) or {}) if config is None else config
+    rows = store.load_results(directory) if rows is None else rows
     try:
         got = claim.estimate(rows, config, level)
     except (ValueError, KeyError, ZeroDivisionError) as e:
@@ -159,26 +160,31 @@ def scan(root, chosen: Sequence[tuple[str, Claim]], say=print) -> list[Result]:
     dirs = sorted({p.parent for p in root.rglob(store.CONFIG)})
     entries = {reads: {q: preset_entry(reads, q) for q in (False, True)}
                for reads in {c.reads for _, c in chosen}}
-    found: dict = {}  # reads -> [(directory, quick)]
+    found: dict = {}  # reads -> [directory]
+    configs: dict = {}
     for d in dirs:
         try:
             config = store.load_config(d)
         except ValueError as e:
             say(f"jaxbof: {e}: skipped")
             continue
+        configs[d] = config
         for reads, entry in entries.items():
             quick, why = match(config, reads, entry)
             if quick is not None:
                 found.setdefault(reads, []).append(d)
             elif why:
                 say(f"jaxbof: {d}: {why}")
+    rows: dict = {}  # each directory's rows, read once for all its claims
     out = []
     for experiment, claim in chosen:
         if claim.reads not in found:
             out.append(Result(experiment, claim, (), "not evaluated",
                               note=f"no results of {claim.reads} under {root}"))
         for d in found.get(claim.reads, ()):
-            out.append(evaluate(experiment, claim, d))
+            if d not in rows:
+                rows[d] = store.load_results(d)
+            out.append(evaluate(experiment, claim, d, rows=rows[d], config=configs[d] or {}))
     return out
 
 

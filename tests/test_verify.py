@@ -182,3 +182,16 @@ def test_bad_input_to_verify_is_one_line(tmp_path, capsys):
     assert cli.main(["verify", "--results", str(tmp_path / "missing")]) == 2
     assert "not a directory" in capsys.readouterr().err
     assert cli.main(["verify", "--quick", "--results", str(tmp_path)]) == 2
+
+
+def test_within_slope_is_the_fit_with_one_intercept_per_group():
+    """stats.within_slope (K3, P4, S1, S2) against least squares on [x, one indicator per
+    group]; nan where x varies within no group."""
+    rng = np.random.default_rng(5)
+    pts = [(g, x, 0.3 * x + g + 0.1 * rng.standard_normal()) for g in range(4)
+           for x in rng.uniform(0, 5, size=3 + g)]
+    X = np.array([[x] + [g == h for h in range(4)] for g, x, _ in pts], np.float64)
+    y = np.array([p[2] for p in pts])
+    assert stats.within_slope(pts) == pytest.approx(np.linalg.lstsq(X, y, rcond=None)[0][0],
+                                                    rel=1e-12)
+    assert math.isnan(stats.within_slope([(0, 1.0, 2.0), (1, 2.0, 3.0), (1, 2.0, 5.0)]))

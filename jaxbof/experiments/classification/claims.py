@@ -69,13 +69,8 @@ def benign_in_d_over_n(rows, config, level):
 
 def _n_slope(units) -> float:
     """Slope of test error against n with one intercept per d/n (least squares)."""
-    rows = [r for u in units for r in u if r["d_over_n"] in (1.0, 2.0, 3.0)]
-    ratios = sorted({r["d_over_n"] for r in rows})
-    if len({r["n"] for r in rows}) < 2:
-        return math.nan
-    X = np.array([[r["n"]] + [r["d_over_n"] == q for q in ratios] for r in rows], np.float64)
-    y = np.array([r["test_error"] for r in rows], np.float64)
-    return float(np.linalg.lstsq(X, y, rcond=None)[0][0])
+    return stats.within_slope((r["d_over_n"], r["n"], r["test_error"])
+                              for u in units for r in u if r["d_over_n"] in (1.0, 2.0, 3.0))
 
 
 def depends_on_d_over_n_only(rows, config, level):

@@ -38,16 +38,8 @@ def _pooled_slope(units) -> float:
     for u in units:
         for r in u:
             means.setdefault((r["n"], r["d"], r["width"]), []).append(float(r["rel_op_error"]))
-    pts = [(key[:2], math.log(key[2]), math.log(np.mean(v))) for key, v in sorted(means.items())
-           if np.mean(v) > 0]
-    groups = sorted({g for g, _, _ in pts})
-    if len({x for _, x, _ in pts}) < 2:
-        return math.nan
-    X = np.array([[x] + [g == h for h in groups] for g, x, _ in pts], np.float64)
-    y = np.array([y for _, _, y in pts], np.float64)
-    if np.linalg.matrix_rank(X) < X.shape[1]:
-        return math.nan
-    return float(np.linalg.lstsq(X, y, rcond=None)[0][0])
+    return stats.within_slope((key[:2], math.log(key[2]), math.log(np.mean(v)))
+                              for key, v in sorted(means.items()) if np.mean(v) > 0)
 
 
 def concentration_slope(rows, config, level):

@@ -294,17 +294,8 @@ def pooled_slope(units: Sequence[Mapping]) -> float:
     for u in units:
         for key, v in u.items():
             cells.setdefault(key, []).append(v)
-    by_n: dict = {}
-    for (n, m), vs in cells.items():
-        by_n.setdefault(n, []).append((math.log(m), math.log(float(np.mean(vs)))))
-    sxy = sxx = 0.0
-    for pts in by_n.values():
-        if len(pts) < 2:
-            continue
-        x, y = np.array(pts).T
-        sxy += float(np.sum((x - x.mean()) * (y - y.mean())))
-        sxx += float(np.sum((x - x.mean()) ** 2))
-    return sxy / sxx if sxx > 0 else math.nan
+    return stats.within_slope((n, math.log(m), math.log(float(np.mean(vs))))
+                              for (n, m), vs in cells.items())
 
 
 def p4_estimate(rows, config, level: float = 0.95) -> Estimate:

@@ -52,16 +52,8 @@ def per_level(rows) -> list:
 def pooled_slope(units) -> float:
     """Slope of log(mean rel_error) against log n, one intercept per (d, kernel, k) (least
     squares over the positive means); nan where fewer than two n are left."""
-    pts = [(g, math.log(n), math.log(e)) for g, m in _means(units).items() for n, e in m.items()
-           if e > 0]
-    groups = sorted({g for g, _, _ in pts})
-    if len({x for _, x, _ in pts}) < 2:
-        return math.nan
-    X = np.array([[x] + [g == h for h in groups] for g, x, _ in pts], np.float64)
-    y = np.array([y for _, _, y in pts], np.float64)
-    if np.linalg.matrix_rank(X) < X.shape[1]:
-        return math.nan
-    return float(np.linalg.lstsq(X, y, rcond=None)[0][0])
+    return stats.within_slope((g, math.log(n), math.log(e)) for g, m in _means(units).items()
+                              for n, e in m.items() if e > 0)
 
 
 def cluster_mean_slope(rows, config, level):
