@@ -177,7 +177,8 @@ def test_a_plugin_adds_a_command_of_its_own(tmp_path):
         "        raise ValueError(f'--times: {args.times!r} is not a count')\n"
         "    print('hello ' * int(args.times))\n"
         "    return 0\n"
-        "PLUGIN = Plugin('hello', 'says hello', commands=(Command('hello', 'say it', add, run),))\n")
+        "PLUGIN = Plugin('hello', 'says hello',\n"
+        "                commands=(Command('hello', 'say it', add, run),))\n")
     site = _entry_point(tmp_path, "hello", "hello = hello_plugin:PLUGIN")
     path = f"{pkg}{os.pathsep}{site}"
     ok = _jaxbof(["hello", "--times", "3"], path, tmp_path)

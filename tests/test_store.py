@@ -338,7 +338,7 @@ def test_flags_are_what_the_experiment_declares():
     assert stats.declared_flags(["x"], flags) == flags
 
 
-# ----------------------------------------------------------------------------- damage and full disks
+# -------------------------------------------------------------------------- damage and full disks
 
 
 def _write_lines(path, lines):

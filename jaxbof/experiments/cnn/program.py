@@ -44,8 +44,8 @@ import numpy as np
 
 from jaxbof import engine as _engine
 from jaxbof import optim, train
-from jaxbof.experiments.cnn.cells import (COLUMNS, COORDINATES, KIND, Cell, Protocol,
-                                          check_cell, snr)
+from jaxbof.experiments.cnn.cells import (COLUMNS, COORDINATES, Cell, Protocol, check_cell,
+                                          snr)
 
 BLOCK = 128  # columns per block of the padding-invariant Gram products (d pads to a multiple)
 
