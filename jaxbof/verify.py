@@ -1,8 +1,8 @@
 """`jaxbof verify`: every theorem's predictions as claims with a verdict, and one report.
 
 A claim (`contract.Claim`, declared by its plug-in in `Plugin.claims`) reads the results of one
-preset (`jaxbof reproduce NAME`; a plug-in's own name: any sweep of it, its default grid when
-verify runs it), estimates a quantity with a 95% interval (the unit of
+preset (`jaxbof reproduce NAME`; NAME/PART: the part of a suite in that subdirectory; a
+plug-in's own name: any sweep of it, its default grid when verify runs it), estimates a quantity with a 95% interval (the unit of
 independent randomness resampled whole: `stats.unit_interval`, `stats.clopper_pearson`; one
 interval per cell at the Bonferroni level for a claim over every cell) and compares the interval
 with its criterion, fixed in the claim's code before any measurement:
@@ -106,17 +106,22 @@ def preset_entry(reads: str, quick: bool) -> dict:
     known = experiments.reproducible()
     if reads not in known and reads in experiments.names():
         return {"kind": reads}  # a plug-in's claim on any sweep of it
-    if reads not in known:
+    preset, _, part = reads.partition("/")
+    if preset not in known:
         raise ValueError(f"claim reads {reads!r}, which no plug-in reproduces; known: "
                          f"{', '.join(known)}")
-    study = known[reads][1].study(quick)
+    study = known[preset][1].study(quick)
     if isinstance(study, Suite):
-        roots = [p for sub, p in study.parts if sub == ""]
+        roots = [p for sub, p in study.parts if sub == part]
         if not roots:
-            raise ValueError(f"{reads}: a suite without a study at its root holds no rows")
+            raise ValueError(f"{reads}: the suite {preset} has no part {part!r} (its parts: "
+                             f"{', '.join(repr(sub) for sub, _ in study.parts)})")
         study = roots[0]
+    elif part:
+        raise ValueError(f"claim reads {reads!r}, but {preset} is not a suite of parts")
     if isinstance(study, HostStudy):
-        entry = {"kind": study.kind, "name": study.name, "config": study.config}
+        entry = {"kind": study.kind, "name": study.name, "config": study.config,
+                 "part": study.part}
     elif isinstance(study, Study):
         entry = {"kind": study.kind, "name": study.name, "grid": study.grid,
                  "protocol": study.protocol}
@@ -131,7 +136,8 @@ def match(config: Mapping | None, reads: str, entries: Mapping) -> tuple[bool | 
     entries: {quick: preset_entry(reads, quick)}."""
     recorded = (config or {}).get("experiment") or {}
     kinds = {e["kind"] for e in entries.values()}
-    if recorded.get("kind") not in kinds or recorded.get("part"):
+    parts = {e.get("part") for e in entries.values()}
+    if recorded.get("kind") not in kinds or recorded.get("part") not in parts:
         return None, ""
     for quick, entry in entries.items():
         if all(_same(recorded.get(k), v) for k, v in entry.items()):
@@ -195,7 +201,7 @@ def run_presets(chosen: Sequence[tuple[str, Claim]], out, quick: bool, options=N
 
     options = options or runner.Options()
     known = experiments.reproducible()
-    for reads in dict.fromkeys(c.reads for _, c in chosen):
+    for reads in dict.fromkeys(c.reads.partition("/")[0] for _, c in chosen):
         where = Path(out) / (reads + ("-quick" if quick else ""))
         print(f"jaxbof verify: {reads}{' --quick' if quick else ''} into {where}",
               file=sys.stderr)

@@ -8,7 +8,8 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
-EXPECTED = {"classification.ipynb", "cnn.ipynb", "ntk_spectra.ipynb", "regression.ipynb"}
+EXPECTED = {"classification.ipynb", "cnn.ipynb", "haas_spikes.ipynb", "ntk_spectra.ipynb",
+            "regression.ipynb"}
 
 
 def test_every_notebook_is_collected():

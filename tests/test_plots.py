@@ -301,7 +301,14 @@ JAX_FREE = ("store", "stats", "draw", "spectra", "eigenlearning", "flags",
     "jaxbof.experiments.learning_curves.run", "jaxbof.experiments.optimizers.run",
     "jaxbof.experiments.ntk_concentration.claims", "jaxbof.experiments.learning_curves.claims",
     "jaxbof.experiments.sphere_spectrum", "jaxbof.experiments.sphere_spectrum.run",
-    "jaxbof.experiments.sphere_spectrum.figures", "jaxbof.experiments.sphere_spectrum.claims"])
+    "jaxbof.experiments.sphere_spectrum.figures", "jaxbof.experiments.sphere_spectrum.claims",
+    "jaxbof.experiments.haas_spikes", "jaxbof.experiments.haas_spikes.grid",
+    "jaxbof.experiments.haas_spikes.cli", "jaxbof.experiments.haas_spikes.claims",
+    "jaxbof.experiments.haas_spikes.figures", "jaxbof.experiments.haas_spikes.kernels",
+    "jaxbof.experiments.haas_spikes.kernel_claims",
+    "jaxbof.experiments.haas_spikes.kernel_figures",
+    "jaxbof.experiments.haas_spikes.activations",
+    "jaxbof.experiments.haas_spikes.activation_command"])
 def test_figures_and_the_registry_import_no_jax_at_module_level(module):
     """What `jaxbof plot` and the registry load imports neither JAX nor a module that does;
     device code is imported inside the functions that need it."""
@@ -320,9 +327,14 @@ def test_figures_and_the_registry_import_no_jax_at_module_level(module):
     light = ("jaxbof.experiments.", "jaxbof.flags.", "jaxbof.contract.")
     assert all(m.startswith(light) and (m.rsplit(".", 1)[0].split(".")[-1] in (
         "experiments", "flags", "contract", "cells", "schema", "boundary", "figures", "cli",
-        "claims")
-        or m.rsplit(".", 1)[1] in ("cli", "cells", "schema", "boundary", "figures", "claims"))
+        "claims", *HAAS)
+        or m.rsplit(".", 1)[1] in ("cli", "cells", "schema", "boundary", "figures", "claims",
+                                   *HAAS))
         for m in deeper), deeper
+
+
+HAAS = ("grid", "activations", "kernels", "kernel_claims", "kernel_figures",
+        "activation_command")  # the JAX-free modules of jaxbof.experiments.haas_spikes
 
 
 def test_target_coefs():

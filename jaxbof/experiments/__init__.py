@@ -9,6 +9,9 @@ Built in (each a package, importable without JAX; their device code loads on fir
     optimizers         both experiments under GD, momentum and Adam, paired by run
     cnn                Kou et al. (ICML 2023): signal against noise in a two-layer ReLU CNN
     learning-curves    kernel ridge regression against the eigenlearning prediction
+    sphere-spectrum    kernel eigenvalues on the sphere against empirical Gram spectra
+    spiky-kernel       Haas et al. (NeurIPS 2023): spiky-smooth kernel regression, fixed d
+    spiky-net          Haas et al. (NeurIPS 2023): ReLU against spiky-smooth networks, SGD
 
 A researcher's own package adds a theorem without editing jaxbof: it names a `Plugin` under the
 entry-point group "jaxbof.experiments" in its pyproject.toml,
@@ -34,7 +37,8 @@ __all__ = ["Command", "HostStudy", "Plugin", "Reproduce", "Study", "Suite", "arg
 
 GROUP = "jaxbof.experiments"  # the entry-point group of plug-ins from other packages
 
-# name -> module holding PLUGIN (imported on first use)
+# name -> module holding PLUGIN, or "module:ATTR" for a package of several plug-ins (imported
+# on first use)
 BUILTIN = {
     "classification": "jaxbof.experiments.classification",
     "regression": "jaxbof.experiments.regression",
@@ -43,6 +47,8 @@ BUILTIN = {
     "cnn": "jaxbof.experiments.cnn",
     "learning-curves": "jaxbof.experiments.learning_curves",
     "sphere-spectrum": "jaxbof.experiments.sphere_spectrum",
+    "spiky-kernel": "jaxbof.experiments.haas_spikes:KERNEL",
+    "spiky-net": "jaxbof.experiments.haas_spikes:NET",
 }
 
 
@@ -252,7 +258,8 @@ def plugin(name: str) -> Plugin:
     if name not in known:
         raise ValueError(f"unknown experiment {name!r}; known: {', '.join(known)}")
     if name in BUILTIN:
-        found = importlib.import_module(BUILTIN[name]).PLUGIN
+        module, _, attr = BUILTIN[name].partition(":")
+        found = getattr(importlib.import_module(module), attr or "PLUGIN")
     else:
         ep = _external()[name]
         try:
