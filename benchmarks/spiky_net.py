@@ -18,6 +18,7 @@ Prints, measured in this run on this machine:
     its evaluations included), wall time, and the ratios.
 
 Usage: python benchmarks/spiky_net.py [--seeds S] [--published-epochs E] [--out DIR]
+           [--slots 1,2,4,8,16,32]
 """
 
 from __future__ import annotations
@@ -143,6 +144,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=100)
     ap.add_argument("--published-epochs", type=int, default=3)
     ap.add_argument("--out", default=None, help="results directory (default: a temporary one)")
+    ap.add_argument("--slots", default="", help="comma list of networks per batch: print the "
+                    "training step's rate at each (the engine's default is chosen from these)")
     args = ap.parse_args(argv)
     p, nets = PUBLISHED, 2 * args.seeds
     steps = p.epochs * p.n
@@ -150,10 +153,11 @@ def main(argv=None) -> int:
     print(f"study: {args.seeds} seeds x 2 activations, width 2 x {p.width}, {p.epochs} epochs "
           f"x {p.n} steps = {steps} steps per network, {neuron_steps:.3g} neuron-steps")
     evals = published_evaluations(p.epochs)
-    published = {}
+    published, port_train = {}, 0.0
     for kind in ("relu", "spiky-smooth"):
         per_epoch, per_eval = published_loop(kind, args.published_epochs, p.n_test)
         published[kind] = per_epoch * p.epochs + per_eval * evals
+        port_train += args.seeds * per_epoch * p.epochs
         print(f"published loop (NumPy port), {kind}: {per_epoch * 1e3:.1f} ms per epoch, "
               f"{per_eval:.2f} s per evaluation ({evals} evaluations): {published[kind]:.0f} s "
               f"per network (the issue's PyTorch figure: {ISSUE_PYTORCH_S[kind]:.0f} s)")
@@ -161,6 +165,10 @@ def main(argv=None) -> int:
     torch_total = args.seeds * sum(ISSUE_PYTORCH_S.values())
     print(f"published loop for all {nets} networks: {port_total / 3600:.1f} h (NumPy port), "
           f"{torch_total / 3600:.1f} h (PyTorch, the issue's figures)")
+    for b in (int(v) for v in args.slots.split(",") if v):
+        print(f"training step at {b} networks per batch: " + ", ".join(
+            f"{k} {training_step_rate(k, b) / 1e9:.2f}" for k in ("relu", "spiky-smooth"))
+            + " G neuron-steps/s")
     B = net.default_engine().slots or 1
     limit = elementwise_limit(B)
     print(f"elementwise limit ({B} networks per batch): {limit / 1e9:.2f} G neuron-steps/s, "
@@ -187,6 +195,9 @@ def main(argv=None) -> int:
           f"{p.n_curve} test points, the last on {p.n_test}, compile, host) {wall - train_s:.0f} s")
     print(f"speed-up against the published loop: {port_total / wall:.0f}x (NumPy port, "
           f"measured here), {torch_total / wall:.0f}x (PyTorch, the issue's figures)")
+    print(f"training alone (no evaluation): the port {port_train:.0f} s, jaxbof {train_s:.0f} s "
+          f"({port_train / train_s:.1f}x): most of the published loop's time is its "
+          f"{evals} evaluations on {p.n_test} test points")
     if args.out is None:
         shutil.rmtree(out, ignore_errors=True)
     return 0

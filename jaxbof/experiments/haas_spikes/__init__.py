@@ -23,8 +23,8 @@ kernels, kernel_claims, kernel_figures (kernel regression); grid, net, cli, clai
 """
 
 from jaxbof.experiments import Command, Plugin, Reproduce, deferred
-from jaxbof.experiments.haas_spikes import cli as _cli
 from jaxbof.experiments.haas_spikes import claims as _claims
+from jaxbof.experiments.haas_spikes import cli as _cli
 from jaxbof.experiments.haas_spikes import kernel_claims as _kernel_claims
 from jaxbof.experiments.haas_spikes.grid import Cell
 

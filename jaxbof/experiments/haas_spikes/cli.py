@@ -9,7 +9,7 @@ import math
 from jaxbof import stats
 from jaxbof.contract import Study, Suite
 from jaxbof.experiments.haas_spikes.grid import ACTIVATIONS, PUBLISHED, QUICK, Cell, Protocol
-from jaxbof.flags import number, parse_values
+from jaxbof.flags import number
 
 NET_DESCRIPTION = ("Haas et al. (2023), Fig. 1c: two-layer nets of width 2 x 10,000 by SGD "
                    "(batch size 1) on 15 noisy points of the circle, ReLU against spiky-smooth")

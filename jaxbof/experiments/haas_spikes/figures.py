@@ -19,11 +19,19 @@ COLORS = {"relu": "C0", "spiky-smooth": "C1", "signal": "C2"}
 
 def figures(directory, config, out) -> list[str]:
     """DIR/rmse.png and DIR/circle.png of a spiky-net directory; for a haas-spikes suite root,
-    DIR/haas-spikes.png from its parts (the parts draw their own pictures)."""
+    DIR/haas-spikes.png from its parts and the pictures of its kernel parts in their
+    subdirectories (the runner draws an engine part's pictures, not a host part's)."""
     experiment = config.get("experiment") or {}
     out = Path(out)
     if "parts" in experiment:
-        return overview(Path(directory), out / "haas-spikes.png")
+        from jaxbof.experiments.haas_spikes import kernel_figures
+
+        paths = overview(Path(directory), out / "haas-spikes.png")
+        for sub in ("kernel", "tempered"):
+            part = Path(directory) / sub
+            if (part / store.CONFIG).exists():
+                paths += kernel_figures.figures(part, store.load_config(part), out / sub)
+        return paths
     rows = store.load_results(directory)
     protocol = experiment.get("protocol") or {}
     floor = math.sqrt(float(protocol.get("noise_var", 0.25)))

@@ -8,8 +8,17 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["ACTIVATIONS", "CIRCLE_POINTS", "Cell", "KEYS", "PUBLISHED", "Protocol", "QUICK",
-           "SCHEMA", "record_epochs"]
+__all__ = [
+    "ACTIVATIONS",
+    "CIRCLE_POINTS",
+    "KEYS",
+    "PUBLISHED",
+    "QUICK",
+    "SCHEMA",
+    "Cell",
+    "Protocol",
+    "record_epochs",
+]
 
 ACTIVATIONS = ("relu", "spiky-smooth")
 CIRCLE_POINTS = 1024  # the predictions on the circle drawn from the last row of seed 0
@@ -74,7 +83,7 @@ def record_epochs(epochs: int, records: int) -> tuple[int, ...]:
     """Epoch 0, then about records - 1 epochs log-spaced from 1 to `epochs` (rounded, distinct),
     ending at `epochs`."""
     log = np.geomspace(1, epochs, max(records - 1, 1))
-    return tuple(sorted({0, *(int(round(e)) for e in log), int(epochs)}))
+    return tuple(sorted({0, *(round(e) for e in log), int(epochs)}))
 
 
 SCHEMA = {"seed": "int", "activation": "str", "epoch": "int", "train_rmse": "float",

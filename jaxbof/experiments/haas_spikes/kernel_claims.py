@@ -142,7 +142,7 @@ H3 = Claim("H3", "the spikes act as a ridge: for spike widths gamma_spike <= 0.0
            "the grid", SOURCE, "haas-spikes/kernel", ridge_gap, Criterion(-0.10, 0.10),
            expected="fails",
            reason="at n = 1000 a spike of width 0.01 is not yet a ridge: its own L2 mass "
-           "(about n gamma^2 E[residual^2] / 8) adds 10-15% at rho = 0.1 to 1; every cell with "
+           "(about n gamma^2 E[residual^2] / 8) adds 9-15% at rho = 0.1 to 1; every cell with "
            "gamma_spike <= 0.005 holds")
 H4A = Claim("H4a", "tempered in fixed dimension: ridgeless Laplace kernel regression keeps a "
             "noise amplification E_0 - 1 (excess risk minus the clean-label excess risk, over "

@@ -38,8 +38,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbof import engine as _engine
-from jaxbof.experiments.haas_spikes.grid import (ACTIVATIONS, CIRCLE_POINTS, KEYS, SCHEMA, Cell,
-                                                 Protocol, record_epochs)
+from jaxbof.experiments.haas_spikes.grid import (
+    ACTIVATIONS,
+    CIRCLE_POINTS,
+    KEYS,
+    SCHEMA,
+    Cell,
+    Protocol,
+    record_epochs,
+)
 
 __all__ = ["Data", "Params", "Slot", "State", "activation", "default_engine", "epoch_step",
            "experiment", "forward", "init", "predict", "sgd_step"]
@@ -227,8 +234,11 @@ def _programs(protocol: Protocol):
     def last(kind, params, X, y, X_test, y_test):
         f_train = predict(params, X, kind, protocol.frequency)
         f_test = predict(params, X_test, kind, protocol.frequency)
-        s_test = predict(params, X_test, "relu", protocol.frequency)
         on_circle = predict(params, circle.astype(X.dtype), kind, protocol.frequency)
+        if kind == "relu":  # the signal network of a ReLU network is the network itself
+            return _rmse(f_train, y), _rmse(f_test, y_test), _rmse(f_test, y_test), on_circle, \
+                on_circle
+        s_test = predict(params, X_test, "relu", protocol.frequency)
         s_circle = predict(params, circle.astype(X.dtype), "relu", protocol.frequency)
         return (_rmse(f_train, y), _rmse(f_test, y_test), _rmse(s_test, y_test), on_circle,
                 s_circle)
@@ -236,10 +246,12 @@ def _programs(protocol: Protocol):
 
 
 def default_engine() -> _engine.Engine:
-    """Slots per device: each run's 2M neurons (4 float32 arrays, 320 KB at M = 10,000) stay in
-    the CPU's caches across the 15 steps of an epoch; benchmarks/bench_spiky_net.py measures
-    the choice."""
-    return _engine.Engine(slots=8, chunk=16) if jax.default_backend() == "cpu" \
+    """16 slots per CPU device: the training step alone ran at 1.08 / 0.69 / 0.93 / 0.97 / 1.38 /
+    0.56 G neuron-steps/s (relu) and 0.54 / 0.53 / 0.55 / 0.57 / 0.74 / 0.58 (spiky-smooth) at
+    1 / 2 / 4 / 8 / 16 / 32 networks per batch on the 2-core CPU (16 networks' parameters,
+    5 MB, stay in its 32 MB L3 cache; `benchmarks/spiky_net.py --slots`). Epochs between host
+    checks: 16, so a run halts for its next record within 16 epochs of it."""
+    return _engine.Engine(slots=16, chunk=16) if jax.default_backend() == "cpu" \
         else _engine.Engine(chunk=16)
 
 
@@ -273,7 +285,7 @@ def experiment(protocol: Protocol = Protocol(), cells: Sequence[Cell] = ()) -> _
 
     def report(h):
         st = h.slots.state
-        epochs, recs = np.asarray(st.epoch), np.asarray(st.rec)
+        epochs = np.asarray(st.epoch)
         diverged = np.asarray(st.diverged)
         dt = h.slots.data.X.dtype.name
         out = []
