@@ -242,7 +242,9 @@ def table(results: Sequence[Result]) -> list[str]:
              "results |", "|---|---|---|---|---|---|---|"]
     for r in results:
         flag = " **(contradicts)**" if r.contradicts else ""
-        where = Path(r.directory).name if r.directory else "-"
+        where = "-" if not r.directory else (
+            "/".join(Path(r.directory).parts[-2:]) if "/" in r.claim.reads
+            else Path(r.directory).name)  # a suite's part: the suite's directory too
         lines.append(f"| {r.claim.id} | {r.experiment} | {summary(r)} | {r.claim.criterion} | "
                      f"{r.verdict}{flag} | {r.claim.expected} | {where} |")
     return lines

@@ -51,7 +51,10 @@ def from_args(args) -> Study:
         noise_var=number(args.noise_var, float, "noise-var"),
         n_test=number(args.n_test, int, "n-test"), n_curve=number(args.n_curve, int, "n-curve"),
         records=number(args.records, int, "records"), seed=number(args.seed, int, "seed"))
-    protocol.check()
+    try:
+        protocol.check()
+    except ValueError as e:  # "width: 0 must be ...": the flag of that field
+        raise ValueError(f"--{e}") from None
     grid = dict(seeds=seeds, activation=list(acts))
     return Study("spiky-net", "spiky-net-sweep", NET_DESCRIPTION, grid, protocol,
                  tuple(Cell(s, a) for s in range(seeds) for a in acts))
