@@ -65,8 +65,8 @@ def test_sincos_against_numpy_in_float32():
     v = np.concatenate([np.linspace(-1e4, 1e4, 200_001), np.linspace(-4, 4, 10_001)])
     s, c = jax.jit(net.sincos)(jnp.asarray(v, jnp.float32))
     v32 = np.asarray(jnp.asarray(v, jnp.float32), np.float64)  # the argument as rounded
-    assert np.abs(np.asarray(s, np.float64) - np.sin(v32)).max() < 2e-7 * 4
-    assert np.abs(np.asarray(c, np.float64) - np.cos(v32)).max() < 2e-7 * 4
+    assert np.abs(np.asarray(s, np.float64) - np.sin(v32)).max() < 2e-7
+    assert np.abs(np.asarray(c, np.float64) - np.cos(v32)).max() < 2e-7
 
 
 def test_activation_and_its_derivative():
