@@ -23,8 +23,9 @@ from jaxbof.experiments.regression.schema import COORDINATES as REGRESSION_KEYS
 
 
 def run(*args) -> None:
-    subprocess.run([sys.executable, "-m", "jaxbof.cli", *args, "--no-progress", "--no-plots"],
-                   check=True)
+    subprocess.run(
+        [sys.executable, "-m", "jaxbof.cli", *args, "--no-progress", "--no-plots"], check=True
+    )
 
 
 def cao(out: Path) -> list[str]:
@@ -39,8 +40,10 @@ def cao(out: Path) -> list[str]:
     error = np.array([s.mean for s in by.values()])
     if not (stats.slope(signal, error) < 0 and error[-1] < error[0]):
         bad.append(f"cao-cnn: the test error does not fall with ||mu|| ({error.round(3)})")
-    print(f"cao-cnn: {len(rows)} rows, {len(unfit)} not fitted, test error {error[0]:.3f} at "
-          f"||mu|| = {signal[0]:g} to {error[-1]:.3f} at {signal[-1]:g}")
+    print(
+        f"cao-cnn: {len(rows)} rows, {len(unfit)} not fitted, test error {error[0]:.3f} at "
+        f"||mu|| = {signal[0]:g} to {error[-1]:.3f} at {signal[-1]:g}"
+    )
     return bad
 
 
@@ -51,20 +54,23 @@ def optimizers(out: Path) -> list[str]:
 
     def cells(rows, keys):
         return {tuple(r[k] for k in keys) for r in rows}
+
     for (spec, sig), rows in sp.classification.items():
         base = sp.classification.get((sp.baseline, sig), [])
-        if not rows or cells(rows, opt.CLASSIFICATION_KEYS) != cells(base,
-                                                                     opt.CLASSIFICATION_KEYS):
-            bad.append(f"optimizers: classification {spec} on {sig} does not pair with "
-                       f"{sp.baseline}")
+        if not rows or cells(rows, opt.CLASSIFICATION_KEYS) != cells(base, opt.CLASSIFICATION_KEYS):
+            bad.append(
+                f"optimizers: classification {spec} on {sig} does not pair with {sp.baseline}"
+            )
     keys = REGRESSION_KEYS
     base = [r for r in sp.regression.get(sp.baseline, []) if r["final"]]
     for spec, rows in sp.regression.items():
         mine = [r for r in rows if r["final"]]
         if not mine or cells(mine, keys) != cells(base, keys):
             bad.append(f"optimizers: regression {spec} does not pair with {sp.baseline}")
-    print(f"optimizers: {len(sp.classification)} classification and {len(sp.regression)} "
-          "regression parts checked against the baseline")
+    print(
+        f"optimizers: {len(sp.classification)} classification and {len(sp.regression)} "
+        "regression parts checked against the baseline"
+    )
     return bad
 
 

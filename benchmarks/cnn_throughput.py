@@ -20,6 +20,7 @@ import ast
 import random
 import sys
 import time
+from pathlib import Path
 
 import jax
 
@@ -39,20 +40,30 @@ def authors_setup(path: str):
     """The published module's imports, classes and functions (not its top-level runs), and the
     source of the inner `for j in range(10)` training loop of its grid."""
     # the file is a Colab export: its shell lines (`!cp ...`) are commented out, nothing else
-    source = "".join("# " + line if line.lstrip().startswith("!") else line
-                     for line in open(path).read().splitlines(keepends=True))
+    source = "".join(
+        "# " + line if line.lstrip().startswith("!") else line
+        for line in Path(path).read_text().splitlines(keepends=True)
+    )
     tree = ast.parse(source)
     plotting = ("colab", "seaborn", "matplotlib")  # drawing and Drive only: not timed
-    keep = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))
-            or isinstance(n, (ast.Import, ast.ImportFrom))
-            and not any(p in ast.get_source_segment(source, n) for p in plotting)]
+    keep = [
+        n
+        for n in tree.body
+        if isinstance(n, (ast.FunctionDef, ast.ClassDef))
+        or isinstance(n, (ast.Import, ast.ImportFrom))
+        and not any(p in ast.get_source_segment(source, n) for p in plotting)
+    ]
     ns: dict = {"__name__": "__authors__"}
     exec(compile(ast.Module(keep, []), path, "exec"), ns)
     inner = None
     for node in ast.walk(tree):
-        if (isinstance(node, ast.For) and isinstance(node.iter, ast.Call)
-                and ast.get_source_segment(source, node.iter) == "range(10)"
-                and isinstance(node.target, ast.Name) and node.target.id == "j"):
+        if (
+            isinstance(node, ast.For)
+            and isinstance(node.iter, ast.Call)
+            and ast.get_source_segment(source, node.iter) == "range(10)"
+            and isinstance(node.target, ast.Name)
+            and node.target.id == "j"
+        ):
             inner = node
     if inner is None:
         raise SystemExit(f"{path}: no `for j in range(10)` grid loop found")
@@ -65,13 +76,22 @@ def authors_run(ns, loop, pairs, trials: int) -> float:
     as in syntheticrelu.py (n = 20, 1000 test points, m = 10, sigma_p = 1, p = 0.1, 100
     epochs of SGD at lr 0.1)."""
     import numpy as np
-    import torch
+    import torch  # pyright: ignore[reportMissingImports] - only for --authors
 
     random.seed(205348320)
-    np.random.seed(0)
+    np.random.seed(0)  # noqa: NPY002 - the authors' code draws from NumPy's global RNG
     torch.manual_seed(0)
-    ns.update(num_epochs=100, DATA_NUM=20, TEST_DATA_NUM=1000, CLUSTER_NUM=1, PATCH_NUM=2,
-              Noiselevel=1.0, flip=0.1, TRIALS=trials, optim=torch.optim)
+    ns.update(
+        num_epochs=100,
+        DATA_NUM=20,
+        TEST_DATA_NUM=1000,
+        CLUSTER_NUM=1,
+        PATCH_NUM=2,
+        Noiselevel=1.0,
+        flip=0.1,
+        TRIALS=trials,
+        optim=torch.optim,
+    )
     t = time.perf_counter()
     for bmu, patch_len in pairs:
         ns.update(bmu=bmu, PATCH_LEN=patch_len, test1=0, train1=0)
@@ -93,10 +113,12 @@ def main() -> int:
     authors = authors_setup(args.authors) if args.authors else None
     study, rows, stats, wall = jaxbof_run(args.quick)
     nets = len(rows)
-    print(f"jaxbof {study.name}: {nets} networks ({stats.models} cells x "
-          f"{len(study.protocol.signals)} ||mu||) in {wall:.1f} s cold, compile "
-          f"{stats.compile_s:.1f} s, {stats.buckets} bucket(s), {stats.slots} slots on "
-          f"{stats.devices} {jax.default_backend()} device(s); {nets / wall:.0f} networks/s")
+    print(
+        f"jaxbof {study.name}: {nets} networks ({stats.models} cells x "
+        f"{len(study.protocol.signals)} ||mu||) in {wall:.1f} s cold, compile "
+        f"{stats.compile_s:.1f} s, {stats.buckets} bucket(s), {stats.slots} slots on "
+        f"{stats.devices} {jax.default_backend()} device(s); {nets / wall:.0f} networks/s"
+    )
     print("phases (s): " + " ".join(f"{k}={v:.1f}" for k, v in stats.phases.items()))
     if authors is None:
         return 0
@@ -104,18 +126,23 @@ def main() -> int:
     grid = study.grid
     signals, dims = grid["signal"], grid["d"]
     k = args.authors_cells
-    pairs = [(signals[i], dims[j]) for i, j in zip(_spread(len(signals), k),
-                                                    _spread(len(dims), k)[::-1])]
+    pairs = [
+        (signals[i], dims[j]) for i, j in zip(_spread(len(signals), k), _spread(len(dims), k)[::-1])
+    ]
     secs = authors_run(ns, loop, pairs, args.authors_trials)
     per = secs / (k * args.authors_trials)
     total = per * nets
-    import torch
+    import torch  # pyright: ignore[reportMissingImports] - only for --authors
 
-    print(f"published loop (syntheticrelu.py, PyTorch {torch.__version__}): "
-          f"{k} cells x {args.authors_trials} trainings in {secs:.1f} s = {per:.3f} s per "
-          f"training; the grid's {nets} trainings: {total:.0f} s extrapolated")
-    print(f"side by side, same machine, same process: jaxbof {wall:.1f} s, published "
-          f"{total:.0f} s: x{total / wall:.0f}")
+    print(
+        f"published loop (syntheticrelu.py, PyTorch {torch.__version__}): "
+        f"{k} cells x {args.authors_trials} trainings in {secs:.1f} s = {per:.3f} s per "
+        f"training; the grid's {nets} trainings: {total:.0f} s extrapolated"
+    )
+    print(
+        f"side by side, same machine, same process: jaxbof {wall:.1f} s, published "
+        f"{total:.0f} s: x{total / wall:.0f}"
+    )
     return 0
 
 

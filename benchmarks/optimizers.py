@@ -27,8 +27,16 @@ from jaxbof.experiments import regression as R
 from jaxbof.experiments.classification.grid import Cell, Protocol
 from jaxbof.experiments.classification.step import Param
 
-RULES = ("sgd", "momentum:0.9", "nesterov:0.9", "adam:1e-3", "adamw:1e-3:1e-2",
-         "rmsprop:1e-3", "adagrad:1e-2", "sign:1e-3")
+RULES = (
+    "sgd",
+    "momentum:0.9",
+    "nesterov:0.9",
+    "adam:1e-3",
+    "adamw:1e-3:1e-2",
+    "rmsprop:1e-3",
+    "adagrad:1e-2",
+    "sign:1e-3",
+)
 
 
 def timed(fn, *args) -> float:
@@ -39,7 +47,8 @@ def timed(fn, *args) -> float:
 
 def slots_of(exp, cells, seed: int):
     keys = jax.jit(jax.vmap(exp.keys, in_axes=(None, 0)))(
-        jax.random.PRNGKey(seed), np.stack([exp.coords(c) for c in cells]))
+        jax.random.PRNGKey(seed), np.stack([exp.coords(c) for c in cells])
+    )
     inp = exp.inputs(cells, keys, np.float32)
     sh = exp.shape(cells[0])
     return jax.jit(jax.vmap(lambda x: exp.prepare(x, sh)))(inp)
@@ -47,9 +56,11 @@ def slots_of(exp, cells, seed: int):
 
 def per_step(exp, slots, B: int, K: int):
     """(compiled K batched steps of B models, its slots, model-steps per call)."""
+
     @jax.jit
     def run(slots):
         return jax.lax.fori_loop(0, K, lambda i, st: jax.vmap(exp.step)(slots, st), slots.state)
+
     jax.block_until_ready(run(slots))  # compile and warm up
     return run, slots, B * K
 
@@ -87,16 +98,19 @@ def main():
     for _ in range(args.reps):  # round robin, so a slow spell of the machine hits every rule
         for k, (fn, slots, count) in progs.items():
             best[k] = min(best[k], timed(fn, slots) / count)
-    print(f"{jax.default_backend()} ({jax.devices()[0].device_kind}), float32, {K} steps per "
-          f"call, best of {args.reps} round-robin calls; us per model-step (ratio to sgd in the "
-          "same bucket)")
+    print(
+        f"{jax.default_backend()} ({jax.devices()[0].device_kind}), float32, {K} steps per "
+        f"call, best of {args.reps} round-robin calls; us per model-step (ratio to sgd in the "
+        "same bucket)"
+    )
     print(f"{'rule':<18} {'class. Gram':>18} {'class. direct':>18} {'regression':>18}")
     for rule in RULES:
         cols = []
         for b in range(3):
             x = best.get((rule, b))
-            cols.append("n/a (not linear)" if x is None
-                        else f"{1e6 * x:8.1f} ({x / best['sgd', b]:4.2f}x)")
+            cols.append(
+                "n/a (not linear)" if x is None else f"{1e6 * x:8.1f} ({x / best['sgd', b]:4.2f}x)"
+            )
         print(f"{rule:<18} " + " ".join(f"{c:>18}" for c in cols), flush=True)
 
 

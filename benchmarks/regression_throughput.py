@@ -1,4 +1,4 @@
-"""Throughput of the regression experiment's GD step (Park et al. 2024; performance.md).
+"""Throughput of the regression experiment's GD step (Park et al. 2024; docs/performance.md).
 
 Prints, all measured in this one process (float32):
   * per bucket shape (n, M) of the quick and full `park-regression` presets: model-steps per
@@ -71,7 +71,8 @@ def batched_slots(cells, protocol, B: int):
     exp = engine.plan(R.experiment(protocol, cells), cells)
     cells = (list(cells) * B)[:B]
     keys = jax.jit(jax.vmap(exp.keys, in_axes=(None, 0)))(
-        jax.random.PRNGKey(protocol.seed), np.stack([exp.coords(c) for c in cells]))
+        jax.random.PRNGKey(protocol.seed), np.stack([exp.coords(c) for c in cells])
+    )
     (inp,) = exp.inputs(cells, keys, np.float32)  # init's one traced argument
     inp = inp._replace(rec_steps=np.full_like(inp.rec_steps, np.iinfo(np.int32).max))
     sh = exp.shape(cells[0])
@@ -115,8 +116,10 @@ def main():
     ap.add_argument("--steps", type=int, default=200, help="GD steps per timing")
     ap.add_argument("--skip-e2e", action="store_true", help="skip the quick preset end to end")
     args = ap.parse_args()
-    print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), float32, "
-          f"jax {jax.__version__}")
+    print(
+        f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), float32, "
+        f"jax {jax.__version__}"
+    )
     B = engine.default_slots()
     bw = elementwise_bandwidth()
     shapes = {}
@@ -136,7 +139,8 @@ def main():
             f"n={n:5d} d={d} M={M:6d}  {rate:8.0f} model-steps/s  {1e9 / rate / (n * M):5.2f} ns "
             f"per n*M  {flops / 1e6:6.2f} MFLOP/step  step/matmul(same FLOPs) {1 / rate / mm:5.1f}x"
             f"  = {passes:4.1f} elementwise passes  unfused bytes need {rate * nbytes / bw:4.1f}x "
-            f"DRAM bandwidth  batched/one-at-a-time {rate / one:4.1f}x")
+            f"DRAM bandwidth  batched/one-at-a-time {rate / one:4.1f}x"
+        )
     print(f"\nDRAM bandwidth of 2x+1 over 256 MB: {bw / 1e9:.1f} GB/s; batch B = {B}")
     print("\n".join(lines))
 
@@ -146,13 +150,17 @@ def main():
         rows, st = R.run_cells(cells, protocol)
         wall = time.perf_counter() - t0
         steps = sum(r["step"] for r in rows if r["final"])
-        print(f"\nquick preset end to end: {st.models} models, {len(rows)} rows, {wall:.1f} s "
-              f"(compile {st.compile_s:.1f} s summed), {steps / wall:.0f} model-steps/s "
-              f"including measurements")
+        print(
+            f"\nquick preset end to end: {st.models} models, {len(rows)} rows, {wall:.1f} s "
+            f"(compile {st.compile_s:.1f} s summed), {steps / wall:.0f} model-steps/s "
+            f"including measurements"
+        )
     eta = R.default_eta(R.cells(n=250, d=3, width=1024, seeds=1)[0])
     ex, tr = flow_check(eta)
-    print(f"\ngradient flow: eta = {eta:.3g} against eta / 2 (n = 250, M = 1024, t <= 1000): "
-          f"max relative change of excess risk {ex:.2e}, of training risk {tr:.2e}")
+    print(
+        f"\ngradient flow: eta = {eta:.3g} against eta / 2 (n = 250, M = 1024, t <= 1000): "
+        f"max relative change of excess risk {ex:.2e}, of training risk {tr:.2e}"
+    )
 
 
 if __name__ == "__main__":

@@ -32,18 +32,54 @@ import sys
 import time
 from pathlib import Path
 
-GRID = ["sweep", "classification", "--n", "20,30", "--d-over-n", "1:4", "--gamma", "0.3",
-        "--width", "16", "--n-test", "500", "--no-progress", "--no-plots"]
-PHASE_GRID = ["sweep", "classification", "--n", "100,150", "--d-over-n", "1:10", "--seeds", "2",
-              "--no-progress"]  # 40 models, plots drawn: as a user runs it
+GRID = [
+    "sweep",
+    "classification",
+    "--n",
+    "20,30",
+    "--d-over-n",
+    "1:4",
+    "--gamma",
+    "0.3",
+    "--width",
+    "16",
+    "--n-test",
+    "500",
+    "--no-progress",
+    "--no-plots",
+]
+PHASE_GRID = [
+    "sweep",
+    "classification",
+    "--n",
+    "100,150",
+    "--d-over-n",
+    "1:10",
+    "--seeds",
+    "2",
+    "--no-progress",
+]  # 40 models, plots drawn: as a user runs it
 
 
 def run(args, out: Path, cache: Path, devices: int = 1, extra=()):
     env = dict(os.environ, JAX_NUM_CPU_DEVICES=str(devices))
     t = time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "jaxbof.cli", *args, "--out", str(out),
-                        "--compile-cache", str(cache), *extra], env=env, capture_output=True,
-                       text=True)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jaxbof.cli",
+            *args,
+            "--out",
+            str(out),
+            "--compile-cache",
+            str(cache),
+            *extra,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if p.returncode:
         sys.exit(p.stderr)
     return time.perf_counter() - t, _sweep_s(p.stderr)
@@ -60,11 +96,30 @@ def two_processes(args, out: Path, cache: Path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     t = time.perf_counter()
-    procs = [subprocess.Popen([sys.executable, "-m", "jaxbof.cli", *args, "--out", str(out),
-                               "--compile-cache", str(cache), "--coordinator",
-                               f"127.0.0.1:{port}", "--num-processes", "2", "--process-id",
-                               str(i)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True) for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "jaxbof.cli",
+                *args,
+                "--out",
+                str(out),
+                "--compile-cache",
+                str(cache),
+                "--coordinator",
+                f"127.0.0.1:{port}",
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(i),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     for p in procs:
         _, err = p.communicate()
         if p.returncode:
@@ -75,9 +130,11 @@ def two_processes(args, out: Path, cache: Path):
 def import_s() -> tuple[float, float]:
     """Seconds to import jax, then jaxbof.cli with everything a sweep imports, in a fresh
     process."""
-    code = ("import time; t0 = time.perf_counter(); import jax; t1 = time.perf_counter(); "
-            "import jaxbof.cli, jaxbof.engine, jaxbof.store, jaxbof.experiments.classification; "
-            "print(t1 - t0, time.perf_counter() - t1)")
+    code = (
+        "import time; t0 = time.perf_counter(); import jax; t1 = time.perf_counter(); "
+        "import jaxbof.cli, jaxbof.engine, jaxbof.store, jaxbof.experiments.classification; "
+        "print(t1 - t0, time.perf_counter() - t1)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     jax_s, rest_s = map(float, out.stdout.split())
     return jax_s, rest_s
@@ -89,8 +146,12 @@ def phase_run(out: Path, xdg: Path, sync: bool) -> dict:
     command's own phases)."""
     env = dict(os.environ, XDG_CACHE_HOME=str(xdg), JAXBOF_PHASES="sync" if sync else "1")
     t = time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "jaxbof.cli", *PHASE_GRID, "--out", str(out)],
-                       env=env, capture_output=True, text=True)
+    p = subprocess.run(
+        [sys.executable, "-m", "jaxbof.cli", *PHASE_GRID, "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - t
     if p.returncode:
         sys.exit(p.stderr)
@@ -121,17 +182,23 @@ PHASE_LINES = [  # (label, phases summed)
 
 def phases(root: Path, pairs: int, sync: bool):
     jax_s, rest_s = import_s()
-    print(f"5. cold against warm, by phase ({' '.join(PHASE_GRID[:2])}, 40 models; seconds, "
-          f"median of {pairs} alternating pairs{'; sampling synchronous' if sync else ''})")
-    print(f"   import alone, fresh process: jax {jax_s:.2f} s, jaxbof.cli and the sweep's "
-          f"modules {rest_s:.2f} s")
+    print(
+        f"5. cold against warm, by phase ({' '.join(PHASE_GRID[:2])}, 40 models; seconds, "
+        f"median of {pairs} alternating pairs{'; sampling synchronous' if sync else ''})"
+    )
+    print(
+        f"   import alone, fresh process: jax {jax_s:.2f} s, jaxbof.cli and the sweep's "
+        f"modules {rest_s:.2f} s"
+    )
     runs = {"cold": [], "warm": []}
     for i in range(pairs):
         xdg = root / f"xdg{i}"
         runs["cold"].append(phase_run(root / f"phase-cold{i}", xdg, sync))
         runs["warm"].append(phase_run(root / f"phase-warm{i}", xdg, sync))
-        same = [sorted((root / f"phase-{k}{i}" / "results.csv").read_text().splitlines())
-                for k in ("cold", "warm")]
+        same = [
+            sorted((root / f"phase-{k}{i}" / "results.csv").read_text().splitlines())
+            for k in ("cold", "warm")
+        ]
         if same[0] != same[1]:
             sys.exit(f"pair {i}: warm rows differ from cold rows")
     med = {k: {p: statistics.median(r[p] for r in v) for p in v[0]} for k, v in runs.items()}
@@ -140,8 +207,10 @@ def phases(root: Path, pairs: int, sync: bool):
         c, w = (sum(med[k].get(p, 0.0) for p in keys) for k in ("cold", "warm"))
         print(f"   {label:42s} {c:7.2f} {w:7.2f}")
     ratios = [c["wall"] / w["wall"] for c, w in zip(runs["cold"], runs["warm"])]
-    print(f"   cold / warm (whole process) per pair: {' '.join(f'{r:.2f}' for r in ratios)}; "
-          f"median {statistics.median(ratios):.2f}; rows of warm and cold equal")
+    print(
+        f"   cold / warm (whole process) per pair: {' '.join(f'{r:.2f}' for r in ratios)}; "
+        f"median {statistics.median(ratios):.2f}; rows of warm and cold equal"
+    )
 
 
 def main():
@@ -150,19 +219,24 @@ def main():
     ap.add_argument("--out", default="/tmp/jaxbof-scaling")
     ap.add_argument("--sections", default="1,2,3,4,5")
     ap.add_argument("--pairs", type=int, default=2, help="cold/warm pairs of section 5")
-    ap.add_argument("--sync", action="store_true",
-                    help="section 5: block on each sampled batch (JAXBOF_PHASES=sync)")
+    ap.add_argument(
+        "--sync",
+        action="store_true",
+        help="section 5: block on each sampled batch (JAXBOF_PHASES=sync)",
+    )
     a = ap.parse_args()
     root = Path(a.out)
     shutil.rmtree(root, ignore_errors=True)
     sections = {int(x) for x in a.sections.split(",")}
     cache = root / "cache"
     seeds = [int(s) for s in a.seeds_list.split(",")]
-    grid = lambda s: GRID + ["--seeds", str(s)]  # noqa: E731
+    grid = lambda s: GRID + ["--seeds", str(s)]
     s = seeds[-1]
     if sections & {1, 2, 4}:
         # seeds >= 8: every bucket fills the 8 slots per device, so all sizes share programs
-        run(grid(seeds[0]), root / "warmup", cache)  # fill the compile cache: the runs below are warm
+        run(
+            grid(seeds[0]), root / "warmup", cache
+        )  # fill the compile cache: the runs below are warm
 
     if 1 in sections:
         print("1. time against models (warm cache; process = start-up included, sweep = engine)")
@@ -171,8 +245,10 @@ def main():
             models = 2 * 4 * k
             t, sw = run(grid(k), root / f"models{k}", cache)
             times.append((models, sw))
-            print(f"   {models:5d} models  process {t:7.2f} s  sweep {sw:7.2f} s  "
-                  f"{sw / models * 1e3:8.1f} ms per model")
+            print(
+                f"   {models:5d} models  process {t:7.2f} s  sweep {sw:7.2f} s  "
+                f"{sw / models * 1e3:8.1f} ms per model"
+            )
         (m0, t0), (m1, t1) = times[0], times[-1]
         print(f"   slope d log sweep / d log models = {math.log(t1 / t0) / math.log(m1 / m0):.2f}")
 
@@ -180,8 +256,9 @@ def main():
         print("2. time against devices (warm cache)")
         base = None
         for d in (1, 2, 4):
-            run(grid(seeds[0]), root / f"warm-dev{d}", cache, devices=d,
-                extra=["--devices", str(d)])
+            run(
+                grid(seeds[0]), root / f"warm-dev{d}", cache, devices=d, extra=["--devices", str(d)]
+            )
             t, sw = run(grid(s), root / f"dev{d}", cache, devices=d, extra=["--devices", str(d)])
             base = base or sw
             print(f"   {d} device(s)  sweep {sw:7.2f} s  ratio to 1 device {sw / base:5.2f}")
@@ -197,12 +274,15 @@ def main():
         one, _ = run(grid(s), root / "one", cache)
         two = two_processes(grid(s), root / "two", cache)
         print(f"   one {one:7.2f} s  two {two:7.2f} s  two / one {two / one:5.2f}")
-        same = ((root / "one" / "results.csv").read_text().splitlines()[1:],
-                (root / "two" / "results.csv").read_text().splitlines()[1:])
+        same = (
+            (root / "one" / "results.csv").read_text().splitlines()[1:],
+            (root / "two" / "results.csv").read_text().splitlines()[1:],
+        )
         print(f"   merged rows equal the one-process rows: {sorted(same[0]) == sorted(same[1])}")
 
     if 5 in sections:
         phases(root, a.pairs, a.sync)
+
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,4 @@
-"""Time and accuracy of sphere spectra, mu_0..mu_1000 (performance.md: < 1 s for d up to 10^4).
+"""Time and accuracy of sphere spectra, mu_0..mu_1000 (the target: < 1 s for d up to 10^4).
 
 For each d in {3, 100, 10^4} and each analytic kernel (no bias, and with a bias), prints:
   * the time of `spectra.eigenvalues(kernel, d, 1000)` (best of several calls, float64);
@@ -27,7 +27,8 @@ and the spread (max - min) / mu_k of each cluster beside it. --keep DIR keeps th
 
 Usage: python benchmarks/spectra.py [--k-max K] [--reps R]
        python benchmarks/spectra.py --matrix-free [--ns 1000,...,100000] [--width 1024] [--k 200]
-              [--dense-max 20000] [--max-seconds 400] [--seeds 3] [--picture docs/spectrum_levels.png]
+              [--dense-max 20000] [--max-seconds 400] [--seeds 3]
+              [--picture docs/spectrum_levels.png]
 """
 
 from __future__ import annotations
@@ -55,8 +56,14 @@ def best_time(fn, reps: int) -> tuple[float, object]:
     return best, out
 
 
-CONFIGS = (("dense", "eigh"), ("structured", "features"), ("ntvp", "features"),
-           ("structured", "lobpcg"), ("ntvp", "lobpcg"), ("analytic", "lobpcg"))
+CONFIGS = (
+    ("dense", "eigh"),
+    ("structured", "features"),
+    ("ntvp", "features"),
+    ("structured", "lobpcg"),
+    ("ntvp", "lobpcg"),
+    ("analytic", "lobpcg"),
+)
 
 
 def child(spec: dict) -> None:
@@ -78,14 +85,26 @@ def child(spec: dict) -> None:
         lam = np.linalg.eigvalsh(K)[::-1][:k] / n
         out.update(iterations=0, residual=0.0)
     else:
-        params = None if spec["route"] == "analytic" else ntk.init_two_layer(
-            jax.random.PRNGKey(1000 + spec["seed"]), width, 3)
+        params = (
+            None
+            if spec["route"] == "analytic"
+            else ntk.init_two_layer(jax.random.PRNGKey(1000 + spec["seed"]), width, 3)
+        )
         route = ntk.Route.NTVP if spec["route"] == "ntvp" else ntk.Route.STRUCTURED
-        res = ntk.top_eigenpairs(x, k, params=params, trainable=ntk.TwoLayerParams(True, False, None),
-                                 route=route, method=ntk.Method(spec["method"]))
+        res = ntk.top_eigenpairs(
+            x,
+            k,
+            params=params,
+            trainable=ntk.TwoLayerParams(True, False, None),
+            route=route,
+            method=ntk.Method(spec["method"]),
+        )
         lam = res.eigenvalue / n
-        out.update(iterations=int(res.iterations), converged=bool(res.converged),
-                   residual=float(np.max(res.residual / res.eigenvalue)))
+        out.update(
+            iterations=int(res.iterations),
+            converged=bool(res.converged),
+            residual=float(np.max(res.residual / res.eigenvalue)),
+        )
     out["seconds"] = time.perf_counter() - start
     out["peak_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     np.save(spec["save"], lam)
@@ -93,8 +112,12 @@ def child(spec: dict) -> None:
 
 
 def run_child(spec: dict) -> tuple[dict, np.ndarray]:
-    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
-                          capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
     if proc.returncode:
         raise RuntimeError(f"{spec}: {proc.stderr.strip().splitlines()[-1]}")
     return json.loads(proc.stdout.strip().splitlines()[-1]), np.load(spec["save"])
@@ -104,18 +127,26 @@ def matrix_free(args) -> None:
     ns = [int(v) for v in args.ns.split(",")]
     tmp = args.keep or tempfile.mkdtemp(prefix="jaxbof-spectra-")
     os.makedirs(tmp, exist_ok=True)
-    base, _ = run_child(dict(n=10, width=2, k=1, seed=0, route="import", method="",
-                             save=f"{tmp}/import.npy"))
-    print(f"top {args.k} eigenvalues of Gram / n on S^2, width {args.width} (first layer, "
-          f"p = {3 * args.width}), float64; baseline (import of JAX + jaxbof): "
-          f"{base['peak_gb']:.2f} GB")
-    print(f"{'n':>7} {'route':>10} {'method':>8} {'seconds':>8} {'peak GB':>8} {'iters':>5} "
-          f"{'max rel resid':>13} {'max rel diff vs dense':>21}")
+    base, _ = run_child(
+        dict(n=10, width=2, k=1, seed=0, route="import", method="", save=f"{tmp}/import.npy")
+    )
+    print(
+        f"top {args.k} eigenvalues of Gram / n on S^2, width {args.width} (first layer, "
+        f"p = {3 * args.width}), float64; baseline (import of JAX + jaxbof): "
+        f"{base['peak_gb']:.2f} GB"
+    )
+    print(
+        f"{'n':>7} {'route':>10} {'method':>8} {'seconds':>8} {'peak GB':>8} {'iters':>5} "
+        f"{'max rel resid':>13} {'max rel diff vs dense':>21}"
+    )
     last: dict = {}
     dense_of: dict = {}
     summary = []
-    configs = CONFIGS if not args.routes else tuple(
-        tuple(r.split(":")) if ":" in r else (r, "eigh") for r in args.routes.split(","))
+    configs = (
+        CONFIGS
+        if not args.routes
+        else tuple(tuple(r.split(":")) if ":" in r else (r, "eigh") for r in args.routes.split(","))
+    )
     for n in ns:
         for route, method in configs:
             if route == "dense" and n > args.dense_max:
@@ -127,11 +158,20 @@ def matrix_free(args) -> None:
                     power = 3
                 predicted = t0 * (n / n0) ** power
                 if predicted > args.max_seconds:
-                    print(f"{n:>7} {route:>10} {method:>8}  skipped (predicted {predicted:.0f} s "
-                          f"> --max-seconds {args.max_seconds:g})")
+                    print(
+                        f"{n:>7} {route:>10} {method:>8}  skipped (predicted {predicted:.0f} s "
+                        f"> --max-seconds {args.max_seconds:g})"
+                    )
                     continue
-            spec = dict(n=n, width=args.width, k=args.k, seed=0, route=route, method=method,
-                        save=f"{tmp}/{route}-{method}-{n}.npy")
+            spec = dict(
+                n=n,
+                width=args.width,
+                k=args.k,
+                seed=0,
+                route=route,
+                method=method,
+                save=f"{tmp}/{route}-{method}-{n}.npy",
+            )
             out, lam = run_child(spec)
             last[(route, method)] = (n, out["seconds"])
             if route == "dense":
@@ -140,8 +180,10 @@ def matrix_free(args) -> None:
             ref = dense_of.get(n) if route != "analytic" else None
             if ref is not None and route != "dense":
                 diff = float(np.max(np.abs(lam - ref) / ref))
-            print(f"{n:>7} {route:>10} {method:>8} {out['seconds']:>8.1f} {out['peak_gb']:>8.2f} "
-                  f"{out.get('iterations', 0):>5} {out.get('residual', 0.0):>13.1e} {diff:>21.1e}")
+            print(
+                f"{n:>7} {route:>10} {method:>8} {out['seconds']:>8.1f} {out['peak_gb']:>8.2f} "
+                f"{out.get('iterations', 0):>5} {out.get('residual', 0.0):>13.1e} {diff:>21.1e}"
+            )
             summary.append((n, route, method, out, diff))
             if (route, method) not in (("structured", "features"), ("analytic", "lobpcg")):
                 continue
@@ -154,14 +196,18 @@ def matrix_free(args) -> None:
     big = [s_ for s_ in summary if s_[1] == "structured" and s_[2] == "features"]
     if big:
         n, _, _, out, _ = big[-1]
-        print(f"\nsummary: n = {n}, structured p x p route: {out['seconds']:.1f} s, peak "
-              f"{out['peak_gb']:.2f} GB (target <= 300 s and <= 2 GB: {out['seconds'] / 300:.2f} "
-              f"and {out['peak_gb'] / 2:.2f} of the budgets), largest relative residual "
-              f"{out['residual']:.1e}")
+        print(
+            f"\nsummary: n = {n}, structured p x p route: {out['seconds']:.1f} s, peak "
+            f"{out['peak_gb']:.2f} GB (target <= 300 s and <= 2 GB: {out['seconds'] / 300:.2f} "
+            f"and {out['peak_gb'] / 2:.2f} of the budgets), largest relative residual "
+            f"{out['residual']:.1e}"
+        )
     diffs = [(s_[4], s_[0]) for s_ in summary if np.isfinite(s_[4])]
     if diffs:
-        print(f"largest relative difference to dense eigh over every route and every n up to "
-              f"{max(n_ for _, n_ in diffs)}: {max(d_ for d_, _ in diffs):.1e} (target 1e-5)")
+        print(
+            f"largest relative difference to dense eigh over every route and every n up to "
+            f"{max(n_ for _, n_ in diffs)}: {max(d_ for d_, _ in diffs):.1e} (target 1e-5)"
+        )
     levels_report(tmp, args)
 
 
@@ -180,8 +226,9 @@ def collect_levels(tmp: str, width: int) -> tuple[dict, dict]:
     mu = spectra.eigenvalues("ntk-first-layer", 3, 60)
     found: dict = {}
     for f in glob.glob(f"{tmp}/*.npy"):
-        m = re.fullmatch(r"(structured-features|analytic-lobpcg)-(\d+)(-\d+)?\.npy",
-                         os.path.basename(f))
+        m = re.fullmatch(
+            r"(structured-features|analytic-lobpcg)-(\d+)(-\d+)?\.npy", os.path.basename(f)
+        )
         if m:
             key = "analytic" if m[1].startswith("analytic") else f"width {width}"
             found.setdefault((key, int(m[2])), []).append(np.sort(np.load(f))[::-1])
@@ -193,7 +240,7 @@ def collect_levels(tmp: str, width: int) -> tuple[dict, dict]:
             fit = spectra.levels_of(lam, mu, 3)
             start = 0
             for k, m, target, e in zip(fit.k, fit.multiplicity, fit.eigenvalue, fit.rel_error):
-                cluster = lam[start:start + m]
+                cluster = lam[start : start + m]
                 start += m
                 errs.setdefault(int(k), []).append(e)
                 spreads.setdefault(int(k), []).append((cluster.max() - cluster.min()) / target)
@@ -205,9 +252,15 @@ def collect_levels(tmp: str, width: int) -> tuple[dict, dict]:
                     ns_, es_ = table.setdefault(key, {}).setdefault(k, ([], []))
                     ns_.append(n)
                     es_.append(float(np.sqrt(np.mean(np.square(values)))))
-        print(f"{n:>7} {key:>10} ({len(draws)} seeds) cluster mean error / spread: " + ", ".join(
-            f"k={k} {error[key][k][1][-1]:.1e}" + (f" / {spread[key][k][1][-1]:.1e}" if k else "")
-            for k in LEVELS if k in error.get(key, {}) and error[key][k][0][-1] == n))
+        print(
+            f"{n:>7} {key:>10} ({len(draws)} seeds) cluster mean error / spread: "
+            + ", ".join(
+                f"k={k} {error[key][k][1][-1]:.1e}"
+                + (f" / {spread[key][k][1][-1]:.1e}" if k else "")
+                for k in LEVELS
+                if k in error.get(key, {}) and error[key][k][0][-1] == n
+            )
+        )
     return error, spread
 
 
@@ -217,15 +270,25 @@ def levels_report(tmp: str, args) -> None:
     error, spread = collect_levels(tmp, args.width)
     for name, table in (("cluster mean error", error), ("cluster spread", spread)):
         for key, lv in table.items():
-            slopes = [f"k={k} {stats.fit_loglog_slope(*v).slope:+.2f}"
-                      for k, v in sorted(lv.items()) if len(v[0]) >= 3]
+            slopes = [
+                f"k={k} {stats.fit_loglog_slope(*v).slope:+.2f}"
+                for k, v in sorted(lv.items())
+                if len(v[0]) >= 3
+            ]
             if slopes:
                 print(f"log-log slope against n of the {name}, {key}: " + ", ".join(slopes))
     if args.picture:
-        print("wrote", plots.level_errors(
-            error, args.picture, spread=spread,
-            title=f"ntk-first-layer on S^2, rms over up to {args.seeds} seeds, float64; "
-            f"width {args.width} at init (structured p x p route), the analytic kernel (LOBPCG)"))
+        print(
+            "wrote",
+            plots.level_errors(
+                error,
+                args.picture,
+                spread=spread,
+                title=f"ntk-first-layer on S^2, rms over up to {args.seeds} seeds, float64; "
+                f"width {args.width} at init (structured p x p route), "
+                "the analytic kernel (LOBPCG)",
+            ),
+        )
 
 
 def main() -> None:
@@ -239,12 +302,20 @@ def main() -> None:
     p.add_argument("--dense-max", type=int, default=20000)
     p.add_argument("--max-seconds", type=float, default=400.0)
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--routes", default=None, help="comma-separated route:method (dense for "
-                   "the dense eigh), e.g. dense,structured:features; default all")
+    p.add_argument(
+        "--routes",
+        default=None,
+        help="comma-separated route:method (dense for "
+        "the dense eigh), e.g. dense,structured:features; default all",
+    )
     p.add_argument("--picture", default=None)
     p.add_argument("--keep", default=None, help="keep the eigenvalues (.npy) in this directory")
-    p.add_argument("--redraw", default=None, help="only the per-level report and picture, from "
-                   "the eigenvalues a --keep run left in this directory")
+    p.add_argument(
+        "--redraw",
+        default=None,
+        help="only the per-level report and picture, from "
+        "the eigenvalues a --keep run left in this directory",
+    )
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -255,15 +326,18 @@ def main() -> None:
         return matrix_free(args)
     k_max = args.k_max
     print(f"mu_0..mu_{k_max}, float64; time = best of {args.reps}")
-    print(f"{'kernel':>16} {'bias':>4} {'d':>6} {'seconds':>9} {'levels>1e-300':>13} "
-          f"{'quad s':>7} {'quad ok':>7} {'rel vs quad':>11} {'diff/quad err':>13} "
-          f"{'rel vs 2x nodes':>15}")
+    print(
+        f"{'kernel':>16} {'bias':>4} {'d':>6} {'seconds':>9} {'levels>1e-300':>13} "
+        f"{'quad s':>7} {'quad ok':>7} {'rel vs quad':>11} {'diff/quad err':>13} "
+        f"{'rel vs 2x nodes':>15}"
+    )
     worst_time, worst_err, worst_within = 0.0, 0.0, 0.0
     for d in (3, 100, 10_000):
         for kernel in spectra.Kernel:
             for bias in (False, True):
-                secs, spec = best_time(lambda: spectra.eigenvalues(kernel, d, k_max, bias=bias),
-                                       args.reps)
+                secs, spec = best_time(
+                    lambda: spectra.eigenvalues(kernel, d, k_max, bias=bias), args.reps
+                )
                 worst_time = max(worst_time, secs)
                 log_mu = spec.log_eigenvalue
                 covered = log_mu > log_mu[0] + np.log(1e-300)
@@ -274,8 +348,8 @@ def main() -> None:
                 q = spectra.eigenvalues_quadrature(spectra.kernel_fn(kernel, 0.0, bias), d, kq)
                 quad_s = time.perf_counter() - t
                 ok = q.reliable
-                diff = np.abs(q.eigenvalue - spec.eigenvalue[:kq + 1])
-                rel_q = np.max(diff[ok] / spec.eigenvalue[:kq + 1][ok]) if ok.any() else np.nan
+                diff = np.abs(q.eigenvalue - spec.eigenvalue[: kq + 1])
+                rel_q = np.max(diff[ok] / spec.eigenvalue[: kq + 1][ok]) if ok.any() else np.nan
                 # > 1 would mean a disagreement beyond the quadrature's own error estimate
                 within = float(np.max(diff / q.abs_error))
                 worst_within = max(worst_within, within)
@@ -289,13 +363,17 @@ def main() -> None:
                         spectra._bias_nodes = nodes
                     rel_2x = float(np.max(np.abs(np.expm1(fine.log_eigenvalue - log_mu))[covered]))
                     worst_err = max(worst_err, rel_2x)
-                print(f"{kernel.value:>16} {'yes' if bias else 'no':>4} {d:>6} {secs:>9.4f} "
-                      f"{int(covered.sum()):>13} {quad_s:>7.3f} {int(ok.sum()):>7} "
-                      f"{rel_q:>11.2e} {within:>13.2f} {rel_2x:>15.2e}")
-    print(f"\nsummary: slowest {worst_time:.3f} s for mu_0..mu_{k_max} (target < 1 s: "
-          f"{worst_time:.3f} of the budget); bias kernels change by at most {worst_err:.1e} "
-          f"(relative) with twice the nodes (target 1e-8); every closed form agrees with the "
-          f"quadrature within {worst_within:.2f} x its error estimate (<= 1: consistent)")
+                print(
+                    f"{kernel.value:>16} {'yes' if bias else 'no':>4} {d:>6} {secs:>9.4f} "
+                    f"{int(covered.sum()):>13} {quad_s:>7.3f} {int(ok.sum()):>7} "
+                    f"{rel_q:>11.2e} {within:>13.2f} {rel_2x:>15.2e}"
+                )
+    print(
+        f"\nsummary: slowest {worst_time:.3f} s for mu_0..mu_{k_max} (target < 1 s: "
+        f"{worst_time:.3f} of the budget); bias kernels change by at most {worst_err:.1e} "
+        f"(relative) with twice the nodes (target 1e-8); every closed form agrees with the "
+        f"quadrature within {worst_within:.2f} x its error estimate (<= 1: consistent)"
+    )
 
 
 if __name__ == "__main__":

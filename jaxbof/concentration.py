@@ -1,4 +1,4 @@
-"""NTK concentration at initialization (Park et al. 2024, measurement 1 of spec/regression_ntk.md).
+"""NTK concentration at initialization (Park et al. 2024): the empirical NTK against its limit.
 
 For n points uniform on S^{d-1} and the two-layer net of `jaxbof.ntk` at init (width M), the
 relative operator-norm deviation
@@ -19,26 +19,42 @@ points `sphere.uniform(fold_in(key, n, d), n, d)` (point i from fold_in(., i)), 
 from __future__ import annotations
 
 import functools
-from typing import Callable, Iterable, NamedTuple, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import NamedTuple
 
 import jax
 import numpy as np
 
 from jaxbof import ntk, sphere, stats
 
-__all__ = ["COLUMNS", "Config", "SCHEMA", "Slope", "deviation", "fit_slopes", "run",
-           "sphere_points"]
+__all__ = [
+    "COLUMNS",
+    "Config",
+    "SCHEMA",
+    "Slope",
+    "deviation",
+    "fit_slopes",
+    "run",
+    "sphere_points",
+]
 
 # the results schema {column: type} for store.ResultsWriter, in CSV order
-SCHEMA = {"n": "int", "d": "int", "width": "int", "seed": "int", "rel_op_error": "float",
-          "h_inf_op_norm": "float"}
+SCHEMA = {
+    "n": "int",
+    "d": "int",
+    "width": "int",
+    "seed": "int",
+    "rel_op_error": "float",
+    "h_inf_op_norm": "float",
+}
 COLUMNS = tuple(SCHEMA)
 
 
 class Config(NamedTuple):
     """One concentration study: (n, d) pairs, widths, seeds and the kernel measured."""
+
     nd: tuple[tuple[int, int], ...] = ((200, 10), (500, 50), (1000, 200))
-    widths: tuple[int, ...] = tuple(2 ** j for j in range(5, 15))
+    widths: tuple[int, ...] = tuple(2**j for j in range(5, 15))
     seeds: int = 3
     layers: ntk.Layers = ntk.Layers.FIRST
     alpha: float = 0.0
@@ -52,15 +68,17 @@ class Config(NamedTuple):
                 raise ValueError(f"(n, d) = ({n}, {d}): need n >= 2 and d >= 2")
         for m in self.widths:
             if m < 2 or (self.antisymmetric and m % 2):
-                raise ValueError(f"width {m}: must be >= 2"
-                                 + (" and even (antisymmetric init)" if self.antisymmetric else ""))
+                raise ValueError(
+                    f"width {m}: must be >= 2"
+                    + (" and even (antisymmetric init)" if self.antisymmetric else "")
+                )
         if self.seeds < 1:
             raise ValueError(f"seeds = {self.seeds}: must be >= 1")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha = {self.alpha}: must be in [0, 1]")
 
 
-QUICK = Config(nd=((100, 10), (200, 40)), widths=tuple(2 ** j for j in range(5, 12)), seeds=2)
+QUICK = Config(nd=((100, 10), (200, 40)), widths=tuple(2**j for j in range(5, 12)), seeds=2)
 
 
 def sphere_points(key, n: int, d: int) -> jax.Array:
@@ -75,25 +93,36 @@ def _op_norm(A) -> float:
 
 
 @functools.partial(jax.jit, static_argnames=("width", "layers", "bias", "antisymmetric"))
-def _ntk_at_init(key, x, alpha, *, width: int, layers: ntk.Layers, bias: bool,
-                 antisymmetric: bool):
+def _ntk_at_init(key, x, alpha, *, width: int, layers: ntk.Layers, bias: bool, antisymmetric: bool):
     """H_M of one draw of the width-M net at init: one compiled program per (n, d, M, kernel),
     instead of one per primitive and shape when run op by op."""
-    params = ntk.init_two_layer(key, width, x.shape[1], bias=bias, antisymmetric=antisymmetric,
-                                dtype=x.dtype)
+    params = ntk.init_two_layer(
+        key, width, x.shape[1], bias=bias, antisymmetric=antisymmetric, dtype=x.dtype
+    )
     return ntk.structured_ntk(params, x, layers=layers, alpha=alpha)
 
 
-def deviation(key, x, width: int, H_inf, *, layers: ntk.Layers = ntk.Layers.FIRST,
-              alpha: float = 0.0, bias: bool = False, antisymmetric: bool = True) -> float:
+def deviation(
+    key,
+    x,
+    width: int,
+    H_inf,
+    *,
+    layers: ntk.Layers = ntk.Layers.FIRST,
+    alpha: float = 0.0,
+    bias: bool = False,
+    antisymmetric: bool = True,
+) -> float:
     """||H_M - H_inf||_op / ||H_inf||_op for one draw of the width-M net at init."""
-    H = _ntk_at_init(key, x, alpha, width=width, layers=layers, bias=bias,
-                     antisymmetric=antisymmetric)
+    H = _ntk_at_init(
+        key, x, alpha, width=width, layers=layers, bias=bias, antisymmetric=antisymmetric
+    )
     return _op_norm(np.asarray(H) - np.asarray(H_inf)) / _op_norm(H_inf)
 
 
-def run(config: Config, on_row: Callable[[dict], None] | None = None,
-        skip: Iterable[tuple] = ()) -> list[dict]:
+def run(
+    config: Config, on_row: Callable[[dict], None] | None = None, skip: Iterable[tuple] = ()
+) -> list[dict]:
     """Rows (dicts with COLUMNS) for every (n, d) x width x seed not in `skip` (a set of
     (n, d, width, seed)); on_row(row) is called after each one."""
     config.validate()
@@ -110,10 +139,17 @@ def run(config: Config, on_row: Callable[[dict], None] | None = None,
                 if (n, d, width, seed) in skip:
                     continue
                 kw = jax.random.fold_in(jax.random.fold_in(kx, width), seed)
-                rel = deviation(kw, x, width, H_inf, layers=config.layers, alpha=config.alpha,
-                                bias=config.bias, antisymmetric=config.antisymmetric)
-                row = dict(n=n, d=d, width=width, seed=seed, rel_op_error=rel,
-                           h_inf_op_norm=h_norm)
+                rel = deviation(
+                    kw,
+                    x,
+                    width,
+                    H_inf,
+                    layers=config.layers,
+                    alpha=config.alpha,
+                    bias=config.bias,
+                    antisymmetric=config.antisymmetric,
+                )
+                row = dict(n=n, d=d, width=width, seed=seed, rel_op_error=rel, h_inf_op_norm=h_norm)
                 rows.append(row)
                 if on_row is not None:
                     on_row(row)
@@ -122,6 +158,7 @@ def run(config: Config, on_row: Callable[[dict], None] | None = None,
 
 class Slope(NamedTuple):
     """Least-squares fit log(mean delta) = log(C) + slope log(M) over the widths of one (n, d)."""
+
     n: int
     d: int
     slope: float

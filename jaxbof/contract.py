@@ -247,8 +247,9 @@ class Criterion(NamedTuple):
     def verdict(self, low: float, high: float) -> str:
         if not (low <= high):  # an undefined interval (nan) says nothing
             return "inconclusive"
-        if (self.low is not None and high < self.low) or (self.high is not None and
-                                                          low > self.high):
+        if (self.low is not None and high < self.low) or (
+            self.high is not None and low > self.high
+        ):
             return "fails"
         if (self.low is None or low >= self.low) and (self.high is None or high <= self.high):
             return "holds"

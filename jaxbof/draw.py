@@ -30,7 +30,9 @@ def save(fig: Figure, path) -> str:
     return str(path)
 
 
-def pooled(rows, by: Sequence[str], ignore: Sequence[str] = (), axes: Sequence[str] = ()) -> list[str]:
+def pooled(
+    rows, by: Sequence[str], ignore: Sequence[str] = (), axes: Sequence[str] = ()
+) -> list[str]:
     """The grid `axes` (not in `by`) that take more than one value within some group of `by`."""
     out = []
     for axis in axes:
@@ -44,8 +46,9 @@ def pooled(rows, by: Sequence[str], ignore: Sequence[str] = (), axes: Sequence[s
     return out
 
 
-def subtitle(extra: str | None, rows, by: Sequence[str], ignore: Sequence[str] = (),
-             axes: Sequence[str] = ()) -> str:
+def subtitle(
+    extra: str | None, rows, by: Sequence[str], ignore: Sequence[str] = (), axes: Sequence[str] = ()
+) -> str:
     """Title lines under the main one: pooled grid axes (honesty about what a mean mixes),
     then the caller's text."""
     pooled_ = pooled(rows, by, ignore, axes)
@@ -53,8 +56,14 @@ def subtitle(extra: str | None, rows, by: Sequence[str], ignore: Sequence[str] =
     return "\n".join(filter(None, lines))
 
 
-def heading(main: str, extra: str | None, rows, by: Sequence[str], ignore: Sequence[str] = (),
-            axes: Sequence[str] = ()):
+def heading(
+    main: str,
+    extra: str | None,
+    rows,
+    by: Sequence[str],
+    ignore: Sequence[str] = (),
+    axes: Sequence[str] = (),
+):
     sub = subtitle(extra, rows, by, ignore, axes)
     return main + (f"\n{sub}" if sub else "")
 
@@ -73,8 +82,15 @@ def footnote(fig: Figure, lines) -> None:
     lines = [t for t in lines if t]
     if lines:
         handles = [Patch(visible=False, label=t) for t in lines]
-        fig.legend(handles=handles, loc="outside lower left", fontsize=7, frameon=False,
-                   handlelength=0, handletextpad=0, borderaxespad=0.2)
+        fig.legend(
+            handles=handles,
+            loc="outside lower left",
+            fontsize=7,
+            frameon=False,
+            handlelength=0,
+            handletextpad=0,
+            borderaxespad=0.2,
+        )
 
 
 def n_flagged(rows, flags=None) -> int:
@@ -82,7 +98,7 @@ def n_flagged(rows, flags=None) -> int:
 
 
 def flag_note(rows, flags=None) -> str | None:
-    """"k of N runs diverged or not converged: excluded" (`stats.describe_flags`), or None."""
+    """ "k of N runs diverged or not converged: excluded" (`stats.describe_flags`), or None."""
     k = n_flagged(rows, flags)
     if not k:
         return None
@@ -90,7 +106,6 @@ def flag_note(rows, flags=None) -> str | None:
 
 
 # ----------------------------------------------------------------------------- Figure 1
-
 
 
 def find(obj, key: str):

@@ -61,15 +61,18 @@ def levels(eigenvalue, multiplicity=None) -> Levels:
         return Levels(np.log(mu), np.log(N))
 
 
-def sphere_levels(kernel: str, d: int, k_max: int, alpha: float = 0.0,
-                  bias: bool = False) -> Levels:
+def sphere_levels(
+    kernel: str, d: int, k_max: int, alpha: float = 0.0, bias: bool = False
+) -> Levels:
     """The levels k = 0..k_max of a kernel on S^{d-1} in closed form (`spectra.eigenvalues`,
     multiplicities N(d, k) in log space)."""
     from jaxbof import spectra
 
     s = spectra.eigenvalues(kernel, d, k_max, alpha=alpha, bias=bias)
-    return Levels(np.asarray(s.log_eigenvalue, np.float64),
-                  np.asarray(spectra.log_multiplicity(d, s.k), np.float64))
+    return Levels(
+        np.asarray(s.log_eigenvalue, np.float64),
+        np.asarray(spectra.log_multiplicity(d, s.k), np.float64),
+    )
 
 
 def _check(n, ridge) -> tuple[float, float]:
@@ -97,8 +100,11 @@ def solve_kappa(n, lv: Levels, ridge: float = 0.0) -> float:
         return float(np.logaddexp(_log_sum_learnability(lv, s), log_ridge - s)) - math.log(n)
 
     positive = np.isfinite(lv.log_eigenvalue)
-    log_trace = float(logsumexp(lv.log_multiplicity[positive] + lv.log_eigenvalue[positive])) \
-        if positive.any() else -math.inf
+    log_trace = (
+        float(logsumexp(lv.log_multiplicity[positive] + lv.log_eigenvalue[positive]))
+        if positive.any()
+        else -math.inf
+    )
     hi = float(np.logaddexp(log_trace, log_ridge)) - math.log(n) + 1.0  # lhs < n e^-1 there
     if not math.isfinite(hi):
         raise ValueError("the spectrum is zero and ridge = 0: kappa is undefined")
@@ -106,10 +112,14 @@ def solve_kappa(n, lv: Levels, ridge: float = 0.0) -> float:
     while h(lo) <= 0:
         lo -= 8.0
         if lo < _LOG_KAPPA_MIN:
-            total = float(np.exp(logsumexp(lv.log_multiplicity[positive]))) if positive.any() else 0.0
-            raise ValueError(f"no kappa > 0 solves the eigenlearning equation at n={n:g}, "
-                             f"ridge={ridge:g}: the spectrum has {total:.6g} modes with mu > 0; "
-                             "ridgeless prediction needs more than n (add levels or a ridge)")
+            total = (
+                float(np.exp(logsumexp(lv.log_multiplicity[positive]))) if positive.any() else 0.0
+            )
+            raise ValueError(
+                f"no kappa > 0 solves the eigenlearning equation at n={n:g}, "
+                f"ridge={ridge:g}: the spectrum has {total:.6g} modes with mu > 0; "
+                "ridgeless prediction needs more than n (add levels or a ridge)"
+            )
     return math.exp(brentq(h, lo, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=500))
 
 

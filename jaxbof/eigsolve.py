@@ -20,7 +20,8 @@ Neither forms the n x n matrix, so memory grows like n (b + p), not n^2.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 from scipy import linalg
@@ -32,6 +33,7 @@ class TopEigen(NamedTuple):
     """The k largest eigenpairs: eigenvalue (k,) decreasing, eigenvector (n, k) orthonormal
     columns, residual (k,) = ||A v - lambda v||_2 from a separate product, iterations (0 for a
     direct route), converged: every residual <= tol * max(|lambda|, tiny)."""
+
     eigenvalue: np.ndarray
     eigenvector: np.ndarray
     residual: np.ndarray
@@ -71,7 +73,7 @@ def _svqb(W: np.ndarray, rtol: float):
     G = W.T @ W
     scale = np.sqrt(np.maximum(np.diag(G), np.finfo(np.float64).tiny))
     s, U = np.linalg.eigh(G / np.outer(scale, scale))
-    keep = s > rtol ** 2 * max(s[-1], np.finfo(np.float64).tiny)
+    keep = s > rtol**2 * max(s[-1], np.finfo(np.float64).tiny)
     return (U[:, keep] / np.sqrt(s[keep])) / scale[:, None]
 
 
@@ -109,12 +111,21 @@ def _combine(parts, C: np.ndarray) -> np.ndarray:
         term = part @ C[start:stop]
         out = term if out is None else out.__iadd__(term)
         start = stop
-    return out
+    return out  # pyright: ignore[reportReturnType] - parts is never empty
 
 
-def lobpcg(matmat: Callable, n: int, k: int, *, block: int | None = None, tol: float = 1e-8,
-           max_iters: int = 500, seed: int = 0, X0=None,
-           progress: Callable | None = None) -> TopEigen:
+def lobpcg(
+    matmat: Callable,
+    n: int,
+    k: int,
+    *,
+    block: int | None = None,
+    tol: float = 1e-8,
+    max_iters: int = 500,
+    seed: int = 0,
+    X0=None,
+    progress: Callable | None = None,
+) -> TopEigen:
     """k largest eigenpairs of the symmetric operator V_nxb -> A V (see module docstring).
 
     block: vectors iterated together (default k + max(8, k // 4), at most n); guard vectors
@@ -134,8 +145,7 @@ def lobpcg(matmat: Callable, n: int, k: int, *, block: int | None = None, tol: f
     if b < k:
         raise ValueError(f"block must be >= k = {k}, got {block}")
     rng = np.random.default_rng(seed)
-    X = (rng.standard_normal((n, b)) if X0 is None
-         else np.asarray(X0, np.float64).reshape(n, -1))
+    X = rng.standard_normal((n, b)) if X0 is None else np.asarray(X0, np.float64).reshape(n, -1)
     X = _orthonormalize(X)
     if X.shape[1] < b:
         raise ValueError(f"X0 must have {b} linearly independent columns")
@@ -151,8 +161,12 @@ def lobpcg(matmat: Callable, n: int, k: int, *, block: int | None = None, tol: f
         rnorm = np.linalg.norm(R, axis=0)
         done = rnorm <= tol * np.maximum(np.abs(theta), tiny)
         if progress is not None:
-            progress(it, int(done[:k].sum()), k,
-                     float(np.max(rnorm[:k] / np.maximum(np.abs(theta[:k]), tiny))))
+            progress(
+                it,
+                int(done[:k].sum()),
+                k,
+                float(np.max(rnorm[:k] / np.maximum(np.abs(theta[:k]), tiny))),
+            )
         if done[:k].all():
             if fresh:
                 break
@@ -202,9 +216,16 @@ def lobpcg(matmat: Callable, n: int, k: int, *, block: int | None = None, tol: f
     return TopEigen(lam, V, resid, it, ok)
 
 
-def from_features(rows: Callable[[int, int], np.ndarray], n: int, p: int, k: int, *,
-                  block: int = 4096, matmat: Callable | None = None,
-                  tol: float = 1e-8) -> TopEigen:
+def from_features(
+    rows: Callable[[int, int], np.ndarray],
+    n: int,
+    p: int,
+    k: int,
+    *,
+    block: int = 4096,
+    matmat: Callable | None = None,
+    tol: float = 1e-8,
+) -> TopEigen:
     """k largest eigenpairs of A = Phi Phi^T, Phi (n, p) given by rows(start, stop) -> the
     (stop - start, p) block (any array type; used in float64), read twice: once for
     C = Phi^T Phi (symmetric rank-b updates in float64), once for v = Phi u / sqrt(lambda).
@@ -220,8 +241,10 @@ def from_features(rows: Callable[[int, int], np.ndarray], n: int, p: int, k: int
     for s in range(0, n, block):
         Z = np.asarray(rows(s, min(n, s + block)), np.float64)
         if Z.shape != (min(n, s + block) - s, p):
-            raise ValueError(f"rows({s}, {min(n, s + block)}) returned shape {Z.shape}, "
-                             f"expected ({min(n, s + block) - s}, {p})")
+            raise ValueError(
+                f"rows({s}, {min(n, s + block)}) returned shape {Z.shape}, "
+                f"expected ({min(n, s + block) - s}, {p})"
+            )
         # upper triangle only, half the FLOPs of Z.T @ Z
         C = linalg.blas.dsyrk(1.0, Z, beta=1.0, c=C, trans=1, overwrite_c=1)
     lam, U = linalg.eigh(C, lower=False, subset_by_index=(p - k, p - 1))
@@ -229,20 +252,22 @@ def from_features(rows: Callable[[int, int], np.ndarray], n: int, p: int, k: int
     # below max(n, p) eps lambda_max an eigenvalue of Phi^T Phi is rounding, not spectrum
     nonzero = lam > max(n, p) * np.finfo(np.float64).eps * max(lam[0], 0.0)
     if not nonzero.all():
-        raise ValueError(f"Phi has numerical rank {int(nonzero.sum())} < k = {k}: only that "
-                         "many eigenvalues are nonzero")
+        raise ValueError(
+            f"Phi has numerical rank {int(nonzero.sum())} < k = {k}: only that "
+            "many eigenvalues are nonzero"
+        )
     V = np.empty((n, k))
     for s in range(0, n, block):
-        V[s:s + block] = np.asarray(rows(s, min(n, s + block)), np.float64) @ U
+        V[s : s + block] = np.asarray(rows(s, min(n, s + block)), np.float64) @ U
     V /= np.sqrt(lam)
 
     def through_features(W):
         out = np.zeros((p, W.shape[1]))
         for s in range(0, n, block):
-            out += np.asarray(rows(s, min(n, s + block)), np.float64).T @ W[s:s + block]
+            out += np.asarray(rows(s, min(n, s + block)), np.float64).T @ W[s : s + block]
         Y = np.empty_like(W)
         for s in range(0, n, block):
-            Y[s:s + block] = np.asarray(rows(s, min(n, s + block)), np.float64) @ out
+            Y[s : s + block] = np.asarray(rows(s, min(n, s + block)), np.float64) @ out
         return Y
 
     resid = residual_norms(matmat if matmat is not None else through_features, lam, V)

@@ -11,7 +11,7 @@ needs the host: it finished (converged, diverged, out of steps) or reached a rec
 Between chunks the host measures the halted slots (`Experiment.report`, which returns rows and
 says whether the run is finished), refills finished slots from the bucket's queue and resumes
 the others (`Batching.resume`), so runs of very different lengths share a batch without
-waiting for the slowest (performance.md). Where runs halt only when finished (no `resume`),
+waiting for the slowest (docs/performance.md). Where runs halt only when finished (no `resume`),
 the halted slots are refilled at once and measured while the next chunk trains. Several
 buckets may sample their cells with one compiled sampler at a larger shape
 (`Batching.prep_shapes`); `Batching.crop` cuts a prepared slot down exactly.
@@ -75,10 +75,30 @@ from threadpoolctl import threadpool_limits
 
 from jaxbof.contract import Batching, Cells, Experiment, Halted, Report, Schema
 
-__all__ = ["Batching", "Cells", "Engine", "Experiment", "Halted", "ImpureProgram", "Plan",
-           "Program", "Report", "Resume", "Schema", "SweepStats", "check_pure", "default_slots",
-           "init_processes", "local_devices", "memory_slots", "owner", "plan", "resume", "run",
-           "take"]
+__all__ = [
+    "Batching",
+    "Cells",
+    "Engine",
+    "Experiment",
+    "Halted",
+    "ImpureProgram",
+    "Plan",
+    "Program",
+    "Report",
+    "Resume",
+    "Schema",
+    "SweepStats",
+    "check_pure",
+    "default_slots",
+    "init_processes",
+    "local_devices",
+    "memory_slots",
+    "owner",
+    "plan",
+    "resume",
+    "run",
+    "take",
+]
 
 AXIS = "slots"  # the one mesh axis: slots of a bucket spread over local devices
 
@@ -142,15 +162,18 @@ def plan(exp: Experiment | Plan, cells: Sequence[Any]) -> Plan:
     if needs_fields and schema.keys is None:
         needs_fields.append("schema.keys")
     if needs_fields and cells and not hasattr(cells[0], "_fields"):
-        raise TypeError(f"cells of type {type(cells[0]).__name__} are not NamedTuples: give "
-                        f"{', '.join(needs_fields)} (jaxbof.contract.Cells)")
+        raise TypeError(
+            f"cells of type {type(cells[0]).__name__} are not NamedTuples: give "
+            f"{', '.join(needs_fields)} (jaxbof.contract.Cells)"
+        )
     fields = tuple(cells[0]._fields) if cells and hasattr(cells[0], "_fields") else ()
     keys = tuple(schema.keys) if schema.keys is not None else fields
     columns = dict(schema.columns)
     missing = [k for k in keys if k not in columns]
     if missing:
-        raise ValueError(f"key columns {missing} are not columns of the schema "
-                         f"({', '.join(columns)})")
+        raise ValueError(
+            f"key columns {missing} are not columns of the schema ({', '.join(columns)})"
+        )
     examples: dict = {}
     for cell in cells:
         examples.setdefault(shape(cell), cell)
@@ -163,21 +186,32 @@ def plan(exp: Experiment | Plan, cells: Sequence[Any]) -> Plan:
     step_flops = b.step_flops or (lambda bucket, cell: 1.0)
     init, report = exp.init, exp.report
     return Plan(
-        name="|".join(_qualified(f) for f in (init, exp.step, c.keys, c.inputs, b.crop,
-                                              b.resume)),
-        columns=columns, key_columns=keys, final=schema.final, flags=schema.flags,
-        static=exp.protocol, seed=int(exp.seed),
-        coords=c.coords or _default_coords, keys=c.keys or _default_keys, shape=shape,
+        name="|".join(_qualified(f) for f in (init, exp.step, c.keys, c.inputs, b.crop, b.resume)),
+        columns=columns,
+        key_columns=keys,
+        final=schema.final,
+        flags=schema.flags,
+        static=exp.protocol,
+        seed=int(exp.seed),
+        coords=c.coords or _default_coords,
+        keys=c.keys or _default_keys,
+        shape=shape,
         inputs=c.inputs or _default_inputs,
         prepare=lambda inputs, sh: init(*inputs, sh),
         step=_keeping_halted(exp.step),
         example_cell=c.example_cell or examples.__getitem__,
         report=lambda bucket, slots, idx, cs, progs: [
             r if isinstance(r, Report) else Report(list(r), True)
-            for r in report(Halted(slots, idx, cs, bucket, progs))],
-        step_flops=step_flops, cell_of=c.cell_of or _default_cell_of(cells),
-        run_cost=b.run_cost or step_flops, prep_shapes=b.prep_shapes, crop=b.crop,
-        resume=b.resume, programs=b.programs)
+            for r in report(Halted(slots, idx, cs, bucket, progs))
+        ],
+        step_flops=step_flops,
+        cell_of=c.cell_of or _default_cell_of(cells),
+        run_cost=b.run_cost or step_flops,
+        prep_shapes=b.prep_shapes,
+        crop=b.crop,
+        resume=b.resume,
+        programs=b.programs,
+    )
 
 
 def _qualified(fn) -> str:
@@ -190,9 +224,11 @@ def _qualified(fn) -> str:
 
 def _keeping_halted(step: Callable) -> Callable:
     """step, with a halted state kept as it is (an experiment need not guard its update)."""
+
     def kept(slot, state):
         new = step(slot, state)
         return jax.tree.map(lambda old, upd: jnp.where(state.done, old, upd), state, new)
+
     return kept
 
 
@@ -201,15 +237,17 @@ def _words(value) -> list[int]:
     if isinstance(value, (bool, np.bool_)):
         return [int(value)]
     if isinstance(value, (int, np.integer)):
-        if not -2**31 <= value < 2**32:
+        if not -(2**31) <= value < 2**32:
             raise ValueError(f"cell field {value!r} is outside [-2^31, 2^32): give Cells.coords")
         return [int(value) % 2**32]
     if isinstance(value, (float, np.floating)):
         return [int(w) for w in np.array([value], np.float64).view(np.uint32)]
     if isinstance(value, str):
         return [zlib.crc32(value.encode())]
-    raise TypeError(f"cell field {value!r} ({type(value).__name__}) has no default coordinate: "
-                    "give Cells.coords")
+    raise TypeError(
+        f"cell field {value!r} ({type(value).__name__}) has no default coordinate: "
+        "give Cells.coords"
+    )
 
 
 def _default_coords(cell) -> np.ndarray:
@@ -236,6 +274,7 @@ def _default_inputs(cells, keys_B, dtype) -> tuple:
         if isinstance(v, (float, np.floating)):
             return np.array([c[i] for c in cells], dtype)
         return None
+
     return np.asarray(keys_B), type(first)(*(column(i, v) for i, v in enumerate(first)))
 
 
@@ -249,6 +288,7 @@ def _default_cell_of(cells) -> Callable:
 
     def cell_of(row):
         return type(first)(*(row[f] if k is None else k(row[f]) for f, k in zip(fields, kinds)))
+
     return cell_of
 
 
@@ -292,8 +332,17 @@ class SweepStats(NamedTuple):
 # prepare), report (Experiment.report: host measurements and their device programs), write
 # (on_rows). Summed over both threads, overlapping training when compiled ahead: lower (tracing
 # and lowering programs, eval_shape), compile (XLA compiles or persistent-cache loads).
-PHASES = ("setup", "compile_wait", "prepare", "train", "report", "write", "other", "lower",
-          "compile")
+PHASES = (
+    "setup",
+    "compile_wait",
+    "prepare",
+    "train",
+    "report",
+    "write",
+    "other",
+    "lower",
+    "compile",
+)
 
 
 class Resume(NamedTuple):
@@ -313,8 +362,7 @@ def resume(exp: Experiment | Plan, stored_rows: Sequence[dict], cells: Sequence[
     a sweep of `cells`."""
     p = plan(exp, cells)
     done = {p.cell_of(r) for r in stored_rows if p.final is None or r[p.final]}
-    return Resume(done, {tuple(r[k] for k in p.key_columns) for r in stored_rows},
-                  p.key_columns)
+    return Resume(done, {tuple(r[k] for k in p.key_columns) for r in stored_rows}, p.key_columns)
 
 
 def default_slots() -> int:
@@ -330,8 +378,10 @@ def local_devices(count: int | None = None) -> list:
     if count is None:
         return devs
     if not 1 <= count <= len(devs):
-        raise ValueError(f"devices={count}: this process has {len(devs)} "
-                         f"{devs[0].platform} device(s); allowed 1 to {len(devs)}")
+        raise ValueError(
+            f"devices={count}: this process has {len(devs)} "
+            f"{devs[0].platform} device(s); allowed 1 to {len(devs)}"
+        )
     return devs[:count]
 
 
@@ -364,22 +414,27 @@ def owner(exp: Experiment | Plan, cell, processes: int) -> int:
     return int.from_bytes(digest.digest(), "little") % processes
 
 
-def init_processes(coordinator: str | None = None, num_processes: int | None = None,
-                   process_id: int | None = None) -> tuple[int, int]:
+def init_processes(
+    coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None
+) -> tuple[int, int]:
     """Join a multi-process sweep through JAX's distributed runtime; returns (process index,
     process count). With all three arguments given it connects to `coordinator` (HOST:PORT,
     served by process 0); with none, it initializes only where JAX detects a multi-process
     launch itself (srun with several tasks, mpirun) and otherwise stays one process."""
     given = [a is not None for a in (coordinator, num_processes, process_id)]
     if any(given) and not all(given):
-        raise ValueError("coordinator, num_processes and process_id go together "
-                         f"(given: coordinator={coordinator!r}, num_processes={num_processes!r},"
-                         f" process_id={process_id!r})")
+        raise ValueError(
+            "coordinator, num_processes and process_id go together "
+            f"(given: coordinator={coordinator!r}, num_processes={num_processes!r},"
+            f" process_id={process_id!r})"
+        )
     if all(given):
-        if num_processes < 1 or not 0 <= process_id < num_processes:
-            raise ValueError(f"process_id={process_id}, num_processes={num_processes}: need "
-                             "0 <= process_id < num_processes")
-        if num_processes > 1:
+        if num_processes < 1 or not 0 <= process_id < num_processes:  # pyright: ignore[reportOptionalOperand, reportOperatorIssue] - all given
+            raise ValueError(
+                f"process_id={process_id}, num_processes={num_processes}: need "
+                "0 <= process_id < num_processes"
+            )
+        if num_processes > 1:  # pyright: ignore[reportOptionalOperand] - all given
             jax.distributed.initialize(coordinator, num_processes, process_id)
     elif _launched_by_cluster():
         jax.distributed.initialize()
@@ -398,8 +453,10 @@ def _launched_by_cluster() -> bool:
 
 # ----------------------------------------------------------------------------- device programs
 
-_COLLECTIVE = re.compile(r"= [^=\n]*? (all-reduce|all-gather|all-to-all|collective-permute|"
-                         r"reduce-scatter|collective-broadcast|ragged-all-to-all)(-start)?\(")
+_COLLECTIVE = re.compile(
+    r"= [^=\n]*? (all-reduce|all-gather|all-to-all|collective-permute|"
+    r"reduce-scatter|collective-broadcast|ragged-all-to-all)(-start)?\("
+)
 _CUSTOM_CALL = re.compile(r'custom_call_target="([^"]+)"')
 
 
@@ -416,15 +473,18 @@ def check_pure(name, compiled, platform: str):
     text = compiled.as_text()
     bad = sorted({m.group(1) for m in _COLLECTIVE.finditer(text)})
     if bad:
-        raise ImpureProgram(f"engine program {name!r} contains collectives {bad}: the engine's "
-                            "programs run per device and must not communicate")
+        raise ImpureProgram(
+            f"engine program {name!r} contains collectives {bad}: the engine's "
+            "programs run per device and must not communicate"
+        )
     if platform == "cpu":
         calls = sorted(set(_CUSTOM_CALL.findall(text)))
         if calls:
             raise ImpureProgram(
                 f"engine program {name!r} calls library kernels {calls} on CPU: the devices' "
                 "programs share XLA:CPU's thread pool, which such a kernel can block; compute "
-                "this on the host (Experiment.report) or with plain jnp operations")
+                "this on the host (Experiment.report) or with plain jnp operations"
+            )
     return compiled
 
 
@@ -459,8 +519,12 @@ class _Watch:
                     self._told = waited
             if due:
                 out = self.stream or sys.stderr
-                print(f"jaxbof: still waiting after {waited:.0f} s for {what}; no result from the "
-                      "device since. Python stacks of all threads follow.", file=out, flush=True)
+                print(
+                    f"jaxbof: still waiting after {waited:.0f} s for {what}; no result from the "
+                    "device since. Python stacks of all threads follow.",
+                    file=out,
+                    flush=True,
+                )
                 with contextlib.suppress(Exception):
                     faulthandler.dump_traceback(out, all_threads=True)
 
@@ -477,22 +541,25 @@ def _cycle(exp: Plan, bucket, slots, fresh, load_b, src_b, keep_b, resume_b, num
        have halted. Returns (slots, steps executed).
     """
     if exp.crop is not None:
-        fresh = jax.vmap(lambda s: exp.crop(s, bucket))(fresh)
+        fresh = jax.vmap(lambda s: exp.crop(s, bucket))(fresh)  # pyright: ignore[reportOptionalCall] - checked on the line above
 
     def pick(mask):
         def f(old, new):
             return jnp.where(mask.reshape((-1,) + (1,) * (old.ndim - 1)), new, old)
+
         return f
 
     slots = jax.lax.cond(
         jnp.any(load_b),
         lambda: jax.tree.map(lambda old, new: pick(load_b)(old, new[src_b]), slots, fresh),
-        lambda: slots)
+        lambda: slots,
+    )
     if exp.resume is not None:
-        slots = jax.lax.cond(jnp.any(resume_b),
-                             lambda: jax.tree.map(pick(resume_b), slots,
-                                                  jax.vmap(exp.resume)(slots)),
-                             lambda: slots)
+        slots = jax.lax.cond(
+            jnp.any(resume_b),
+            lambda: jax.tree.map(pick(resume_b), slots, jax.vmap(exp.resume)(slots)),
+            lambda: slots,
+        )
     st = slots.state
     slots = slots._replace(state=st._replace(done=st.done | ~keep_b))
 
@@ -524,6 +591,7 @@ def _placed(compiled):
 
     def call(*args):
         return compiled(*jax.tree.map(put, args, shardings))
+
     return call
 
 
@@ -542,8 +610,14 @@ class _Compiler:
         with jax.default_device(devices[0]):
             self.base_key = jax.random.PRNGKey(exp.seed)
         self._lock = threading.Lock()
-        self._static = (exp.name, exp.static, B, chunk, jnp.dtype(dtype).name,
-                        tuple(d.id for d in devices))
+        self._static = (
+            exp.name,
+            exp.static,
+            B,
+            chunk,
+            jnp.dtype(dtype).name,
+            tuple(d.id for d in devices),
+        )
         self.platform = devices[0].platform
         self.compile_s = 0.0  # making programs: tracing, lowering and compiling
         self.xla_s = 0.0  # of which XLA compiles (or persistent-cache loads) and their checks
@@ -584,35 +658,54 @@ class _Compiler:
         faster). Experiments' loops need not declare device-varying values: check_vma off."""
         if self.D == 1:
             return fn
-        return jax.shard_map(fn, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs,
-                             check_vma=False)
+        return jax.shard_map(
+            fn, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False
+        )
 
     def _shard(self, tree):
         """ShapeDtypeStructs of `tree` with the leading (slot) axis sharded over the mesh."""
-        return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype,
-                                                           sharding=self.sharded), tree)
+        return jax.tree.map(
+            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=self.sharded), tree
+        )
 
     def keys(self, n_coords: int):
         coords = jax.ShapeDtypeStruct((self.B, n_coords), jnp.uint32)
-        return self._get(("keys", n_coords), lambda: _placed(self._compile("keys", jax.jit(
-            jax.vmap(self.exp.keys, in_axes=(None, 0))).lower(
-                jax.ShapeDtypeStruct(self.base_key.shape, self.base_key.dtype,
-                                     sharding=self.replicated),
-                jax.ShapeDtypeStruct(coords.shape, coords.dtype, sharding=self.sharded)))))
+        return self._get(
+            ("keys", n_coords),
+            lambda: _placed(
+                self._compile(
+                    "keys",
+                    jax.jit(jax.vmap(self.exp.keys, in_axes=(None, 0))).lower(
+                        jax.ShapeDtypeStruct(
+                            self.base_key.shape, self.base_key.dtype, sharding=self.replicated
+                        ),
+                        jax.ShapeDtypeStruct(coords.shape, coords.dtype, sharding=self.sharded),
+                    ),
+                )
+            ),
+        )
 
     def _traced_prepare(self, sh):
         """prepare at shape sh, traced once for both its program and its slots' shapes."""
         fn = self._per_device(self._prepare_fn(sh), P(AXIS), P(AXIS))
-        return self._get(("traced prepare", sh), lambda: jax.jit(fn).trace(
-            self._shard(jax.eval_shape(lambda x: x, self._inputs_example(sh)))))
+        return self._get(
+            ("traced prepare", sh),
+            lambda: jax.jit(fn).trace(
+                self._shard(jax.eval_shape(lambda x: x, self._inputs_example(sh)))
+            ),
+        )
 
     def prepare(self, sh):
-        return self._get(("prepare", sh), lambda: _placed(self._compile(
-            f"prepare {sh}", self._traced_prepare(sh).lower())))
+        return self._get(
+            ("prepare", sh),
+            lambda: _placed(self._compile(f"prepare {sh}", self._traced_prepare(sh).lower())),
+        )
 
     def slot_shapes(self, sh):
-        return self._get(("shapes", sh), lambda: self._shard(
-            _checked_slot(self._traced_prepare(sh).out_info, sh, self.B)))
+        return self._get(
+            ("shapes", sh),
+            lambda: self._shard(_checked_slot(self._traced_prepare(sh).out_info, sh, self.B)),
+        )
 
     def cycle(self, bucket, prep_shape):
         def local(*args):  # one device's slots; each device leaves its loop on its own
@@ -622,11 +715,20 @@ class _Compiler:
         def make():
             b = jax.ShapeDtypeStruct((self.B,), bool, sharding=self.sharded)
             fn = self._per_device(local, (P(AXIS),) * 6 + (P(),), (P(AXIS), P(AXIS)))
-            return self._compile(f"cycle {bucket}", jax.jit(fn).lower(
-                # takes only its own outputs, prepare's and host arrays
-                self.slot_shapes(bucket), self.slot_shapes(prep_shape), b,
-                jax.ShapeDtypeStruct((self.B,), jnp.int32, sharding=self.sharded), b, b,
-                jax.ShapeDtypeStruct((), jnp.int32, sharding=self.replicated)))
+            return self._compile(
+                f"cycle {bucket}",
+                jax.jit(fn).lower(
+                    # takes only its own outputs, prepare's and host arrays
+                    self.slot_shapes(bucket),
+                    self.slot_shapes(prep_shape),
+                    b,
+                    jax.ShapeDtypeStruct((self.B,), jnp.int32, sharding=self.sharded),
+                    b,
+                    b,
+                    jax.ShapeDtypeStruct((), jnp.int32, sharding=self.replicated),
+                ),
+            )
+
         return self._get(("cycle", bucket, prep_shape), make)
 
     def extra(self, bucket) -> dict:
@@ -641,13 +743,19 @@ class _Compiler:
             if prog.batched:
                 for a in jax.tree.leaves(prog.args):
                     if not (a.ndim and a.shape[0] == self.B):
-                        raise ValueError(f"batched program {name!r}: argument of shape "
-                                         f"{a.shape} has no leading slot axis of length {self.B}")
+                        raise ValueError(
+                            f"batched program {name!r}: argument of shape "
+                            f"{a.shape} has no leading slot axis of length {self.B}"
+                        )
                 fn = self._per_device(prog.fn, P(AXIS), P(AXIS))
                 args = self._shard(prog.args)
             else:
-                fn, args = prog.fn, jax.tree.map(
-                    lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=first), prog.args)
+                fn, args = (
+                    prog.fn,
+                    jax.tree.map(
+                        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=first), prog.args
+                    ),
+                )
             return _placed(self._compile(name, jax.jit(fn).lower(*args)))
 
         out = {}
@@ -660,6 +768,7 @@ class _Compiler:
 def take(tree, s: int):
     """Slot s of a batch of slots (a pytree of arrays with the leading slot axis), each leaf
     sliced on the device that holds it: no program spans devices."""
+
     def one(a):
         if isinstance(a, jax.Array) and len(a.sharding.device_set) > 1:
             for shard in a.addressable_shards:
@@ -669,6 +778,7 @@ def take(tree, s: int):
                     return shard.data[s - start]
             raise IndexError(f"slot {s} is not held by this process")
         return a[s]
+
     return jax.tree.map(one, tree)
 
 
@@ -678,21 +788,30 @@ def _checked_slot(shapes, sh, B: int):
     what is missing."""
     state = getattr(shapes, "state", None)
     want = {"done": jnp.dtype(bool), "steps": jnp.dtype(jnp.int32)}
-    bad = [f"state.{k} ({v.name} scalar)" for k, v in want.items()
-           if not (hasattr(state, k) and getattr(state, k).dtype == v
-                   and getattr(state, k).shape == (B,))]
+    bad = [
+        f"state.{k} ({v.name} scalar)"
+        for k, v in want.items()
+        if not (
+            hasattr(state, k) and getattr(state, k).dtype == v and getattr(state, k).shape == (B,)
+        )
+    ]
     if bad:
-        raise ValueError(f"init at shape {sh!r} returns a {type(shapes).__name__} without "
-                         f"{' and '.join(bad)}: the slot must be a NamedTuple whose field "
-                         "`state` carries them")
+        raise ValueError(
+            f"init at shape {sh!r} returns a {type(shapes).__name__} without "
+            f"{' and '.join(bad)}: the slot must be a NamedTuple whose field "
+            "`state` carries them"
+        )
     return shapes
 
 
 def _inputs_example(exp: Plan, sh, B: int, dtype, base_key):
     cell = exp.example_cell(sh)
     n_coords = len(exp.coords(cell))
-    keys = jax.eval_shape(jax.vmap(exp.keys, in_axes=(None, 0)), base_key,
-                          jax.ShapeDtypeStruct((B, n_coords), jnp.uint32))
+    keys = jax.eval_shape(
+        jax.vmap(exp.keys, in_axes=(None, 0)),
+        base_key,
+        jax.ShapeDtypeStruct((B, n_coords), jnp.uint32),
+    )
     return exp.inputs([cell] * B, np.zeros(keys.shape, keys.dtype), dtype)
 
 
@@ -703,9 +822,14 @@ def _nbytes(tree) -> int:
 # ----------------------------------------------------------------------------- scheduling
 
 
-def run(exp: Experiment, cells: Sequence[Any], engine: Engine = Engine(), *,
-        on_rows: Callable[[list[dict]], None] | None = None,
-        dtype=jnp.float32) -> tuple[list[dict], SweepStats]:
+def run(
+    exp: Experiment | Plan,
+    cells: Sequence[Any],
+    engine: Engine = Engine(),
+    *,
+    on_rows: Callable[[list[dict]], None] | None = None,
+    dtype=jnp.float32,
+) -> tuple[list[dict], SweepStats]:
     """Train every cell once and measure it. Returns (rows, stats). Rows arrive in completion
     order; `on_rows` is called with each batch of new rows as soon as they are measured, so a
     caller can save them before the sweep ends."""
@@ -746,8 +870,13 @@ def run(exp: Experiment, cells: Sequence[Any], engine: Engine = Engine(), *,
     n_coords = len(exp.coords(cells[0]))
 
     def compile_bucket(b):
-        return (compiler.keys(n_coords), compiler.prepare(prep_shape[b]),
-                compiler.cycle(b, prep_shape[b]), compiler.extra(b), compiler.slot_shapes(b))
+        return (
+            compiler.keys(n_coords),
+            compiler.prepare(prep_shape[b]),
+            compiler.cycle(b, prep_shape[b]),
+            compiler.extra(b),
+            compiler.slot_shapes(b),
+        )
 
     # Host measurements are small: one BLAS thread, so that BLAS workers do not spin against
     # XLA's threads for the cores.
@@ -755,15 +884,26 @@ def run(exp: Experiment, cells: Sequence[Any], engine: Engine = Engine(), *,
     watch = _Watch(engine.stall_warning_s)
     try:
         with threadpool_limits(1, user_api="blas"):
-            compiled = [pool.submit(compile_bucket, b) if engine.compile_ahead else None
-                        for b in order]
+            compiled = [
+                pool.submit(compile_bucket, b) if engine.compile_ahead else None for b in order
+            ]
             for b, fut in zip(order, compiled):
                 t = time.perf_counter()
                 with watch.waiting(f"the compile of bucket {b}"):
                     progs = fut.result() if fut is not None else compile_bucket(b)
                 phases["compile_wait"] += time.perf_counter() - t
-                sweep = _Sweep(exp, compiler.B, devices, engine, dtype, compiler.base_key,
-                               watch, phases, sync, emit)
+                sweep = _Sweep(
+                    exp,
+                    compiler.B,
+                    devices,
+                    engine,
+                    dtype,
+                    compiler.base_key,
+                    watch,
+                    phases,
+                    sync,
+                    emit,
+                )
                 _Bucket(sweep, b, groups[b], progs).run()
     finally:  # an interrupted sweep does not wait for compiles it will not use
         watch.close()
@@ -771,13 +911,24 @@ def run(exp: Experiment, cells: Sequence[Any], engine: Engine = Engine(), *,
     wall = time.perf_counter() - t_start
     phases["other"] = wall - sum(phases[k] for k in PHASES[:6])
     phases["lower"], phases["compile"] = compiler.compile_s - compiler.xla_s, compiler.xla_s
-    stats = SweepStats(counts[0], len(rows), wall, compiler.compile_s, counts[1], counts[2],
-                       len(groups), compiler.D, compiler.B, MappingProxyType(phases))
+    stats = SweepStats(
+        counts[0],
+        len(rows),
+        wall,
+        compiler.compile_s,
+        counts[1],
+        counts[2],
+        len(groups),
+        compiler.D,
+        compiler.B,
+        MappingProxyType(phases),
+    )
     return rows, stats
 
 
-def _compiler(exp: Plan, groups: dict, prep_shape: dict, engine: Engine, devices: Sequence,
-              dtype) -> _Compiler:
+def _compiler(
+    exp: Plan, groups: dict, prep_shape: dict, engine: Engine, devices: Sequence, dtype
+) -> _Compiler:
     """The compiler for this sweep's batches: per device, engine.slots (default_slots() if
     None), no more than the biggest bucket needs and at most what one device's memory holds of
     the largest slots; times the device count. The per-device count does not depend on the
@@ -787,8 +938,13 @@ def _compiler(exp: Plan, groups: dict, prep_shape: dict, engine: Engine, devices
     per_device = min(engine.slots or default_slots(), max(len(g) for g in groups.values()))
     compiler = _Compiler(exp, D * per_device, engine.chunk, dtype, devices)
     heavy = sorted(groups, key=lambda b: exp.step_flops(b, None), reverse=True)[:2]
-    per_slot = max(_nbytes(compiler.slot_shapes(b)) + _nbytes(compiler.slot_shapes(prep_shape[b]))
-                   for b in heavy) // compiler.B
+    per_slot = (
+        max(
+            _nbytes(compiler.slot_shapes(b)) + _nbytes(compiler.slot_shapes(prep_shape[b]))
+            for b in heavy
+        )
+        // compiler.B
+    )
     fit = memory_slots(per_slot, devices[0])
     if fit < per_device:
         compiler = _Compiler(exp, D * fit, engine.chunk, dtype, devices)
@@ -799,6 +955,7 @@ class _Sweep(NamedTuple):
     """What the buckets of one sweep share: the experiment, B slots over `devices`, the engine's
     settings, the inputs' dtype and base key, the stall watch, the phase timers (sync: block on
     each sampled batch) and emit(rows, runs finished, FLOPs executed, FLOPs useful)."""
+
     exp: Plan
     B: int
     devices: Sequence
@@ -826,8 +983,10 @@ class _Bucket:
         self.keys_fn, self.prep, self.cycle_fn, self.extra, slot_shapes = programs
         self.D = len(sweep.devices)
         self.Bl = sweep.B // self.D  # slots per device
-        self.where = (f"bucket {bucket} ({self.Bl} slots on each of "
-                      f"{', '.join(str(d) for d in sweep.devices)})")
+        self.where = (
+            f"bucket {bucket} ({self.Bl} slots on each of "
+            f"{', '.join(str(d) for d in sweep.devices)})"
+        )
         self.pending = deque(group)
         self.queues, self.fresh = [deque() for _ in range(self.D)], None
         self.upcoming = self.launch()
@@ -854,8 +1013,10 @@ class _Bucket:
             rows[(i % D) * Bl + i // D] = c
         padded = [c if c is not None else cells[0] for c in rows]
         keys = self.keys_fn(sw.base_key, np.stack([sw.exp.coords(c) for c in padded]))
-        queues = [deque((r - k * Bl, rows[r]) for r in range(k * Bl, (k + 1) * Bl)
-                        if rows[r] is not None) for k in range(D)]
+        queues = [
+            deque((r - k * Bl, rows[r]) for r in range(k * Bl, (k + 1) * Bl) if rows[r] is not None)
+            for k in range(D)
+        ]
         fresh = self.prep(sw.exp.inputs(padded, keys, sw.dtype))
         if sw.sync:
             jax.block_until_ready(fresh)
@@ -887,8 +1048,9 @@ class _Bucket:
         sw = self.sweep
         exp = sw.exp
         t = time.perf_counter()
-        with sw.watch.waiting(f"the measurements (Experiment.report) of {len(idx)} runs of "
-                              f"{self.where}"):
+        with sw.watch.waiting(
+            f"the measurements (Experiment.report) of {len(idx)} runs of {self.where}"
+        ):
             reports = exp.report(self.bucket, slots, idx, cells, self.extra)
         sw.phases["report"] += time.perf_counter() - t
         new_rows, finished, flops_use = [], 0, 0.0
@@ -901,8 +1063,10 @@ class _Bucket:
                     self.slot_cell[s] = None
                 finished += 1
             elif self.deferred:
-                raise ValueError(f"Experiment.report says a run of {self.where} is not finished, "
-                                 "but the experiment has no resume")
+                raise ValueError(
+                    f"Experiment.report says a run of {self.where} is not finished, "
+                    "but the experiment has no resume"
+                )
             else:
                 self.resume[s] = True
         return new_rows, finished, flops_use
@@ -921,8 +1085,9 @@ class _Bucket:
         chunk = f"a chunk of {sw.engine.chunk} steps of {self.where}, its sampling included"
         t = time.perf_counter()
         with sw.watch.waiting(chunk):  # dispatched: the device trains while the host measures
-            self.slots, iters = self.cycle_fn(self.slots, self.fresh, load, src, occupied,
-                                              self.resume, np.int32(sw.engine.chunk))
+            self.slots, iters = self.cycle_fn(
+                self.slots, self.fresh, load, src, occupied, self.resume, np.int32(sw.engine.chunk)
+            )
         sw.phases["train"] += time.perf_counter() - t
         self.measure_later()
         t = time.perf_counter()

@@ -16,7 +16,8 @@ computed raises ValueError.
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -24,12 +25,23 @@ from scipy import linalg
 
 from jaxbof import eigsolve, ntk, spectra, sphere
 
-__all__ = ["EmpiricalSpectrum", "TwoLayerNet", "analytic_gram", "empirical_gram",
-           "empirical_spectrum", "top_dense", "top_matrix_free", "trained_count", "two_layer"]
+__all__ = [
+    "EmpiricalSpectrum",
+    "TwoLayerNet",
+    "analytic_gram",
+    "empirical_gram",
+    "empirical_spectrum",
+    "top_dense",
+    "top_matrix_free",
+    "trained_count",
+    "two_layer",
+]
 
 # the analytic kernels with a matrix-free Gram-vector product (ntk.analytic_matmat)
-_MATRIX_FREE_LAYERS = {spectra.Kernel.NTK_FIRST_LAYER: ntk.Layers.FIRST,
-                       spectra.Kernel.NTK_BOTH_LAYERS: ntk.Layers.BOTH}
+_MATRIX_FREE_LAYERS = {
+    spectra.Kernel.NTK_FIRST_LAYER: ntk.Layers.FIRST,
+    spectra.Kernel.NTK_BOTH_LAYERS: ntk.Layers.BOTH,
+}
 
 
 class TwoLayerNet(NamedTuple):
@@ -49,12 +61,15 @@ def two_layer(kernel, d: int, width: int, alpha: float, bias: bool, key) -> TwoL
     kernel = spectra.Kernel(kernel)
     params = ntk.init_two_layer(key, width, d, bias=bias)
     b = True if bias else None
-    mask = {spectra.Kernel.NTK_FIRST_LAYER: ntk.TwoLayerParams(True, False, b),
-            spectra.Kernel.NTK_BOTH_LAYERS: ntk.TwoLayerParams(True, True, b),
-            spectra.Kernel.RELU_NNGP: ntk.TwoLayerParams(False, True, False if bias else None)}
+    mask = {
+        spectra.Kernel.NTK_FIRST_LAYER: ntk.TwoLayerParams(True, False, b),
+        spectra.Kernel.NTK_BOTH_LAYERS: ntk.TwoLayerParams(True, True, b),
+        spectra.Kernel.RELU_NNGP: ntk.TwoLayerParams(False, True, False if bias else None),
+    }
     route = ntk.Route.NTVP if kernel == spectra.Kernel.RELU_NNGP else ntk.Route.STRUCTURED
-    return TwoLayerNet(params, functools.partial(ntk.two_layer_apply, alpha=alpha), mask[kernel],
-                       route)
+    return TwoLayerNet(
+        params, functools.partial(ntk.two_layer_apply, alpha=alpha), mask[kernel], route
+    )
 
 
 def trained_count(kernel, d: int, width: int, bias: bool) -> int:
@@ -97,21 +112,38 @@ def top_dense(K_nxn, k: int) -> eigsolve.TopEigen:
     return eigsolve.TopEigen(lam, V, resid, 0, True)
 
 
-def top_matrix_free(kernel, x_nxd, k: int, net: TwoLayerNet | None = None, alpha: float = 0.0,
-                    bias: bool = False, progress: Callable | None = None) -> eigsolve.TopEigen:
+def top_matrix_free(
+    kernel,
+    x_nxd,
+    k: int,
+    net: TwoLayerNet | None = None,
+    alpha: float = 0.0,
+    bias: bool = False,
+    progress: Callable | None = None,
+) -> eigsolve.TopEigen:
     """The `k` largest eigenpairs of the Gram without forming it (`ntk.top_eigenpairs`): of
     `net`'s empirical NTK when given (the p x p Jacobian route when p <= n, else LOBPCG), else of
     the analytic `kernel` by LOBPCG on tile-by-tile products (relu-nngp has none: ValueError).
     `progress` goes to LOBPCG (`eigsolve.lobpcg`)."""
     if net is not None:
-        return ntk.top_eigenpairs(x_nxd, k, params=net.params, apply_fn=net.apply_fn,
-                                  trainable=net.trainable, route=net.route, progress=progress)
+        return ntk.top_eigenpairs(
+            x_nxd,
+            k,
+            params=net.params,
+            apply_fn=net.apply_fn,
+            trainable=net.trainable,
+            route=net.route,
+            progress=progress,
+        )
     kernel = spectra.Kernel(kernel)
     if kernel not in _MATRIX_FREE_LAYERS:
-        raise ValueError(f"the analytic {kernel.value} kernel has no matrix-free product; use "
-                         "the Gram of a finite-width net (`net`) instead")
-    return ntk.top_eigenpairs(x_nxd, k, layers=_MATRIX_FREE_LAYERS[kernel], alpha=alpha,
-                              bias=bias, progress=progress)
+        raise ValueError(
+            f"the analytic {kernel.value} kernel has no matrix-free product; use "
+            "the Gram of a finite-width net (`net`) instead"
+        )
+    return ntk.top_eigenpairs(
+        x_nxd, k, layers=_MATRIX_FREE_LAYERS[kernel], alpha=alpha, bias=bias, progress=progress
+    )
 
 
 class EmpiricalSpectrum(NamedTuple):
@@ -121,10 +153,20 @@ class EmpiricalSpectrum(NamedTuple):
     top: eigsolve.TopEigen | None  # the top k pairs of the Gram itself (not / n); None: all n
 
 
-def empirical_spectrum(kernel, mu_k, d: int, n: int, *, alpha: float = 0.0, bias: bool = False,
-                       width: int | None = None, top: int | None = None,
-                       matrix_free: bool = False, seed: int = 0,
-                       progress: Callable | None = None) -> EmpiricalSpectrum:
+def empirical_spectrum(
+    kernel,
+    mu_k,
+    d: int,
+    n: int,
+    *,
+    alpha: float = 0.0,
+    bias: bool = False,
+    width: int | None = None,
+    top: int | None = None,
+    matrix_free: bool = False,
+    seed: int = 0,
+    progress: Callable | None = None,
+) -> EmpiricalSpectrum:
     """The eigenvalues of Gram / n for n uniform points on S^{d-1} (from PRNGKey(seed)), grouped
     into the levels of mu_k (a `spectra.Spectrum` or mu_0..mu_K: `spectra.levels_of`).
 
@@ -137,14 +179,18 @@ def empirical_spectrum(kernel, mu_k, d: int, n: int, *, alpha: float = 0.0, bias
         raise ValueError("matrix_free needs top: how many eigenvalues to find")
     key = jax.random.PRNGKey(seed)
     x_nxd = sphere.uniform(key, n, d)
-    net = None if width is None else two_layer(kernel, d, width, alpha, bias,
-                                               jax.random.fold_in(key, width))
+    net = (
+        None
+        if width is None
+        else two_layer(kernel, d, width, alpha, bias, jax.random.fold_in(key, width))
+    )
     if matrix_free:
         found = top_matrix_free(kernel, x_nxd, top, net, alpha, bias, progress)
         lam = found.eigenvalue / n
     else:
-        K_nxn = analytic_gram(kernel, x_nxd, alpha, bias) if net is None else \
-            empirical_gram(net, x_nxd)
+        K_nxn = (
+            analytic_gram(kernel, x_nxd, alpha, bias) if net is None else empirical_gram(net, x_nxd)
+        )
         found = None if top is None else top_dense(K_nxn, top)
         lam = np.linalg.eigvalsh(K_nxn) / n if found is None else found.eigenvalue / n
     return EmpiricalSpectrum(spectra.levels_of(lam, mu_k, d), found)

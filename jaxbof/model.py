@@ -64,7 +64,8 @@ def init_weights(key, width: int, d, scale, *, d_pad: int) -> jax.Array:
     """
     col_mask = jnp.arange(d_pad) < d
     rows = jax.vmap(lambda j: jax.random.normal(jax.random.fold_in(key, j), (d_pad,)))(
-        jnp.arange(width))
+        jnp.arange(width)
+    )
     return scale * rows * col_mask
 
 
@@ -85,15 +86,25 @@ def predict(f):
 
 # --------------------------------------------------------------------------- regression scaling
 
+
 class TwoLayerParams(NamedTuple):
     """Regression net parameters: W_mxd (inner), a_m (outer), b_m (bias, or None: no bias)."""
+
     W_mxd: jax.Array
     a_m: jax.Array
     b_m: jax.Array | None = None
 
 
-def init_two_layer(key, width: int, d, *, bias: bool = False, antisymmetric: bool = True,
-                   dtype=None, d_pad: int | None = None) -> TwoLayerParams:
+def init_two_layer(
+    key,
+    width: int,
+    d,
+    *,
+    bias: bool = False,
+    antisymmetric: bool = True,
+    dtype=None,
+    d_pad: int | None = None,
+) -> TwoLayerParams:
     """Regression init: w_j ~ N(0, I_d), a_j = +-1 (Rademacher), b_j ~ N(0, 1) if `bias`.
 
     Padding-exact draws: neuron j's (w_j, a_j, b_j) comes from fold_in(key, j) (each number
@@ -112,8 +123,13 @@ def init_two_layer(key, width: int, d, *, bias: bool = False, antisymmetric: boo
     if d_pad is not None and isinstance(d, int) and d > d_pad:  # a traced d is not checked
         raise ValueError(f"d={d} exceeds d_pad={d_pad}")
     dtype = jnp.dtype(jnp.result_type(float) if dtype is None else dtype)
-    W, a, b = _draw_neurons(key, d, m=width // 2 if antisymmetric else width,
-                            cols=d if d_pad is None else d_pad, dtype=dtype)
+    W, a, b = _draw_neurons(
+        key,
+        d,
+        m=width // 2 if antisymmetric else width,
+        cols=d if d_pad is None else d_pad,
+        dtype=dtype,
+    )
     b = b if bias else None
     if antisymmetric:
         W = jnp.concatenate([W, W])
@@ -135,8 +151,11 @@ def _draw_neurons(key, d, *, m: int, cols: int, dtype):
     """
     slots = cols + 2
     j, s = jnp.arange(m * slots) // slots, jnp.arange(m * slots) % slots
-    z = jax.vmap(lambda j_, s_: jax.random.normal(
-        jax.random.fold_in(jax.random.fold_in(key, j_), s_), (), dtype))(j, s).reshape(m, slots)
+    z = jax.vmap(
+        lambda j_, s_: jax.random.normal(
+            jax.random.fold_in(jax.random.fold_in(key, j_), s_), (), dtype
+        )
+    )(j, s).reshape(m, slots)
     W = jnp.where(jnp.arange(cols) < d, z[:, 2:], jnp.zeros((), dtype))
     return W, jnp.where(z[:, 0] >= 0, 1.0, -1.0).astype(dtype), z[:, 1]
 
@@ -154,8 +173,9 @@ def readout(t, axis: int = -1):
     bit). The one output reduction of the regression net, whatever the layout of t."""
     M = t.shape[axis]
     if M % 2 == 0:
-        t = (jax.lax.slice_in_dim(t, 0, M // 2, axis=axis)
-             + jax.lax.slice_in_dim(t, M // 2, M, axis=axis))
+        t = jax.lax.slice_in_dim(t, 0, M // 2, axis=axis) + jax.lax.slice_in_dim(
+            t, M // 2, M, axis=axis
+        )
     return jnp.sum(t, axis=axis) / math.sqrt(M)
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import enum
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -36,27 +36,48 @@ import numpy as np
 
 # the two-layer net lives in `jaxbof.model` (one model for both experiments); TwoLayerParams,
 # init_two_layer and two_layer_apply are re-exported so `ntk.init_two_layer` etc. keep working
-from jaxbof.model import (TwoLayerParams, init_two_layer, leaky_relu, leaky_relu_slope,
-                          two_layer_apply, two_layer_preacts)
+from jaxbof.model import (
+    TwoLayerParams,
+    init_two_layer,
+    leaky_relu,
+    leaky_relu_slope,
+    two_layer_apply,
+    two_layer_preacts,
+)
 
 __all__ = [
-    "Layers", "Method", "Route", "TwoLayerParams", "analytic_matmat", "analytic_ntk", "empirical_ntk_fn",
-    "gram_matmat_fn", "init_two_layer", "jacobian_rows_fn", "ntk_vector_product_fn",
-    "structured_features", "structured_ntk", "top_eigenpairs", "two_layer_apply",
+    "Layers",
+    "Method",
+    "Route",
+    "TwoLayerParams",
+    "analytic_matmat",
+    "analytic_ntk",
+    "empirical_ntk_fn",
+    "gram_matmat_fn",
+    "init_two_layer",
+    "jacobian_rows_fn",
+    "ntk_vector_product_fn",
+    "structured_features",
+    "structured_ntk",
+    "top_eigenpairs",
+    "two_layer_apply",
 ]
 
 
 # --------------------------------------------------------------------------- empirical NTK
 
+
 class Route(enum.Enum):
     """How the empirical NTK Gram is computed (all agree to rounding)."""
-    JACOBIAN = enum.auto()    # per-example Jacobians J1, J2, K = J1 J2^T (reference)
-    NTVP = enum.auto()        # columns K e_j = J1 (J2^T e_j): vjp then jvp, no full Jacobian
+
+    JACOBIAN = enum.auto()  # per-example Jacobians J1, J2, K = J1 J2^T (reference)
+    NTVP = enum.auto()  # columns K e_j = J1 (J2^T e_j): vjp then jvp, no full Jacobian
     STRUCTURED = enum.auto()  # closed form, two-layer net only (`structured_ntk`)
 
 
 class Layers(enum.Enum):
     """Which layers of the two-layer net are trained (the bias, if any, belongs to the first)."""
+
     FIRST = enum.auto()
     BOTH = enum.auto()
 
@@ -80,8 +101,10 @@ def _split(params, trainable):
 
     def rebuild(theta_):
         it = iter(theta_)
-        return jax.tree.unflatten(treedef, [next(it) if m else leaf
-                                            for leaf, m in zip(leaves, mask)])
+        return jax.tree.unflatten(
+            treedef, [next(it) if m else leaf for leaf, m in zip(leaves, mask)]
+        )
+
     return theta, rebuild
 
 
@@ -104,6 +127,7 @@ def _ntvp_block(f, theta, x1, x2):
         out, pullback = jax.vjp(lambda th: f(th, x), theta)
         (v,) = pullback(jnp.ones_like(out))
         return jax.jvp(f1, (theta,), (v,))[1]
+
     return jax.vmap(column)(x2).T
 
 
@@ -131,8 +155,10 @@ def _structured_setup(apply_fn, trainable, params):
     fn = apply_fn
     if isinstance(fn, functools.partial):
         if fn.args or set(fn.keywords) - {"alpha"}:
-            raise ValueError("Route.STRUCTURED supports two_layer_apply (optionally "
-                             "functools.partial(two_layer_apply, alpha=...)) only")
+            raise ValueError(
+                "Route.STRUCTURED supports two_layer_apply (optionally "
+                "functools.partial(two_layer_apply, alpha=...)) only"
+            )
         alpha = fn.keywords.get("alpha", 0.0)
         fn = fn.func
     if fn is not two_layer_apply or not isinstance(params, TwoLayerParams):
@@ -143,8 +169,13 @@ def _structured_setup(apply_fn, trainable, params):
     return alpha, (Layers.BOTH if a_m else Layers.FIRST), (bool(b_m[0]) if b_m else False)
 
 
-def empirical_ntk_fn(apply_fn: Callable, *, route: Route = Route.JACOBIAN, trainable=None,
-                     batch_size: int | None = None) -> Callable:
+def empirical_ntk_fn(
+    apply_fn: Callable,
+    *,
+    route: Route = Route.JACOBIAN,
+    trainable=None,
+    batch_size: int | None = None,
+) -> Callable:
     """ntk(params, x1_n1x..., x2_n2x... = None) -> K_[n1 x n2], K_ij = <df(x1_i), df(x2_j)>.
 
     apply_fn(params, x): scalar output for a single input x (vmapped here); any params pytree,
@@ -163,8 +194,9 @@ def empirical_ntk_fn(apply_fn: Callable, *, route: Route = Route.JACOBIAN, train
         x2 = x1 if same else x2
         if route is Route.STRUCTURED:
             alpha, layers, train_bias = _structured_setup(apply_fn, trainable, params)
-            block = lambda a, c: structured_ntk(params, a, c, layers=layers, alpha=alpha,
-                                                train_bias=train_bias)
+            block = lambda a, c: structured_ntk(
+                params, a, c, layers=layers, alpha=alpha, train_bias=train_bias
+            )
         else:
             theta, rebuild = _split(params, trainable)
             f = lambda th, x: apply_fn(rebuild(th), x)
@@ -173,23 +205,33 @@ def empirical_ntk_fn(apply_fn: Callable, *, route: Route = Route.JACOBIAN, train
         if batch_size is None:
             return block(x1, x1 if same else x2)
         return _blocked(block, x1, x2, batch_size)
+
     return ntk
 
 
 def ntk_vector_product_fn(apply_fn: Callable, *, trainable=None) -> Callable:
     """mvp(params, x1, x2, v_n2) -> (K v)_n1 = J1 (J2^T v): one vjp through f(., x2) and one jvp
     through f(., x1), never forming J or K (for iterative eigensolvers, CG on the NTK)."""
+
     def mvp(params, x1, x2, v):
         theta, rebuild = _split(params, trainable)
         f = lambda th, x: apply_fn(rebuild(th), x)
         _, pullback = jax.vjp(lambda th: jax.vmap(f, (None, 0))(th, x2), theta)
         (u,) = pullback(v)
         return jax.jvp(lambda th: jax.vmap(f, (None, 0))(th, x1), (theta,), (u,))[1]
+
     return mvp
 
 
-def structured_ntk(params: TwoLayerParams, x1, x2=None, *, layers: Layers = Layers.FIRST,
-                   alpha=0.0, train_bias: bool = True):
+def structured_ntk(
+    params: TwoLayerParams,
+    x1,
+    x2=None,
+    *,
+    layers: Layers = Layers.FIRST,
+    alpha=0.0,
+    train_bias: bool = True,
+):
     """Closed-form empirical NTK of `two_layer_apply`, K_[n1 x n2]; x2 = None means x2 = x1.
 
     With H = X W^T + b, S = sigma'(H), A = sigma(H):
@@ -204,7 +246,7 @@ def structured_ntk(params: TwoLayerParams, x1, x2=None, *, layers: Layers = Laye
     M = params.W_mxd.shape[0]
     H1 = two_layer_preacts(params, x1)
     H2 = H1 if same else two_layer_preacts(params, x2)
-    S1 = leaky_relu_slope(H1, alpha) * params.a_m ** 2
+    S1 = leaky_relu_slope(H1, alpha) * params.a_m**2
     G = x1 @ x2.T
     if params.b_m is not None and train_bias:
         G = G + 1.0
@@ -214,8 +256,9 @@ def structured_ntk(params: TwoLayerParams, x1, x2=None, *, layers: Layers = Laye
     return K / M
 
 
-def structured_features(params: TwoLayerParams, x, *, layers: Layers = Layers.FIRST,
-                        alpha=0.0, train_bias: bool = True):
+def structured_features(
+    params: TwoLayerParams, x, *, layers: Layers = Layers.FIRST, alpha=0.0, train_bias: bool = True
+):
     """Z_[n x p] with Z Z^T = structured_ntk(params, x, ...): the rows of the Jacobian of
     `two_layer_apply` in closed form, p = M d [+ M if a bias is trained] [+ M for both layers].
 
@@ -237,10 +280,12 @@ def structured_features(params: TwoLayerParams, x, *, layers: Layers = Layers.FI
 def jacobian_rows_fn(apply_fn: Callable, *, trainable=None) -> Callable:
     """rows(params, x_bx...) -> J_[b x p]: per-example gradients of the scalar model over its
     trainable leaves, flattened and concatenated (J J^T = the empirical NTK Gram)."""
+
     def rows(params, x):
         theta, rebuild = _split(params, trainable)
         grads = jax.vmap(jax.grad(lambda th, xi: apply_fn(rebuild(th), xi)), (None, 0))(theta, x)
         return jnp.concatenate([g.reshape(x.shape[0], -1) for g in grads], axis=1)
+
     return rows
 
 
@@ -252,8 +297,9 @@ def _padded_blocks(x, block: int):
     return x.reshape((-1, block) + x.shape[1:])
 
 
-def gram_matmat_fn(apply_fn: Callable, *, route: Route = Route.NTVP, trainable=None,
-                   block: int = 1024) -> Callable:
+def gram_matmat_fn(
+    apply_fn: Callable, *, route: Route = Route.NTVP, trainable=None, block: int = 1024
+) -> Callable:
     """matmat(params, x_n, V_nxc) -> K V for the empirical NTK Gram K of n inputs, never formed:
     K V = J (J^T V), taken over row blocks of `block` inputs (memory O(block c P) for NTVP,
     O(block P + c P) for STRUCTURED), cost about 4 n c P.
@@ -269,15 +315,19 @@ def gram_matmat_fn(apply_fn: Callable, *, route: Route = Route.NTVP, trainable=N
     def matmat(params, x, V):
         n = x.shape[0]
         Xb = _padded_blocks(x, block)
-        Vb = _padded_blocks(jnp.concatenate([V, jnp.zeros((-n % block,) + V.shape[1:],
-                                                          V.dtype)]), block)
+        Vb = _padded_blocks(
+            jnp.concatenate([V, jnp.zeros((-n % block,) + V.shape[1:], V.dtype)]), block
+        )
         if route is Route.STRUCTURED:
             alpha, layers, train_bias = _structured_setup(apply_fn, trainable, params)
-            feats = lambda xb: structured_features(params, xb, layers=layers, alpha=alpha,
-                                                   train_bias=train_bias)
-            U = jax.lax.scan(lambda acc, xv: (acc + feats(xv[0]).T @ xv[1], None),
-                             jnp.zeros((feats(x[:1]).shape[1], V.shape[1]), V.dtype),
-                             (Xb, Vb))[0]
+            feats = lambda xb: structured_features(
+                params, xb, layers=layers, alpha=alpha, train_bias=train_bias
+            )
+            U = jax.lax.scan(
+                lambda acc, xv: (acc + feats(xv[0]).T @ xv[1], None),
+                jnp.zeros((feats(x[:1]).shape[1], V.shape[1]), V.dtype),
+                (Xb, Vb),
+            )[0]
             out = jax.lax.map(lambda xb: feats(xb) @ U, Xb)
         else:
             theta, rebuild = _split(params, trainable)
@@ -287,58 +337,89 @@ def gram_matmat_fn(apply_fn: Callable, *, route: Route = Route.NTVP, trainable=N
                 _, back = jax.vjp(lambda th: f(th, xv[0]), theta)
                 u = jax.vmap(lambda v: back(v)[0], in_axes=1, out_axes=-1)(xv[1])
                 return jax.tree.map(jnp.add, acc, u), None
+
             zeros = [jnp.zeros(t.shape + (V.shape[1],), V.dtype) for t in theta]
             U = jax.lax.scan(pull, zeros, (Xb, Vb))[0]
-            push = lambda xb: jax.vmap(lambda u: jax.jvp(lambda th: f(th, xb), (theta,), (u,))[1],
-                                       in_axes=-1, out_axes=1)(U)
+            push = lambda xb: jax.vmap(
+                lambda u: jax.jvp(lambda th: f(th, xb), (theta,), (u,))[1], in_axes=-1, out_axes=1
+            )(U)
             out = jax.lax.map(push, Xb)
         return out.reshape(-1, V.shape[1])[:n]
+
     return matmat
 
 
-def analytic_matmat(x, V, *, layers: Layers = Layers.FIRST, alpha=0.0, bias: bool = False,
-                    train_bias: bool = True, block: int = 1024):
+def analytic_matmat(
+    x,
+    V,
+    *,
+    layers: Layers = Layers.FIRST,
+    alpha=0.0,
+    bias: bool = False,
+    train_bias: bool = True,
+    block: int = 1024,
+):
     """K V for the analytic NTK Gram K = analytic_ntk(x) (n x n), built tile by tile: one
     (block x block) tile live at a time, cost about n^2 (c + a few dozen) FLOPs. The diagonal
     is snapped to rho = 1 as in `analytic_ntk`."""
     n = x.shape[0]
     Xb = _padded_blocks(x, block)
-    Vb = _padded_blocks(jnp.concatenate([V, jnp.zeros((-n % block,) + V.shape[1:], V.dtype)]),
-                        block)
+    Vb = _padded_blocks(
+        jnp.concatenate([V, jnp.zeros((-n % block,) + V.shape[1:], V.dtype)]), block
+    )
     idx = jnp.arange(Xb.shape[0])
 
     def row(i):
         def add(acc, j):
-            tile = analytic_ntk(Xb[i], Xb[j], layers=layers, alpha=alpha, bias=bias,
-                                train_bias=train_bias)
+            tile = analytic_ntk(
+                Xb[i], Xb[j], layers=layers, alpha=alpha, bias=bias, train_bias=train_bias
+            )
             return acc + tile @ Vb[j], None
+
         return jax.lax.scan(add, jnp.zeros((block, V.shape[1]), V.dtype), idx)[0]
+
     return jax.lax.map(row, idx).reshape(-1, V.shape[1])[:n]
 
 
 class Method(enum.Enum):
     """How `top_eigenpairs` finds the top of a Gram spectrum without forming the Gram."""
-    AUTO = "auto"          # FEATURES for an empirical NTK with p <= n, else LOBPCG
+
+    AUTO = "auto"  # FEATURES for an empirical NTK with p <= n, else LOBPCG
     FEATURES = "features"  # the p x p matrix J^T J (exact, rank(K) <= p): eigsolve.from_features
-    LOBPCG = "lobpcg"      # block iterations on Gram-vector products: eigsolve.lobpcg
+    LOBPCG = "lobpcg"  # block iterations on Gram-vector products: eigsolve.lobpcg
 
 
 def _column_padded(fn, width: int):
     """A host function V (n, c) -> fn(V) (n, c) that pads c up to a multiple of `width` with zero
     columns, so a jitted fn compiles for a few widths rather than one per column count."""
+
     def call(V):
         c = V.shape[1]
         pad = -c % width
         Vp = np.concatenate([V, np.zeros((V.shape[0], pad))], axis=1) if pad else V
         return np.asarray(fn(jnp.asarray(Vp)), np.float64)[:, :c]
+
     return call
 
 
-def top_eigenpairs(x, k: int, *, params=None, apply_fn: Callable = two_layer_apply,
-                   trainable=None, route: Route = Route.STRUCTURED, method: Method = Method.AUTO,
-                   layers: Layers = Layers.FIRST, alpha=0.0, bias: bool = False,
-                   train_bias: bool = True, block: int = 1024, tol: float = 1e-8,
-                   seed: int = 0, progress: Callable | None = None):
+def top_eigenpairs(
+    x,
+    k: int,
+    *,
+    params=None,
+    apply_fn: Callable = two_layer_apply,
+    trainable=None,
+    route: Route = Route.STRUCTURED,
+    method: Method = Method.AUTO,
+    layers: Layers = Layers.FIRST,
+    alpha=0.0,
+    bias: bool = False,
+    train_bias: bool = True,
+    block: int = 1024,
+    tol: float = 1e-8,
+    seed: int = 0,
+    progress: Callable | None = None,
+):
     """The k largest eigenpairs of an n x n NTK Gram, never formed (`eigsolve.TopEigen`: the
     eigenvalues of K itself, not K / n; residuals from a separate Gram-vector product).
 
@@ -359,8 +440,16 @@ def top_eigenpairs(x, k: int, *, params=None, apply_fn: Callable = two_layer_app
     if params is None:
         if method is Method.FEATURES:
             raise ValueError("Method.FEATURES needs params: the analytic kernel has full rank")
-        mm = jax.jit(functools.partial(analytic_matmat, layers=layers, alpha=alpha, bias=bias,
-                                       train_bias=train_bias, block=min(block, n)))
+        mm = jax.jit(
+            functools.partial(
+                analytic_matmat,
+                layers=layers,
+                alpha=alpha,
+                bias=bias,
+                train_bias=train_bias,
+                block=min(block, n),
+            )
+        )
         width = 1 << max(3, ((k + max(8, k // 4)) // 8 - 1).bit_length())
         matmat = _column_padded(lambda V: mm(x, V), width)
         return eigsolve.lobpcg(matmat, n, k, tol=tol, seed=seed, progress=progress)
@@ -390,11 +479,13 @@ def top_eigenpairs(x, k: int, *, params=None, apply_fn: Callable = two_layer_app
     Xb = _padded_blocks(x, b)
 
     def host_rows(start, stop):
-        return np.asarray(jrows(params, Xb[start // b]))[:stop - start]
+        return np.asarray(jrows(params, Xb[start // b]))[: stop - start]
+
     return eigsolve.from_features(host_rows, n, p, k, block=b, matmat=matmat, tol=tol)
 
 
 # --------------------------------------------------------------------------- analytic NTK
+
 
 def kappa0(rho):
     """(pi - arccos rho) / (2 pi) = E[1(z > 0) 1(z' > 0)] for correlation rho (clipped)."""
@@ -409,8 +500,15 @@ def kappa1(rho):
     return (rho * (jnp.pi - jnp.arccos(rho)) + jnp.sqrt(1.0 - rho * rho)) / (2 * jnp.pi)
 
 
-def analytic_ntk(x1, x2=None, *, layers: Layers = Layers.FIRST, alpha=0.0,
-                 bias: bool = False, train_bias: bool = True):
+def analytic_ntk(
+    x1,
+    x2=None,
+    *,
+    layers: Layers = Layers.FIRST,
+    alpha=0.0,
+    bias: bool = False,
+    train_bias: bool = True,
+):
     """Infinite-width NTK Gram K_[n1 x n2] of `two_layer_apply` at init, x2 = None -> x1.
 
     z = <w, x> [+ b], w ~ N(0, I_d), b ~ N(0, 1): c = <x, x'> [+ 1], s = sqrt(|x|^2 [+ 1]),

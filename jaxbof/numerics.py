@@ -18,6 +18,7 @@ def matmul_t(A_rxd, B_sxd):
     bitwise the same for every padded shape, so a grid cell's data products (hence its whole
     trajectory) do not depend on how the sweep padded it.
     """
+
     def tiles(M):
         r, d = M.shape
         M = jnp.pad(M, ((0, (-r) % TILE_ROWS), (0, (-d) % TILE_COLS)))
@@ -31,7 +32,7 @@ def matmul_t(A_rxd, B_sxd):
     init = jnp.zeros((A.shape[0], B.shape[0], TILE_ROWS, TILE_ROWS), jnp.result_type(A, B))
     out = jax.lax.fori_loop(0, A.shape[2], body, init)
     out = out.transpose(0, 2, 1, 3).reshape(A.shape[0] * TILE_ROWS, B.shape[0] * TILE_ROWS)
-    return out[:A_rxd.shape[0], :B_sxd.shape[0]]
+    return out[: A_rxd.shape[0], : B_sxd.shape[0]]
 
 
 def dot(a_d, b_d):

@@ -92,34 +92,66 @@ def _nonneg(v):
     return v >= 0.0
 
 
-_CHECKS = {"beta": (_beta, "in [0, 1)"), "b1": (_beta, "in [0, 1)"), "b2": (_beta, "in [0, 1)"),
-           "decay": (_beta, "in [0, 1)"), "lr": (_pos, "> 0"), "eps": (_pos, "> 0"),
-           "wd": (_nonneg, ">= 0")}
+_CHECKS = {
+    "beta": (_beta, "in [0, 1)"),
+    "b1": (_beta, "in [0, 1)"),
+    "b2": (_beta, "in [0, 1)"),
+    "decay": (_beta, "in [0, 1)"),
+    "lr": (_pos, "> 0"),
+    "eps": (_pos, "> 0"),
+    "wd": (_nonneg, ">= 0"),
+}
 
 RULES: dict[str, _Rule] = {
     # name: params, required, defaults, build, linear, uses_step, rotation_invariant
     "sgd": _Rule((), 0, (), lambda s: optax.sgd(s), True, True, True),
-    "momentum": _Rule(("beta",), 1, (), lambda s, b: optax.sgd(s, momentum=b), True, True,
-                      True),
-    "nesterov": _Rule(("beta",), 1, (),
-                      lambda s, b: optax.sgd(s, momentum=b, nesterov=True), True, True, True),
-    "adam": _Rule(("lr", "b1", "b2", "eps"), 1, (0.9, 0.999, 1e-8),
-                  lambda s, lr, b1, b2, eps: optax.adam(lr, b1, b2, eps), False, False, False),
-    "adamw": _Rule(("lr", "wd", "b1", "b2", "eps"), 1, (1e-4, 0.9, 0.999, 1e-8),
-                   lambda s, lr, wd, b1, b2, eps: optax.adamw(lr, b1, b2, eps, weight_decay=wd),
-                   False, False, False),
-    "rmsprop": _Rule(("lr", "decay", "eps"), 1, (0.9, 1e-8),
-                     lambda s, lr, decay, eps: optax.rmsprop(lr, decay, eps), False, False,
-                     False),
-    "adagrad": _Rule(("lr", "eps"), 1, (1e-7,),
-                     lambda s, lr, eps: optax.adagrad(lr, eps=eps), False, False, False),
+    "momentum": _Rule(("beta",), 1, (), lambda s, b: optax.sgd(s, momentum=b), True, True, True),
+    "nesterov": _Rule(
+        ("beta",), 1, (), lambda s, b: optax.sgd(s, momentum=b, nesterov=True), True, True, True
+    ),
+    "adam": _Rule(
+        ("lr", "b1", "b2", "eps"),
+        1,
+        (0.9, 0.999, 1e-8),
+        lambda s, lr, b1, b2, eps: optax.adam(lr, b1, b2, eps),
+        False,
+        False,
+        False,
+    ),
+    "adamw": _Rule(
+        ("lr", "wd", "b1", "b2", "eps"),
+        1,
+        (1e-4, 0.9, 0.999, 1e-8),
+        lambda s, lr, wd, b1, b2, eps: optax.adamw(lr, b1, b2, eps, weight_decay=wd),
+        False,
+        False,
+        False,
+    ),
+    "rmsprop": _Rule(
+        ("lr", "decay", "eps"),
+        1,
+        (0.9, 1e-8),
+        lambda s, lr, decay, eps: optax.rmsprop(lr, decay, eps),
+        False,
+        False,
+        False,
+    ),
+    "adagrad": _Rule(
+        ("lr", "eps"),
+        1,
+        (1e-7,),
+        lambda s, lr, eps: optax.adagrad(lr, eps=eps),
+        False,
+        False,
+        False,
+    ),
     "sign": _Rule(("lr",), 1, (), lambda s, lr: optax.sign_sgd(lr), False, False, False),
 }
 
 
 def _form(name: str, rule: _Rule) -> str:
-    req = "".join(f":{p.upper()}" for p in rule.params[:rule.required])
-    opt = "".join(f"[:{p.upper()}" for p in rule.params[rule.required:])
+    req = "".join(f":{p.upper()}" for p in rule.params[: rule.required])
+    opt = "".join(f"[:{p.upper()}" for p in rule.params[rule.required :])
     return f"{name}{req}{opt}{']' * (len(rule.params) - rule.required)}"
 
 
@@ -137,8 +169,10 @@ def parse(spec: str) -> Optimizer:
     if rule is None:
         raise ValueError(f"optimizer {spec!r}: unknown rule {name!r}; allowed: {FORMS}")
     if not rule.required <= len(texts) <= len(rule.params):
-        raise ValueError(f"optimizer {spec!r}: {name} takes {_form(name.lower(), rule)} "
-                         f"({len(texts)} value(s) given)")
+        raise ValueError(
+            f"optimizer {spec!r}: {name} takes {_form(name.lower(), rule)} "
+            f"({len(texts)} value(s) given)"
+        )
     values = []
     for pname, text in zip(rule.params, texts):
         try:
@@ -149,26 +183,37 @@ def parse(spec: str) -> Optimizer:
         if not (math.isfinite(v) and ok(v)):
             raise ValueError(f"optimizer {spec!r}: {pname}={text} must be {allowed}")
         values.append(v)
-    full = values + list(rule.defaults[len(values) - rule.required:])
-    while len(values) > rule.required and values[-1] == rule.defaults[len(values) - 1
-                                                                      - rule.required]:
+    full = values + list(rule.defaults[len(values) - rule.required :])
+    while (
+        len(values) > rule.required and values[-1] == rule.defaults[len(values) - 1 - rule.required]
+    ):
         values.pop()  # trailing defaults: 'adam:0.001:0.9' is 'adam:0.001'
     canonical = ":".join([name.lower()] + [repr(v) for v in values])
     return _build(canonical, tuple(full))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _build(canonical: str, values: tuple) -> Optimizer:
     rule = RULES[canonical.split(":")[0]]
-    return Optimizer(canonical, lambda step: rule.build(step, *values), rule.linear,
-                     rule.uses_step, rule.rotation_invariant)
+    return Optimizer(
+        canonical,
+        lambda step: rule.build(step, *values),
+        rule.linear,
+        rule.uses_step,
+        rule.rotation_invariant,
+    )
 
 
 GD = parse("sgd")
 
 
-def custom(transformation, *, name: str = "custom", linear: bool = False,
-           rotation_invariant: bool | None = None) -> Optimizer:
+def custom(
+    transformation,
+    *,
+    name: str = "custom",
+    linear: bool = False,
+    rotation_invariant: bool | None = None,
+) -> Optimizer:
     """An Optimizer from a user's optax GradientTransformation (used as is, the experiment's
     step ignored) or from a callable step -> GradientTransformation. linear=True declares the
     Gram fast path exact for it (module docstring); only do so for rules whose updates are
@@ -181,13 +226,17 @@ def custom(transformation, *, name: str = "custom", linear: bool = False,
     elif callable(transformation):
         make, uses_step = transformation, True
     else:
-        raise ValueError(f"optimizer {transformation!r}: expected an optax "
-                         "GradientTransformation or a callable step -> transformation")
+        raise ValueError(
+            f"optimizer {transformation!r}: expected an optax "
+            "GradientTransformation or a callable step -> transformation"
+        )
     invariant = linear if rotation_invariant is None else rotation_invariant
     if linear and not invariant:
-        raise ValueError(f"optimizer custom:{name}: a rule linear in past gradients with scalar "
-                         "coefficients is rotation-invariant; rotation_invariant=False "
-                         "contradicts linear=True")
+        raise ValueError(
+            f"optimizer custom:{name}: a rule linear in past gradients with scalar "
+            "coefficients is rotation-invariant; rotation_invariant=False "
+            "contradicts linear=True"
+        )
     return Optimizer(f"custom:{name}", make, bool(linear), uses_step, bool(invariant))
 
 
@@ -201,8 +250,10 @@ def as_optimizer(x) -> Optimizer:
         return parse(x)
     if isinstance(x, optax.GradientTransformation):
         return custom(x)
-    raise ValueError(f"optimizer {x!r}: expected a specification ({FORMS}), an Optimizer or "
-                     "an optax GradientTransformation")
+    raise ValueError(
+        f"optimizer {x!r}: expected a specification ({FORMS}), an Optimizer or "
+        "an optax GradientTransformation"
+    )
 
 
 def init(optimizer: Optimizer, step, params):
@@ -218,4 +269,5 @@ def update(optimizer: Optimizer, step, grads, state, params, halt):
 
     def keep(new, old):
         return jnp.where(halt, old, new)
+
     return jax.tree.map(keep, new_params, params), jax.tree.map(keep, new_state, state)

@@ -47,15 +47,21 @@ def summary_figure(directory, config, out) -> list[str]:
     rows_ = -(-len(measured) // cols)
     fig = Figure(figsize=(4.5 * cols, 3.4 * rows_), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows_, cols)).ravel()
-    for ax in axes[len(measured):]:
+    for ax in axes[len(measured) :]:
         ax.set_visible(False)
     for ax, column in zip(axes, measured):
         summary = stats.aggregate(rows, [*rest, axis], column, flags)
         for i, line in enumerate(sorted({key[:-1] for key in summary})):
             keys = [k for k in summary if k[:-1] == line]
-            ax.errorbar([k[-1] for k in keys], [summary[k].mean for k in keys],
-                        [summary[k].sem for k in keys], fmt="o-", ms=3, color=f"C{i % 10}",
-                        label=", ".join(f"{c}={v}" for c, v in zip(rest, line)) or None)
+            ax.errorbar(
+                [k[-1] for k in keys],
+                [summary[k].mean for k in keys],
+                [summary[k].sem for k in keys],
+                fmt="o-",
+                ms=3,
+                color=f"C{i % 10}",
+                label=", ".join(f"{c}={v}" for c, v in zip(rest, line)) or None,
+            )
         ax.set_xlabel(axis)
         ax.set_ylabel(column)
         if rest:
@@ -68,8 +74,15 @@ def summary_figure(directory, config, out) -> list[str]:
 # ----------------------------------------------------------------------------- sphere spectra
 
 
-def spectrum(k, multiplicity, eigenvalue, path, empirical=None, title: str | None = None,
-             max_index: int | None = None) -> str:
+def spectrum(
+    k,
+    multiplicity,
+    eigenvalue,
+    path,
+    empirical=None,
+    title: str | None = None,
+    max_index: int | None = None,
+) -> str:
     """Kernel eigenvalues on the sphere against their index, log scale: the analytic staircase
     (level mu_k repeated N(d, k) times, levels in decreasing order, zero levels left out) and,
     if given, the sorted eigenvalues of an empirical Gram / n as points."""
@@ -83,11 +96,22 @@ def spectrum(k, multiplicity, eigenvalue, path, empirical=None, title: str | Non
         stop = start + int(mult[i])
         if limit is not None and start >= limit:
             break
-        ax.hlines(mu[i], start + 1, min(stop, limit or stop) + 0.999, colors="C0", lw=2,
-                  label="analytic mu_k, repeated N(d, k) times" if j == 0 else None)
+        ax.hlines(
+            mu[i],
+            start + 1,
+            min(stop, limit or stop) + 0.999,
+            colors="C0",
+            lw=2,
+            label="analytic mu_k, repeated N(d, k) times" if j == 0 else None,
+        )
         if j < 8:
-            ax.annotate(f"k={int(k[i])}", (start + 1, mu[i]), fontsize=7,
-                        xytext=(2, 3), textcoords="offset points")
+            ax.annotate(
+                f"k={int(k[i])}",
+                (start + 1, mu[i]),
+                fontsize=7,
+                xytext=(2, 3),
+                textcoords="offset points",
+            )
         start = stop
     if empirical is not None:
         lam = np.asarray(empirical, np.float64)
@@ -119,8 +143,14 @@ def level_errors(series, path, title: str | None = None, spread=None) -> str:
         for j, (label, levels) in enumerate(table.items()):
             for k, (ns, errs) in sorted(levels.items()):
                 ns, errs = np.asarray(ns, float), np.asarray(errs, float)
-                ax.plot(ns, errs, styles[j % len(styles)], color=f"C{int(k) % 10}", ms=4,
-                        label=f"{label}, k={k}")
+                ax.plot(
+                    ns,
+                    errs,
+                    styles[j % len(styles)],
+                    color=f"C{int(k) % 10}",
+                    ms=4,
+                    label=f"{label}, k={k}",
+                )
                 if first is None and len(ns):
                     first = (ns[0], errs[0])
                 n_hi = max([n_hi, *ns])
@@ -134,6 +164,7 @@ def level_errors(series, path, title: str | None = None, spread=None) -> str:
         ax.set_xlabel("points n")
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=6, ncol=2)
-    fig.suptitle("Degree clusters of Gram / n against mu_k" + (f"\n{title}" if title else ""),
-                 fontsize=8)
+    fig.suptitle(
+        "Degree clusters of Gram / n against mu_k" + (f"\n{title}" if title else ""), fontsize=8
+    )
     return draw.save(fig, path)

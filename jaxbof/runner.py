@@ -32,8 +32,16 @@ from typing import Any, NamedTuple
 
 from jaxbof.contract import HostStudy, Study, Suite
 
-__all__ = ["EXIT_INTERRUPTED", "Faults", "Options", "Runtime", "Stopped", "UsageError", "run",
-           "setup"]
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "Faults",
+    "Options",
+    "Runtime",
+    "Stopped",
+    "UsageError",
+    "run",
+    "setup",
+]
 
 EXIT_INTERRUPTED = 130  # SIGINT's conventional exit code; SIGTERM exits 143
 MATMUL_PRECISIONS = ("float32", "tensorfloat32", "bfloat16", "default")
@@ -69,13 +77,19 @@ class Faults(NamedTuple):
             return None
         kind, _, after = text.partition(":")
         if kind not in (*_FAULT_SIGNALS, "enospc") or not after.isdigit():
-            raise UsageError(f"JAXBOF_FAULT={text!r}: expected KIND:ROWS, KIND one of "
-                             f"{', '.join(_FAULT_SIGNALS)}, enospc")
+            raise UsageError(
+                f"JAXBOF_FAULT={text!r}: expected KIND:ROWS, KIND one of "
+                f"{', '.join(_FAULT_SIGNALS)}, enospc"
+            )
         return Faults(kind, int(after))
 
 
-_FAULT_SIGNALS = {"sigterm": signal.SIGTERM, "sigint": signal.SIGINT,
-                  "sigkill": signal.SIGKILL, "sigstop": signal.SIGSTOP}
+_FAULT_SIGNALS = {
+    "sigterm": signal.SIGTERM,
+    "sigint": signal.SIGINT,
+    "sigkill": signal.SIGKILL,
+    "sigstop": signal.SIGSTOP,
+}
 
 
 class Options(NamedTuple):
@@ -129,14 +143,17 @@ def setup(options: Options) -> Runtime:
     from jaxbof import engine as eng
 
     if options.matmul_precision not in MATMUL_PRECISIONS:
-        raise UsageError(f"--matmul-precision: {options.matmul_precision!r} is not one of "
-                         f"{', '.join(MATMUL_PRECISIONS)}")
+        raise UsageError(
+            f"--matmul-precision: {options.matmul_precision!r} is not one of "
+            f"{', '.join(MATMUL_PRECISIONS)}"
+        )
     if options.coordinator is not None and not options.coordinator.rpartition(":")[2].isdigit():
         raise UsageError(f"--coordinator: {options.coordinator!r} is not HOST:PORT")
     cache = compile_cache_dir(options)
     try:
-        process, processes = eng.init_processes(options.coordinator, options.num_processes,
-                                                options.process_id)
+        process, processes = eng.init_processes(
+            options.coordinator, options.num_processes, options.process_id
+        )
     except ValueError as e:
         raise UsageError(str(e)) from None
     try:
@@ -150,13 +167,15 @@ def setup(options: Options) -> Runtime:
         try:
             cache.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise UsageError(f"--compile-cache {str(cache)!r}: cannot write there "
-                             f"({e.strerror or e})") from None
+            raise UsageError(
+                f"--compile-cache {str(cache)!r}: cannot write there ({e.strerror or e})"
+            ) from None
         jax.config.update("jax_compilation_cache_dir", str(cache))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    return Runtime(process, processes, devices, options.matmul_precision,
-                   None if cache is None else str(cache))
+    return Runtime(
+        process, processes, devices, options.matmul_precision, None if cache is None else str(cache)
+    )
 
 
 def run_meta(engine=None, runtime: Runtime | None = None) -> dict:
@@ -165,10 +184,15 @@ def run_meta(engine=None, runtime: Runtime | None = None) -> dict:
 
     import jaxbof
 
-    meta = {"jaxbof": jaxbof.__version__, "jax": jax.__version__,
-            "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(),
-            "python": platform.python_version(), "host": platform.node(),
-            "started": datetime.datetime.now().isoformat(timespec="seconds")}
+    meta = {
+        "jaxbof": jaxbof.__version__,
+        "jax": jax.__version__,
+        "device": str(jax.devices()[0].device_kind),
+        "backend": jax.default_backend(),
+        "python": platform.python_version(),
+        "host": platform.node(),
+        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
     if engine is not None:
         meta["engine"] = engine
     if runtime is not None:
@@ -210,8 +234,9 @@ class _Writer:
         f = self.faults
         try:
             if f is not None and f.kind == "enospc" and self.written[0] >= f.after:
-                raise OSError(errno.ENOSPC, f"No space left on device, as JAXBOF_FAULT="
-                                            f"enospc:{f.after} asks")
+                raise OSError(
+                    errno.ENOSPC, f"No space left on device, as JAXBOF_FAULT=enospc:{f.after} asks"
+                )
             self.writer.write(rows)
         except OSError as e:
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -233,9 +258,11 @@ def _stopped_line(stop: Stopped, out: Path) -> str:
         saved = "the rows written before are saved"
     if stop.code == 1:
         where = f"{out}/results.csv" if stop.out is None else str(out)
-        return (f"jaxbof: stopped writing {where} ({stop.why}); {saved} in {out}/results.csv; "
-                "free some space (or copy the directory to a larger disk and point --out at "
-                "it) and rerun the same command to resume")
+        return (
+            f"jaxbof: stopped writing {where} ({stop.why}); {saved} in {out}/results.csv; "
+            "free some space (or copy the directory to a larger disk and point --out at "
+            "it) and rerun the same command to resume"
+        )
     return f"jaxbof: {stop.why}; {saved} in {out}/results.csv; rerun the same command to resume"
 
 
@@ -252,16 +279,20 @@ def open_writer(out: Path, config: dict, schema, part=None):
 
     flags = stats.declared_flags(schema.columns, schema.flags)
     try:
-        return store.ResultsWriter(out, config, schema.columns, part=part,
-                                   keys=schema.keys, flags=flags)
+        return store.ResultsWriter(
+            out, config, schema.columns, part=part, keys=schema.keys, flags=flags
+        )
     except ValueError as e:  # store.Busy included: another live sweep writes there
         raise UsageError(str(e)) from None
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise UsageError(f"--out {str(out)!r}: no space left on the device; free some or "
-                             "choose another --out (rows already there are kept)") from None
-        raise UsageError(f"--out {str(out)!r}: cannot write results there "
-                         f"({e.strerror or e})") from None
+            raise UsageError(
+                f"--out {str(out)!r}: no space left on the device; free some or "
+                "choose another --out (rows already there are kept)"
+            ) from None
+        raise UsageError(
+            f"--out {str(out)!r}: cannot write results there ({e.strerror or e})"
+        ) from None
 
 
 def load_rows(out: Path) -> list[dict]:
@@ -290,8 +321,13 @@ class _Clock:
         self.last = now
 
 
-def run(study: Study | HostStudy | Suite, options: Options = Options(),
-        runtime: Runtime | None = None, *, tables: bool = True) -> int:
+def run(
+    study: Study | HostStudy | Suite,
+    options: Options = Options(),
+    runtime: Runtime | None = None,
+    *,
+    tables: bool = True,
+) -> int:
     """Run `study` into options.out (default runs/<name>), resuming what is there; print its
     table, draw its pictures. Returns the exit code: 0, or that of a stop (130 SIGINT, 143
     SIGTERM, 1 full disk) after one line on stderr; UsageError on a bad option."""
@@ -333,13 +369,17 @@ def _refuse_flags(study, options: Options) -> None:
     name = study.name
     on_engine = len(host) < len(parts)
     if options.slots is not None:
-        raise UsageError(f"{name} takes no --slots" if on_engine
-                         else f"{name} always runs in float64 and takes no --x64/--slots")
+        raise UsageError(
+            f"{name} takes no --slots"
+            if on_engine
+            else f"{name} always runs in float64 and takes no --x64/--slots"
+        )
     if options.x64 and not on_engine:
         raise UsageError(f"{name} always runs in float64 and takes no --x64/--slots")
     if (options.coordinator, options.num_processes, options.process_id) != (None, None, None):
-        raise UsageError(f"{name} runs in one process (no --coordinator, --num-processes, "
-                         "--process-id)")
+        raise UsageError(
+            f"{name} runs in one process (no --coordinator, --num-processes, --process-id)"
+        )
 
 
 def _out(study, options: Options) -> Path:
@@ -355,8 +395,9 @@ def _draw(out: Path, options: Options) -> None:
                 print(f"wrote {path}", file=sys.stderr)
 
 
-def _host(study: HostStudy, options: Options, runtime: Runtime | None, *,
-          tables: bool = True) -> int:
+def _host(
+    study: HostStudy, options: Options, runtime: Runtime | None, *, tables: bool = True
+) -> int:
     """Compute a HostStudy's missing rows into its directory (one process, float64)."""
     if study.x64:  # its JAX computations in float64, and nothing after it
         import jax
@@ -370,20 +411,27 @@ def _host(study: HostStudy, options: Options, runtime: Runtime | None, *,
     return _host_run(study, options, runtime, tables)
 
 
-def _host_run(study: HostStudy, options: Options, runtime: Runtime | None,
-              tables: bool) -> int:
+def _host_run(study: HostStudy, options: Options, runtime: Runtime | None, tables: bool) -> int:
     from jaxbof import experiments
 
     runtime = runtime or setup(options)
     out = _out(study, options)
-    experiment = {"kind": study.kind, **({"part": study.part} if study.part else {}),
-                  "name": study.name, "config": study.config, "precision": "float64"}
+    experiment = {
+        "kind": study.kind,
+        **({"part": study.part} if study.part else {}),
+        "name": study.name,
+        "config": study.config,
+        "precision": "float64",
+    }
     config = {"experiment": experiment, "run": run_meta(runtime=runtime)}
     written = [0]
     with open_writer(out, config, study.schema) as writer:
         stored = load_rows(out)
-        print(f"{study.name}: {study.description} ({len(stored)} rows already in {out}), "
-              f"float64 on the host", file=sys.stderr)
+        print(
+            f"{study.name}: {study.description} ({len(stored)} rows already in {out}), "
+            f"float64 on the host",
+            file=sys.stderr,
+        )
         sink = _Writer(writer, out, options.faults, written)
         try:
             with _stoppable():
@@ -416,8 +464,9 @@ def _suite(suite: Suite, options: Options, runtime: Runtime | None) -> int:
         except ValueError as e:
             raise UsageError(str(e)) from None
         except OSError as e:
-            raise UsageError(f"--out {str(root)!r}: cannot write there "
-                             f"({e.strerror or e})") from None
+            raise UsageError(
+                f"--out {str(root)!r}: cannot write there ({e.strerror or e})"
+            ) from None
     complete = True
     for sub, part in suite.parts:
         where = root / sub if sub else root
@@ -432,8 +481,11 @@ def _suite(suite: Suite, options: Options, runtime: Runtime | None) -> int:
         if rc:
             return rc
     if not complete:
-        print(f"{suite.name}: parts of other processes are still running; the last process "
-              "draws the comparison", file=sys.stderr)
+        print(
+            f"{suite.name}: parts of other processes are still running; the last process "
+            "draws the comparison",
+            file=sys.stderr,
+        )
         return 0
     with _reading(root):
         if suite.table is not None:
@@ -447,13 +499,14 @@ def _complete(study: Study, out: Path) -> bool:
     from jaxbof import engine as eng
     from jaxbof import experiments
 
-    exp = experiments.plugin(study.kind).experiment(study.protocol, study.cells)
+    exp = experiments.plugin(study.kind).experiment(study.protocol, study.cells)  # pyright: ignore[reportOptionalCall] - a sweepable kind
     done = eng.resume(exp, load_rows(out), study.cells).done
     return all(c in done for c in study.cells)
 
 
-def _engine_study(study: Study, options: Options, runtime: Runtime | None, *,
-                  tables: bool = True) -> int:
+def _engine_study(
+    study: Study, options: Options, runtime: Runtime | None, *, tables: bool = True
+) -> int:
     """Train a Study's missing cells into its directory, then its table and pictures."""
     clock = _Clock()
     runtime = runtime or setup(options)
@@ -462,18 +515,23 @@ def _engine_study(study: Study, options: Options, runtime: Runtime | None, *,
 
     from jaxbof import engine as eng
     from jaxbof import experiments, store
+
     clock.lap("import")
 
     plugin = experiments.plugin(study.kind)
     engine = _engine_for(plugin, options)
     out = _out(study, options)
-    plan = eng.plan(plugin.experiment(study.protocol, study.cells), study.cells)
+    plan = eng.plan(plugin.experiment(study.protocol, study.cells), study.cells)  # pyright: ignore[reportOptionalCall] - a sweepable kind
     config = {
-        "experiment": {"kind": study.kind, "name": study.name,
-                       "description": study.description, "grid": study.grid,
-                       "protocol": study.protocol,
-                       "precision": "float64" if options.x64 else "float32",
-                       "matmul_precision": runtime.matmul_precision},
+        "experiment": {
+            "kind": study.kind,
+            "name": study.name,
+            "description": study.description,
+            "grid": study.grid,
+            "protocol": study.protocol,
+            "precision": "float64" if options.x64 else "float32",
+            "matmul_precision": runtime.matmul_precision,
+        },
         "run": run_meta(engine, runtime),
     }
     many = runtime.processes > 1
@@ -485,14 +543,18 @@ def _engine_study(study: Study, options: Options, runtime: Runtime | None, *,
         resume = eng.resume(plan, load_rows(out), study.cells)
         todo = [c for c in study.cells if c not in resume.done]
         cells = [c for c in todo if eng.owner(plan, c, runtime.processes) == runtime.process]
-        print(f"{who}{study.name}: {len(cells)} models to train "
-              f"({len(study.cells) - len(todo)} already in {out}"
-              + (f", {len(todo) - len(cells)} for the other processes" if many else "")
-              + f"), {config['experiment']['precision']} on {runtime.devices} "
-              f"{jax.default_backend()} device(s)", file=sys.stderr)
+        print(
+            f"{who}{study.name}: {len(cells)} models to train "
+            f"({len(study.cells) - len(todo)} already in {out}"
+            + (f", {len(todo) - len(cells)} for the other processes" if many else "")
+            + f"), {config['experiment']['precision']} on {runtime.devices} "
+            f"{jax.default_backend()} device(s)",
+            file=sys.stderr,
+        )
         clock.lap("results")
-        stats = _train(plan, cells, engine, options, _Writer(writer, out, options.faults,
-                                                             written), resume)
+        stats = _train(
+            plan, cells, engine, options, _Writer(writer, out, options.faults, written), resume
+        )
         if isinstance(stats, Stopped):
             _close(writer)
             print(_stopped_line(stats, out), file=sys.stderr)
@@ -507,8 +569,10 @@ def _engine_study(study: Study, options: Options, runtime: Runtime | None, *,
     if os.environ.get("JAXBOF_PHASES"):
         sweep = clock.times.pop("sweep", 0.0)
         parts = {**clock.times, **stats.phases, "sweep_other": sweep - stats.wall_s}
-        print(f"{who}phases (s): " + " ".join(f"{k}={v:.3f}" for k, v in parts.items()),
-              file=sys.stderr)
+        print(
+            f"{who}phases (s): " + " ".join(f"{k}={v:.3f}" for k, v in parts.items()),
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -522,8 +586,7 @@ def _engine_for(plugin, options: Options):
     except ValueError as e:
         raise UsageError(str(e)) from None
     if plugin.engine is not None and options.slots is None:
-        engine = dataclasses.replace(plugin.engine(), chunk=options.chunk,
-                                     devices=options.devices)
+        engine = dataclasses.replace(plugin.engine(), chunk=options.chunk, devices=options.devices)
     return engine
 
 
@@ -541,22 +604,32 @@ def _train(plan, cells, engine, options: Options, sink: _Writer, resume):
 
     from jaxbof import engine as eng
 
-    bar = tqdm(total=len(cells), unit="model", disable=not options.progress or not cells,
-               file=sys.stderr)
+    bar = tqdm(
+        total=len(cells), unit="model", disable=not options.progress or not cells, file=sys.stderr
+    )
     importing = [not options.plots]
 
     def on_rows(rows):
         if not importing[0]:  # matplotlib loads while the device trains
             importing[0] = True
-            threading.Thread(target=importlib.import_module, args=("jaxbof.plots",),
-                             name="jaxbof-import-plots", daemon=True).start()
+            threading.Thread(
+                target=importlib.import_module,
+                args=("jaxbof.plots",),
+                name="jaxbof-import-plots",
+                daemon=True,
+            ).start()
         sink.write(resume.new_rows(rows))
         bar.update(len(rows) if plan.final is None else sum(bool(r[plan.final]) for r in rows))
 
     try:
         with _stoppable():
-            _, stats = eng.run(plan, cells, engine, on_rows=on_rows,
-                               dtype=jnp.float64 if options.x64 else jnp.float32)
+            _, stats = eng.run(
+                plan,
+                cells,
+                engine,
+                on_rows=on_rows,
+                dtype=jnp.float64 if options.x64 else jnp.float32,
+            )
     except Stopped as stop:
         return stop
     finally:
@@ -564,8 +637,9 @@ def _train(plan, cells, engine, options: Options, sink: _Writer, resume):
     return stats
 
 
-def _summary(study: Study, plan, out: Path, stats, who: str, table: Callable | None,
-             options: Options) -> None:
+def _summary(
+    study: Study, plan, out: Path, stats, who: str, table: Callable | None, options: Options
+) -> None:
     """The closing lines on stderr, the table on stdout and the pictures, once every cell of
     the study is in `out` (several processes: the last one to finish)."""
     from jaxbof import engine as eng
@@ -577,13 +651,19 @@ def _summary(study: Study, plan, out: Path, stats, who: str, table: Callable | N
     left = [c for c in study.cells if c not in done]
     flags = declared_flags(plan.columns, plan.flags)
     flagged = sum(is_flagged(r, flags) for r in rows)
-    print(f"{who}trained {stats.models} models in {stats.wall_s:.1f} s "
-          f"(compile {stats.compile_s:.1f} s, {stats.buckets} shape buckets, {stats.slots} slots"
-          f" on {stats.devices} device(s)); {len(rows)} rows in {out}/results.csv; {flagged} "
-          f"flagged ({describe_flags(flags)})", file=sys.stderr)
+    print(
+        f"{who}trained {stats.models} models in {stats.wall_s:.1f} s "
+        f"(compile {stats.compile_s:.1f} s, {stats.buckets} shape buckets, {stats.slots} slots"
+        f" on {stats.devices} device(s)); {len(rows)} rows in {out}/results.csv; {flagged} "
+        f"flagged ({describe_flags(flags)})",
+        file=sys.stderr,
+    )
     if left:
-        print(f"{who}{len(left)} models of other processes are not in {out} yet; the last "
-              "process to finish merges all rows into results.csv", file=sys.stderr)
+        print(
+            f"{who}{len(left)} models of other processes are not in {out} yet; the last "
+            "process to finish merges all rows into results.csv",
+            file=sys.stderr,
+        )
         return
     if table:
         for line in table(rows, store.load_config(out)):
@@ -606,7 +686,8 @@ def with_optimizer(study: Study, spec: str | None) -> Study:
         raise UsageError(f"--optimizer: {e}") from None
     p: Any = study.protocol
     if not (dataclasses.is_dataclass(p) and "optimizer" in {f.name for f in dataclasses.fields(p)}):
-        raise UsageError(f"--optimizer does not apply to {study.kind}: it trains with its own "
-                         "update rule")
+        raise UsageError(
+            f"--optimizer does not apply to {study.kind}: it trains with its own update rule"
+        )
     name = study.name if opt == optim.GD else f"{study.name}-{opt.spec.replace(':', '-')}"
     return study._replace(name=name, protocol=dataclasses.replace(p, optimizer=opt))

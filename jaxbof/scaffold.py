@@ -22,10 +22,11 @@ from pathlib import Path
 __all__ = ["new", "package_name"]
 
 _NAME = re.compile(r"[A-Za-z]([A-Za-z0-9_-]*[A-Za-z0-9])?")
-ALLOWED = ("a letter, then letters, digits, '-' and '_', ending in a letter or digit "
-           "(e.g. my-theorem)")
+ALLOWED = (
+    "a letter, then letters, digits, '-' and '_', ending in a letter or digit (e.g. my-theorem)"
+)
 
-PYPROJECT = '''\
+PYPROJECT = """\
 [build-system]
 requires = ["setuptools>=64"]
 build-backend = "setuptools.build_meta"
@@ -49,9 +50,9 @@ packages = ["__PACKAGE__"]
 
 [tool.pytest.ini_options]
 testpaths = ["tests"]
-'''
+"""
 
-README = '''\
+README = """\
 # __NAME__
 
 A theorem checked by experiment with jaxbof: gradient descent with step lr on 1-D least squares
@@ -67,7 +68,7 @@ Installing registers the experiment `__NAME__` with jaxbof; the sweep runs the d
 seconds (flags: `jaxbof sweep __NAME__ --help`; `--lr 0.1,1,3` goes past the limit) into
 runs/x/results.csv and draws runs/x/__NAME__.png, `plot` draws it again, and `pytest` checks
 every row against the closed form.
-'''
+"""
 
 MODULE = '''\
 """__NAME__: a theorem checked by jaxbof (written by `jaxbof new __NAME__`; make it yours).
@@ -209,22 +210,30 @@ def _check(name: str, directory: Path) -> str:
         raise ValueError(f"new: NAME {name!r} is not a valid name; allowed: {ALLOWED}")
     package = package_name(name)
     if keyword.iskeyword(package):
-        raise ValueError(f"new: NAME {name!r} would make the package {package!r}, a Python "
-                         f"keyword; allowed: {ALLOWED}, not a keyword")
+        raise ValueError(
+            f"new: NAME {name!r} would make the package {package!r}, a Python "
+            f"keyword; allowed: {ALLOWED}, not a keyword"
+        )
     known = experiments.names()
     if name in known:
-        raise ValueError(f"new: NAME {name!r} is already an experiment (known: "
-                         f"{', '.join(known)}); choose a new name")
+        raise ValueError(
+            f"new: NAME {name!r} is already an experiment (known: "
+            f"{', '.join(known)}); choose a new name"
+        )
     try:
         spec = importlib.util.find_spec(package)
     except (ImportError, ValueError):
         spec = None
     if spec is not None and spec.origin is not None:  # a namespace package (a bare dir) is fine
-        raise ValueError(f"new: NAME {name!r} would make the package {package!r}, which is "
-                         f"already importable ({spec.origin}); choose a new name")
+        raise ValueError(
+            f"new: NAME {name!r} would make the package {package!r}, which is "
+            f"already importable ({spec.origin}); choose a new name"
+        )
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-        raise ValueError(f"new: --dir {str(directory)!r} exists and is not an empty directory; "
-                         "allowed: a new or empty directory")
+        raise ValueError(
+            f"new: --dir {str(directory)!r} exists and is not an empty directory; "
+            "allowed: a new or empty directory"
+        )
     return package
 
 
@@ -246,7 +255,10 @@ def new(name: str, directory: str | Path | None = None) -> list[Path]:
     for rel, text in files.items():
         path = directory / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text.replace("__NAME__", name).replace("__PACKAGE__", package)
-                        .replace("__JAXBOF__", __version__))
+        path.write_text(
+            text.replace("__NAME__", name)
+            .replace("__PACKAGE__", package)
+            .replace("__JAXBOF__", __version__)
+        )
         written.append(path)
     return written

@@ -38,22 +38,41 @@ from __future__ import annotations
 
 import enum
 import functools
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 from scipy import special
 
 __all__ = [
-    "KERNELS", "Kernel", "LevelFit", "QuadratureSpectrum", "Spectrum", "TraceCheck", "eigenvalues",
-    "eigenvalues_quadrature", "gegenbauer", "kappa0", "kappa1", "kernel_fn", "log_multiplicity",
+    "KERNELS",
+    "Kernel",
+    "LevelFit",
+    "QuadratureSpectrum",
+    "Spectrum",
+    "TraceCheck",
+    "eigenvalues",
+    "eigenvalues_quadrature",
+    "gegenbauer",
+    "kappa0",
+    "kappa1",
+    "kernel_fn",
+    "log_multiplicity",
     "mercer",
-    "multiplicity", "empirical_levels", "levels_of", "ntk_both_layers", "ntk_first_layer", "relu_nngp", "trace_identity",
+    "multiplicity",
+    "empirical_levels",
+    "levels_of",
+    "ntk_both_layers",
+    "ntk_first_layer",
+    "relu_nngp",
+    "trace_identity",
 ]
 
 _EPS = np.finfo(np.float64).eps
 
 
 # --------------------------------------------------------------------------- multiplicities
+
 
 def log_multiplicity(d: int, k) -> np.ndarray:
     """log N(d, k): dimension of degree-k spherical harmonics on S^{d-1}, d >= 2.
@@ -70,8 +89,10 @@ def log_multiplicity(d: int, k) -> np.ndarray:
     with np.errstate(over="ignore"):
         binom = special.binom(kf + d - 3, d - 2.0)
     log_binom = np.where(
-        np.isfinite(binom) & (binom > 0), np.log(np.where(binom > 0, binom, 1.0)),
-        special.gammaln(kf + d - 2) - special.gammaln(d - 1.0) - special.gammaln(kf))
+        np.isfinite(binom) & (binom > 0),
+        np.log(np.where(binom > 0, binom, 1.0)),
+        special.gammaln(kf + d - 2) - special.gammaln(d - 1.0) - special.gammaln(kf),
+    )
     out = np.log(2 * kf + d - 2) - np.log(kf) + log_binom
     return np.where(k == 0, 0.0, out)
 
@@ -102,6 +123,7 @@ def gegenbauer(d: int, k_max: int, t) -> np.ndarray:
 
 # --------------------------------------------------------------------------- analytic kernels
 
+
 def kappa0(u) -> np.ndarray:
     """Arc-cosine kernel of order 0: E[1(w.x > 0) 1(w.x' > 0)] = (pi - arccos u) / (2 pi)."""
     u = np.clip(np.asarray(u, dtype=np.float64), -1.0, 1.0)
@@ -122,8 +144,9 @@ def _bias_args(u, bias: bool):
     return (u + 1.0, (u + 1.0) / 2.0, 2.0) if bias else (u, u, 1.0)
 
 
-def ntk_first_layer(u, alpha: float = 0.0, bias: bool = False,
-                    train_bias: bool = True) -> np.ndarray:
+def ntk_first_layer(
+    u, alpha: float = 0.0, bias: bool = False, train_bias: bool = True
+) -> np.ndarray:
     """Infinite-width NTK, first layer trained, sigma(z) = max(z, alpha z), unit-norm inputs:
     (u [+ 1 if bias and train_bias]) E[sigma'(z) sigma'(z')] = (.) (alpha + (1 - alpha)^2
     kappa0(rho)), rho = u, or (u + 1)/2 with a bias b ~ N(0, 1); alpha = 0, no bias: u kappa0(u)."""
@@ -140,13 +163,14 @@ def relu_nngp(u, alpha: float = 0.0, bias: bool = False) -> np.ndarray:
     return alpha * c + (1.0 - alpha) ** 2 * ss * kappa1(rho)
 
 
-def ntk_both_layers(u, alpha: float = 0.0, bias: bool = False,
-                    train_bias: bool = True) -> np.ndarray:
+def ntk_both_layers(
+    u, alpha: float = 0.0, bias: bool = False, train_bias: bool = True
+) -> np.ndarray:
     """Infinite-width NTK, both layers trained: ntk_first_layer(u) + relu_nngp(u)."""
     return ntk_first_layer(u, alpha, bias, train_bias) + relu_nngp(u, alpha, bias)
 
 
-class Kernel(str, enum.Enum):
+class Kernel(str, enum.Enum):  # noqa: UP042 - StrEnum would change str(Kernel.X)
     """The analytic kernels with closed-form spectra (values are the command-line names)."""
 
     NTK_FIRST_LAYER = "ntk-first-layer"  # u kappa0(u)
@@ -161,8 +185,9 @@ KERNELS: dict[Kernel, Callable] = {
 }
 
 
-def kernel_fn(kernel: Kernel | str, alpha: float = 0.0, bias: bool = False,
-              train_bias: bool = True) -> Callable:
+def kernel_fn(
+    kernel: Kernel | str, alpha: float = 0.0, bias: bool = False, train_bias: bool = True
+) -> Callable:
     """u -> k(u) for one of the analytic kernels (train_bias is ignored by relu-nngp)."""
     kernel = _as_kernel(kernel)
     if kernel == Kernel.RELU_NNGP:
@@ -174,14 +199,17 @@ def _as_kernel(kernel) -> Kernel:
     try:
         return Kernel(kernel)
     except ValueError:
-        raise ValueError(f"unknown kernel {kernel!r}; choose from "
-                         f"{', '.join(k.value for k in Kernel)}") from None
+        raise ValueError(
+            f"unknown kernel {kernel!r}; choose from {', '.join(k.value for k in Kernel)}"
+        ) from None
 
 
 # --------------------------------------------------------------------------- quadrature
 
+
 class QuadratureSpectrum(NamedTuple):
     """mu_k by quadrature: k (K,), eigenvalue (K,), abs_error (K,) estimate, reliable (K,) bool."""
+
     k: np.ndarray
     eigenvalue: np.ndarray
     abs_error: np.ndarray
@@ -212,14 +240,17 @@ def _quadrature(kernel, d: int, k_max: int, n: int):
     # to ~ d eps were measured at d = 10^4 (k = 0, 1), so d is used; terms whose weight
     # underflowed are each below max|f| * tiny
     k = np.arange(k_max + 1)
-    scale = ((1 + d + k) * np.abs(terms).sum(axis=1)
-             + 4 * (np.abs(P) * (df * w)).sum(axis=1) / _EPS
-             + 2 * n * np.max(np.abs(f)) * np.finfo(np.float64).tiny / _EPS)
+    scale = (
+        (1 + d + k) * np.abs(terms).sum(axis=1)
+        + 4 * (np.abs(P) * (df * w)).sum(axis=1) / _EPS
+        + 2 * n * np.max(np.abs(f)) * np.finfo(np.float64).tiny / _EPS
+    )
     return terms.sum(axis=1), scale
 
 
-def eigenvalues_quadrature(kernel: Callable, d: int, k_max: int, n_nodes: int | None = None,
-                           rtol: float = 1e-6) -> QuadratureSpectrum:
+def eigenvalues_quadrature(
+    kernel: Callable, d: int, k_max: int, n_nodes: int | None = None, rtol: float = 1e-6
+) -> QuadratureSpectrum:
     """mu_0..mu_{k_max} of a dot-product kernel by Gauss-Legendre in theta on [0, pi].
 
     Integrand c_d k(cos th) P_k(cos th) sin^(d-2) th (smooth in theta for the ReLU kernels, so
@@ -244,10 +275,12 @@ def eigenvalues_quadrature(kernel: Callable, d: int, k_max: int, n_nodes: int | 
 
 # --------------------------------------------------------------------------- closed forms
 
+
 class Spectrum(NamedTuple):
     """mu_k in closed form: k (K,), eigenvalue (K,) (0 below the smallest normal float64,
     2.2e-308), log_eigenvalue (K,) = log mu_k (finite where mu_k > 0, even below 1e-308;
     -inf for exact zeros)."""
+
     k: np.ndarray
     eigenvalue: np.ndarray
     log_eigenvalue: np.ndarray
@@ -302,9 +335,9 @@ def _log_abs_gegenbauer(D: int, k_max: int, t: np.ndarray) -> np.ndarray:
             out[1] = np.log(np.abs(t))
         for k in range(1, k_max):
             p0, p1 = p1, ((2 * k + D - 2) * t * p1 - k * p0) / (k + D - 2)
-            small = np.maximum(np.abs(p0), np.abs(p1)) < 2.0 ** -500
+            small = np.maximum(np.abs(p0), np.abs(p1)) < 2.0**-500
             if small.any():
-                p0, p1 = np.where(small, p0 * 2.0 ** 500, p0), np.where(small, p1 * 2.0 ** 500, p1)
+                p0, p1 = np.where(small, p0 * 2.0**500, p0), np.where(small, p1 * 2.0**500, p1)
                 log_scale = log_scale - small * (500 * np.log(2.0))
             out[k + 1] = np.log(np.abs(p1)) + log_scale
     return out
@@ -353,19 +386,25 @@ def _log_mixture(d: int, k_max: int, order: int) -> np.ndarray:
 
 def _log_bias_kernels(d: int, k_max: int) -> tuple[np.ndarray, np.ndarray]:
     """log mu_k, k = 0..k_max, of kappa0((1+u)/2) and 2 kappa1((1+u)/2) (k_max >= 1)."""
-    step = lambda u: kappa0((np.asarray(u) + 1.0) / 2.0)  # noqa: E731
-    relu = lambda u: 2.0 * kappa1((np.asarray(u) + 1.0) / 2.0)  # noqa: E731
+    step = lambda u: kappa0((np.asarray(u) + 1.0) / 2.0)
+    relu = lambda u: 2.0 * kappa1((np.asarray(u) + 1.0) / 2.0)
     n = int(max(64, 34 + 8 * np.sqrt(d)))
     # k < order: moderate values (mu_0, mu_1 of kernels with k(1) = O(1)), quadrature suffices
     low_step = _quadrature(step, d, 0, n)[0]
     low_relu = _quadrature(relu, d, 1, n)[0]
     log_step = np.concatenate([np.log(low_step), _log_mixture(d, k_max, 1)])
     log_relu = np.concatenate([np.log(low_relu), _log_mixture(d, k_max, 2)])
-    return log_step, log_relu[:k_max + 1]
+    return log_step, log_relu[: k_max + 1]
 
 
-def eigenvalues(kernel: Kernel | str, d: int, k_max: int, alpha: float = 0.0,
-                bias: bool = False, train_bias: bool = True) -> Spectrum:
+def eigenvalues(
+    kernel: Kernel | str,
+    d: int,
+    k_max: int,
+    alpha: float = 0.0,
+    bias: bool = False,
+    train_bias: bool = True,
+) -> Spectrum:
     """mu_0..mu_{k_max} on S^{d-1} of 'ntk-first-layer' (u kappa0), 'ntk-both-layers'
     (u kappa0 + kappa1) or 'relu-nngp' (kappa1), with leaky slope `alpha` (0 = ReLU) and
     optionally a bias b ~ N(0, 1) (trained with the first layer unless train_bias=False); the
@@ -390,12 +429,12 @@ def eigenvalues(kernel: Kernel | str, d: int, k_max: int, alpha: float = 0.0,
     if bias:
         log_k0, log_nngp = _log_bias_kernels(d, k_max + 1)
         log_nngp = log_nngp[:-1]
-        log_first = _log_times_t(d, log_k0)                   # u kappa0((1+u)/2)
+        log_first = _log_times_t(d, log_k0)  # u kappa0((1+u)/2)
         if train_bias:
             log_first = np.logaddexp(log_first, log_k0[:-1])  # (u + 1) kappa0((1+u)/2)
     else:
-        log_first = _log_times_t(d, 2 * _log_lambda_step(d, k))     # u kappa0
-        log_nngp = np.log(d) + 2 * _log_lambda_relu(d, k[:-1])      # kappa1
+        log_first = _log_times_t(d, 2 * _log_lambda_step(d, k))  # u kappa0
+        log_nngp = np.log(d) + 2 * _log_lambda_relu(d, k[:-1])  # kappa1
     scale = 2 * np.log(abs(1.0 - alpha)) if alpha != 1.0 else -np.inf
     if kernel == Kernel.NTK_FIRST_LAYER:
         log_mu = log_first + scale
@@ -411,12 +450,14 @@ def eigenvalues(kernel: Kernel | str, d: int, k_max: int, alpha: float = 0.0,
         if k_max >= 1:
             log_mu = _add_linear(log_mu, 1, n_u * alpha / d)
     # subnormal results would carry few significant digits: report them as 0 (log stays exact)
-    mu = np.where(log_mu >= np.log(np.finfo(np.float64).tiny), np.exp(np.maximum(log_mu, -745.0)),
-                  0.0)
+    mu = np.where(
+        log_mu >= np.log(np.finfo(np.float64).tiny), np.exp(np.maximum(log_mu, -745.0)), 0.0
+    )
     return Spectrum(k[:-1], mu, log_mu)
 
 
 # --------------------------------------------------------------------------- checks
+
 
 def _log_abs(eigs) -> np.ndarray:
     if isinstance(eigs, Spectrum):
@@ -437,6 +478,7 @@ class TraceCheck(NamedTuple):
     """partial_sums (K,) of sum_{j<=k} N(d,j) mu_j; tail_estimate: remaining sum extrapolated from
     a power-law fit of the last two nonzero terms (nan if it cannot be fitted); total = last
     partial sum + tail_estimate; target = k(1) if given (else nan)."""
+
     partial_sums: np.ndarray
     tail_estimate: float
     total: float
@@ -522,7 +564,7 @@ def levels_of(eigenvalues, mu_k, d: int) -> LevelFit:
             break
         ks.append(int(k))
         mult.append(m)
-        means.append(lam[start:start + m].mean())
+        means.append(lam[start : start + m].mean())
         start += m
     ks, mult, means = np.array(ks, int), np.array(mult, int), np.array(means)
     target = mu[ks]

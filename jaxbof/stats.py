@@ -52,8 +52,10 @@ def flags_of(config: Mapping | None) -> dict:
 
 def describe_flags(flags: Mapping | None = None) -> str:
     """The flags in words: "diverged or not converged" for `FLAGS`."""
+
     def one(c, v):
         return c if v is True else f"not {c}" if v is False else f"{c} = {v}"
+
     return " or ".join(one(c, v) for c, v in (FLAGS if flags is None else flags).items())
 
 
@@ -63,8 +65,9 @@ def is_flagged(row: Mapping, flags: Mapping | None = None) -> bool:
     return any(c in row and row[c] == v for c, v in (FLAGS if flags is None else flags).items())
 
 
-def aggregate(rows: Iterable[Mapping], by: str | Sequence[str], value: str,
-              flags: Mapping | None = None) -> dict:
+def aggregate(
+    rows: Iterable[Mapping], by: str | Sequence[str], value: str, flags: Mapping | None = None
+) -> dict:
     """{key: Summary} of `value` grouped by the columns `by`, sorted by key.
 
     key is the tuple of the `by` values (the value itself when `by` is one column name).
@@ -87,8 +90,14 @@ def aggregate(rows: Iterable[Mapping], by: str | Sequence[str], value: str,
     return out
 
 
-def paired_differences(base: Iterable[Mapping], other: Iterable[Mapping], keys: Sequence[str],
-                       by: Sequence[str], value: str, flags: Mapping | None = None) -> dict:
+def paired_differences(
+    base: Iterable[Mapping],
+    other: Iterable[Mapping],
+    keys: Sequence[str],
+    by: Sequence[str],
+    value: str,
+    flags: Mapping | None = None,
+) -> dict:
     """{by-key: Summary} of other - base in `value`, paired run by run on the columns `keys`
     (the same cell and seed: the same data and initialisation), grouped by `by`, sorted.
 
@@ -107,11 +116,15 @@ def paired_differences(base: Iterable[Mapping], other: Iterable[Mapping], keys: 
         key = tuple(r[k] for k in keys)
         old = index.setdefault(key, r)
         a, b = float(old[value]), float(r[value])
-        if old is not r and (not (a == b or math.isnan(a) and math.isnan(b))
-                             or is_flagged(old, flags) != is_flagged(r, flags)):
+        if old is not r and (
+            not (a == b or math.isnan(a) and math.isnan(b))
+            or is_flagged(old, flags) != is_flagged(r, flags)
+        ):
             # e.g. the baseline on two signal directions with "signal" not in keys
-            raise ValueError(f"paired_differences: two different base runs share "
-                             f"{dict(zip(keys, key))}; the keys must tell them apart")
+            raise ValueError(
+                f"paired_differences: two different base runs share "
+                f"{dict(zip(keys, key))}; the keys must tell them apart"
+            )
     groups: dict = {}
     for r in other:
         vals, flagged = groups.setdefault(tuple(r[c] for c in by), ([], [0]))
@@ -187,14 +200,19 @@ def clopper_pearson(successes: int, trials: int, level: float = 0.95) -> Interva
         return Interval(math.nan, 0.0, 1.0, "exact (Clopper-Pearson), no trials")
     a = (1 - level) / 2
     low = 0.0 if successes == 0 else float(sps.beta.ppf(a, successes, trials - successes + 1))
-    high = 1.0 if successes == trials else float(sps.beta.ppf(1 - a, successes + 1,
-                                                              trials - successes))
-    return Interval(successes / trials, low, high,
-                    f"exact (Clopper-Pearson), {successes} of {trials}")
+    high = (
+        1.0
+        if successes == trials
+        else float(sps.beta.ppf(1 - a, successes + 1, trials - successes))
+    )
+    return Interval(
+        successes / trials, low, high, f"exact (Clopper-Pearson), {successes} of {trials}"
+    )
 
 
-def unit_interval(units: Sequence, statistic, level: float = 0.95, *,
-                  resamples: int = RESAMPLES, seed: int = SEED) -> Interval:
+def unit_interval(
+    units: Sequence, statistic, level: float = 0.95, *, resamples: int = RESAMPLES, seed: int = SEED
+) -> Interval:
     """`statistic(units) -> float` with its interval over the independent `units` (each a
     list of rows, resampled whole): a percentile bootstrap with at least BOOTSTRAP_MIN units,
     else a t-interval over the statistic of each unit alone. Resamples where the statistic is
@@ -206,17 +224,30 @@ def unit_interval(units: Sequence, statistic, level: float = 0.95, *,
         got = t_interval([v for v in each if np.isfinite(v)], level)
         return got._replace(value=value)
     rng = np.random.default_rng(seed)
-    draws = np.array([statistic([units[i] for i in rng.integers(0, len(units), len(units))])
-                      for _ in range(resamples)], np.float64)
+    draws = np.array(
+        [
+            statistic([units[i] for i in rng.integers(0, len(units), len(units))])
+            for _ in range(resamples)
+        ],
+        np.float64,
+    )
     ok = draws[np.isfinite(draws)]
     if len(ok) < resamples // 2:
-        return Interval(value, -math.inf, math.inf, f"bootstrap: statistic undefined in "
-                        f"{resamples - len(ok)} of {resamples} resamples")
+        return Interval(
+            value,
+            -math.inf,
+            math.inf,
+            f"bootstrap: statistic undefined in {resamples - len(ok)} of {resamples} resamples",
+        )
     a = (1 - level) / 2
     low, high = np.quantile(ok, [a, 1 - a])
     left = f", {resamples - len(ok)} undefined left out" if len(ok) < resamples else ""
-    return Interval(value, float(low), float(high), f"percentile bootstrap, {resamples} "
-                    f"resamples of {len(units)} units, seed {seed}{left}")
+    return Interval(
+        value,
+        float(low),
+        float(high),
+        f"percentile bootstrap, {resamples} resamples of {len(units)} units, seed {seed}{left}",
+    )
 
 
 def units_by(rows: Iterable[Mapping], columns: Sequence[str]) -> list[list[Mapping]]:

@@ -44,7 +44,7 @@ import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -83,7 +83,7 @@ class _Lock:
     def __init__(self, path: Path, *, shared: bool = False, wait_s: float | None = 0.0):
         """wait_s: how long to retry before BlockingIOError; None: wait as long as it takes."""
         self.path = path
-        self._f = open(path, "a+")
+        self._f = open(path, "a+")  # noqa: SIM115 - held while locked; close() closes it
         mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
         deadline = time.monotonic() + (wait_s or 0.0)
         while True:
@@ -98,8 +98,10 @@ class _Lock:
         if not shared:  # who holds it, for the message of a refused second sweep
             self._f.seek(0)
             self._f.truncate()
-            self._f.write(f"pid {os.getpid()} on {platform.node()} since "
-                          f"{datetime.datetime.now().isoformat(timespec='seconds')}\n")
+            self._f.write(
+                f"pid {os.getpid()} on {platform.node()} since "
+                f"{datetime.datetime.now().isoformat(timespec='seconds')}\n"
+            )
             self._f.flush()
 
     @staticmethod
@@ -121,9 +123,11 @@ class _Lock:
 
 
 def _busy(directory: Path, lock: Path, what: str) -> Busy:
-    return Busy(f"{directory} is in use by {what} ({_Lock.holder(lock)}); wait for it to "
-                "finish or choose another --out (a killed sweep holds no lock: rerun it to "
-                "resume)")
+    return Busy(
+        f"{directory} is in use by {what} ({_Lock.holder(lock)}); wait for it to "
+        "finish or choose another --out (a killed sweep holds no lock: rerun it to "
+        "resume)"
+    )
 
 
 def check_schema(columns: Mapping[str, str]) -> dict:
@@ -135,15 +139,16 @@ def check_schema(columns: Mapping[str, str]) -> dict:
         if kind not in TYPES:
             raise ValueError(f"column {name!r}: type {kind!r} is not one of {', '.join(TYPES)}")
         if not name or any(ch in name for ch in ',"\n\r'):
-            raise ValueError(f"column name {name!r}: must be non-empty, without commas, "
-                             "quotes or line breaks")
+            raise ValueError(
+                f"column name {name!r}: must be non-empty, without commas, quotes or line breaks"
+            )
     return columns
 
 
 # ----------------------------------------------------------------------------- config
 
 
-def jsonable(obj):
+def jsonable(obj) -> Any:
     """obj with enums as their names, dataclasses/NamedTuples as dicts, tuples as lists and
     numpy scalars as Python numbers, i.e. exactly what json.load gives back. An object with a
     `jsonable()` method (e.g. optim.Optimizer, recorded as its specification) gives its result."""
@@ -203,9 +208,10 @@ def load_config(directory) -> dict | None:
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(config, dict):
-        what = {list: "an array", str: "a string", bool: "a boolean",
-                type(None): "null"}.get(type(config), "a number")
-        raise ValueError(f"{path}: holds {what}, not a JSON object")  # noqa: TRY004
+        what = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+            type(config), "a number"
+        )
+        raise ValueError(f"{path}: holds {what}, not a JSON object")
     return config
 
 
@@ -220,8 +226,9 @@ def write_config(directory, config: Mapping) -> Path:
     if old is not None:
         diff = _diff(old.get("experiment"), new.get("experiment"), "experiment")
         if diff:
-            raise ValueError(f"{directory} holds another study ({', '.join(diff)} differ); "
-                             "choose another --out")
+            raise ValueError(
+                f"{directory} holds another study ({', '.join(diff)} differ); choose another --out"
+            )
     path = directory / CONFIG
     _write_atomic(path, json.dumps(new, indent=2, sort_keys=True) + "\n")
     return path
@@ -284,9 +291,17 @@ class ResultsWriter:
     passed as the sweep's on_rows callback.
     """
 
-    def __init__(self, directory, config: Mapping, columns: Mapping[str, str], *,
-                 ignore: Iterable[str] = ("run",), part: tuple[int, int] | None = None,
-                 keys: Sequence[str] | None = None, flags: Mapping[str, object] | None = None):
+    def __init__(
+        self,
+        directory,
+        config: Mapping,
+        columns: Mapping[str, str],
+        *,
+        ignore: Iterable[str] = ("run",),
+        part: tuple[int, int] | None = None,
+        keys: Sequence[str] | None = None,
+        flags: Mapping[str, object] | None = None,
+    ):
         self.schema = check_schema(columns)
         self.layout = {"schema": self.schema}  # what the rows mean, written beside config
         for name, value in (("keys", keys), ("flags", flags)):
@@ -310,10 +325,9 @@ class ResultsWriter:
                 self._check_config(config, set(ignore))
                 if self.part is None:  # parts of an earlier multi-process run: fold them in
                     merge(self.directory, keys)
-                target = self.directory / (RESULTS if self.part is None
-                                           else part_name(*self.part))
+                target = self.directory / (RESULTS if self.part is None else part_name(*self.part))
                 self._lock = threading.Lock()
-                self._file = open(target, "a+b")
+                self._file = open(target, "a+b")  # noqa: SIM115 - the writer closes it
                 self._repair()
         except BaseException:
             self._release()
@@ -349,14 +363,17 @@ class ResultsWriter:
             if held:
                 raise ValueError(f"{held[0]} exists without {CONFIG}: cannot tell what it holds")
         else:
-            keep = lambda c: {k: v for k, v in c.items() if k not in ignore}  # noqa: E731
+            keep = lambda c: {k: v for k, v in c.items() if k not in ignore}
             differ = _diff(keep(old), keep(config), "")
             if differ:
-                raise ValueError(f"{self.directory / CONFIG} describes a different experiment; "
-                                 f"differing keys: {', '.join(differ)}")
+                raise ValueError(
+                    f"{self.directory / CONFIG} describes a different experiment; "
+                    f"differing keys: {', '.join(differ)}"
+                )
         if stored is None or (self.part is None or self.part[0] == 0) and stored != config:
-            _write_atomic(self.directory / CONFIG,
-                          json.dumps(config, indent=2, sort_keys=True) + "\n")
+            _write_atomic(
+                self.directory / CONFIG, json.dumps(config, indent=2, sort_keys=True) + "\n"
+            )
 
     def _repair(self) -> None:
         """Drop an incomplete final line (a crash mid-write), then check or write the header."""
@@ -388,8 +405,9 @@ class ResultsWriter:
             missing = [c for c in self.columns if c not in row]
             extra = [k for k in row if k not in self.columns]
             if missing or extra:
-                raise ValueError(f"row does not match the columns: missing {missing}, "
-                                 f"unknown {extra}")
+                raise ValueError(
+                    f"row does not match the columns: missing {missing}, unknown {extra}"
+                )
             w.writerow([_format(c, k, row[c]) for c, k in self.schema.items()])
         with self._lock:
             self._file.write(buf.getvalue().encode())
@@ -502,8 +520,10 @@ def _read_all(directory: Path) -> _Lines:
         if header is None:
             header = got[0]
         elif got[0] != header:
-            raise ValueError(f"{path}: line 1: header {got[0]!r} differs from {header!r} "
-                             f"(the header of {read.files[0]})")
+            raise ValueError(
+                f"{path}: line 1: header {got[0]!r} differs from {header!r} "
+                f"(the header of {read.files[0]})"
+            )
         read.starts.append(len(read.lines))
         read.files.append(path)
         for number, line in enumerate(got[1:], start=2):
@@ -530,8 +550,11 @@ def _records(read: _Lines, width: int):
         if reader.line_num - start > 1:
             raise ValueError(f"{read.where(start)}: a quote opened in this row is never closed")
         if len(fields) != width:
-            got = (f"{len(fields)} field{'' if len(fields) == 1 else 's'}" if fields
-                   else "an empty line")
+            got = (
+                f"{len(fields)} field{'' if len(fields) == 1 else 's'}"
+                if fields
+                else "an empty line"
+            )
             raise ValueError(f"{read.where(start)}: {got}, the header has {width}")
         yield start, fields
         start = reader.line_num
@@ -587,7 +610,7 @@ def merge(directory, keys: Sequence[str] | None = None) -> Merged:
         held = []  # parts of those: read whole, then removed
         try:
             for path in part_files(directory):
-                index = int(_PART.fullmatch(path.name).group(1))
+                index = int(_PART.fullmatch(path.name).group(1))  # pyright: ignore[reportOptionalMemberAccess] - part_files matched it
                 if index not in locks:
                     try:
                         locks[index] = _Lock(directory / f"{LOCK}.part-{index}")
@@ -617,8 +640,11 @@ def merge(directory, keys: Sequence[str] | None = None) -> Merged:
                     kept.append(line)
                 lines = kept
                 if conflicts:
-                    warnings.warn(f"{directory}: {conflicts} rows have the key of another row "
-                                  "but other values; the first was kept", stacklevel=2)
+                    warnings.warn(
+                        f"{directory}: {conflicts} rows have the key of another row "
+                        "but other values; the first was kept",
+                        stacklevel=2,
+                    )
             if header is not None:
                 _write_atomic(directory / RESULTS, "".join(x + "\n" for x in [header] + lines))
             for path in held:

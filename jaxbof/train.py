@@ -36,12 +36,16 @@ class Check(NamedTuple):
     aux: Any = None  # what the experiment's bookkeeping keeps from this pass
 
 
-def step(check: Callable, advance: Callable, step_size: Callable,
-         optimizer: optim.Optimizer = optim.GD) -> Callable:
+def step(
+    check: Callable, advance: Callable, step_size: Callable, optimizer: optim.Optimizer = optim.GD
+) -> Callable:
     """(slot, state) -> state: one update of one run, or its bookkeeping alone if it halts."""
+
     def one(slot, state):
         c = check(slot, state)
-        params, opt = optim.update(optimizer, step_size(slot, c), c.grads, state.opt, c.params,
-                                   c.halt)
+        params, opt = optim.update(
+            optimizer, step_size(slot, c), c.grads, state.opt, c.params, c.halt
+        )
         return advance(state, c, params, opt)
+
     return one

@@ -2,10 +2,11 @@
 
 A claim (`contract.Claim`, declared by its plug-in in `Plugin.claims`) reads the results of one
 preset (`jaxbof reproduce NAME`; NAME/PART: the part of a suite in that subdirectory; a
-plug-in's own name: any sweep of it, its default grid when verify runs it), estimates a quantity with a 95% interval (the unit of
-independent randomness resampled whole: `stats.unit_interval`, `stats.clopper_pearson`; one
-interval per cell at the Bonferroni level for a claim over every cell) and compares the interval
-with its criterion, fixed in the claim's code before any measurement:
+plug-in's own name: any sweep of it, its default grid when verify runs it), estimates a quantity
+with a 95% interval (the unit of independent randomness resampled whole: `stats.unit_interval`,
+`stats.clopper_pearson`; one interval per cell at the Bonferroni level for a claim over every
+cell) and compares the interval with its criterion, fixed in the claim's code before any
+measurement:
 
     holds          the whole interval satisfies the criterion (every cell, for "for every")
     fails          the whole interval violates it (any cell)
@@ -23,6 +24,7 @@ it runs the presets (`run_presets`, through jaxbof.runner).
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import html
 import json
@@ -78,8 +80,15 @@ def verdict_of(criterion, estimates: Sequence[Estimate]) -> str:
     return "holds" if all(v == "holds" for v in each) else "inconclusive"
 
 
-def evaluate(experiment: str, claim: Claim, directory, level: float = LEVEL, *,
-             rows: list | None = None, config: Mapping | None = None) -> Result:
+def evaluate(
+    experiment: str,
+    claim: Claim,
+    directory,
+    level: float = LEVEL,
+    *,
+    rows: list | None = None,
+    config: Mapping | None = None,
+) -> Result:
     """The claim on the rows of `directory` (rows and config: already read from it)."""
     directory = Path(directory)
     config = (store.load_config(directory) or {}) if config is None else config
@@ -87,12 +96,21 @@ def evaluate(experiment: str, claim: Claim, directory, level: float = LEVEL, *,
     try:
         got = claim.estimate(rows, config, level)
     except (ValueError, KeyError, ZeroDivisionError) as e:
-        return Result(experiment, claim, (), "inconclusive", str(directory), config,
-                      f"cannot estimate: {type(e).__name__}: {e}")
-    estimates = tuple(got) if isinstance(got, (list, tuple)) and not isinstance(
-        got, Estimate) else (got,)
-    return Result(experiment, claim, estimates, verdict_of(claim.criterion, estimates),
-                  str(directory), config)
+        return Result(
+            experiment,
+            claim,
+            (),
+            "inconclusive",
+            str(directory),
+            config,
+            f"cannot estimate: {type(e).__name__}: {e}",
+        )
+    estimates = (
+        tuple(got) if isinstance(got, (list, tuple)) and not isinstance(got, Estimate) else (got,)
+    )
+    return Result(
+        experiment, claim, estimates, verdict_of(claim.criterion, estimates), str(directory), config
+    )
 
 
 # ----------------------------------------------------------------------------- matching
@@ -108,23 +126,29 @@ def preset_entry(reads: str, quick: bool) -> dict:
         return {"kind": reads}  # a plug-in's claim on any sweep of it
     preset, _, part = reads.partition("/")
     if preset not in known:
-        raise ValueError(f"claim reads {reads!r}, which no plug-in reproduces; known: "
-                         f"{', '.join(known)}")
+        raise ValueError(
+            f"claim reads {reads!r}, which no plug-in reproduces; known: {', '.join(known)}"
+        )
     study = known[preset][1].study(quick)
     if isinstance(study, Suite):
         roots = [p for sub, p in study.parts if sub == part]
         if not roots:
-            raise ValueError(f"{reads}: the suite {preset} has no part {part!r} (its parts: "
-                             f"{', '.join(repr(sub) for sub, _ in study.parts)})")
+            raise ValueError(
+                f"{reads}: the suite {preset} has no part {part!r} (its parts: "
+                f"{', '.join(repr(sub) for sub, _ in study.parts)})"
+            )
         study = roots[0]
     elif part:
         raise ValueError(f"claim reads {reads!r}, but {preset} is not a suite of parts")
     if isinstance(study, HostStudy):
-        entry = {"kind": study.kind, "name": study.name, "config": study.config,
-                 "part": study.part}
+        entry = {"kind": study.kind, "name": study.name, "config": study.config, "part": study.part}
     elif isinstance(study, Study):
-        entry = {"kind": study.kind, "name": study.name, "grid": study.grid,
-                 "protocol": study.protocol}
+        entry = {
+            "kind": study.kind,
+            "name": study.name,
+            "grid": study.grid,
+            "protocol": study.protocol,
+        }
     else:
         raise ValueError(f"{reads}: unknown study type {type(study).__name__}")
     return store.jsonable(entry)
@@ -147,9 +171,11 @@ def match(config: Mapping | None, reads: str, entries: Mapping) -> tuple[bool | 
         return None, ""
     closest = entries[True] if f"{reads}-quick" in name else entries[False]
     differ = [k for k, v in closest.items() if not _same(recorded.get(k), v)]
-    return None, (f"{recorded.get('kind')} run {name!r} is not {reads}"
-                  f"{' --quick' if closest is entries[True] else ''} ({', '.join(differ)} "
-                  "differ): skipped")
+    return None, (
+        f"{recorded.get('kind')} run {name!r} is not {reads}"
+        f"{' --quick' if closest is entries[True] else ''} ({', '.join(differ)} "
+        "differ): skipped"
+    )
 
 
 def _same(a, b) -> bool:
@@ -164,8 +190,10 @@ def scan(root, chosen: Sequence[tuple[str, Claim]], say=print) -> list[Result]:
     if not root.is_dir():
         raise ValueError(f"--results {str(root)!r}: not a directory")
     dirs = sorted({p.parent for p in root.rglob(store.CONFIG)})
-    entries = {reads: {q: preset_entry(reads, q) for q in (False, True)}
-               for reads in {c.reads for _, c in chosen}}
+    entries = {
+        reads: {q: preset_entry(reads, q) for q in (False, True)}
+        for reads in {c.reads for _, c in chosen}
+    }
     found: dict = {}  # reads -> [directory]
     configs: dict = {}
     for d in dirs:
@@ -185,8 +213,15 @@ def scan(root, chosen: Sequence[tuple[str, Claim]], say=print) -> list[Result]:
     out = []
     for experiment, claim in chosen:
         if claim.reads not in found:
-            out.append(Result(experiment, claim, (), "not evaluated",
-                              note=f"no results of {claim.reads} under {root}"))
+            out.append(
+                Result(
+                    experiment,
+                    claim,
+                    (),
+                    "not evaluated",
+                    note=f"no results of {claim.reads} under {root}",
+                )
+            )
         for d in found.get(claim.reads, ()):
             if d not in rows:
                 rows[d] = store.load_results(d)
@@ -203,10 +238,12 @@ def run_presets(chosen: Sequence[tuple[str, Claim]], out, quick: bool, options=N
     known = experiments.reproducible()
     for reads in dict.fromkeys(c.reads.partition("/")[0] for _, c in chosen):
         where = Path(out) / (reads + ("-quick" if quick else ""))
-        print(f"jaxbof verify: {reads}{' --quick' if quick else ''} into {where}",
-              file=sys.stderr)
-        study = (known[reads][1].study(quick) if reads in known
-                 else experiments.default_study(experiments.plugin(reads)))
+        print(f"jaxbof verify: {reads}{' --quick' if quick else ''} into {where}", file=sys.stderr)
+        study = (
+            known[reads][1].study(quick)
+            if reads in known
+            else experiments.default_study(experiments.plugin(reads))
+        )
         rc = runner.run(study, options._replace(out=str(where)))
         if rc:
             return rc
@@ -225,28 +262,39 @@ def summary(result: Result) -> str:
     if not result.estimates:
         return "-"
     e = _worst(result)
-    cells = f" ({e.cell}, worst of {len(result.estimates)} cells)" if len(
-        result.estimates) > 1 else ""
+    cells = (
+        f" ({e.cell}, worst of {len(result.estimates)} cells)" if len(result.estimates) > 1 else ""
+    )
     return f"{_fmt(e.value)} [{_fmt(e.low)}, {_fmt(e.high)}]{cells}"
 
 
 def _worst(result: Result) -> Estimate:
     order = {"fails": 0, "inconclusive": 1, "holds": 2}
-    return min(result.estimates, key=lambda e: order[result.claim.criterion.verdict(e.low,
-                                                                                    e.high)])
+    return min(result.estimates, key=lambda e: order[result.claim.criterion.verdict(e.low, e.high)])
 
 
 def table(results: Sequence[Result]) -> list[str]:
     """The verdict table, one line per result (markdown)."""
-    lines = ["| claim | experiment | estimate [95% interval] | criterion | verdict | expected | "
-             "results |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| claim | experiment | estimate [95% interval] | criterion | verdict | expected | "
+        "results |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         flag = " **(contradicts)**" if r.contradicts else ""
-        where = "-" if not r.directory else (
-            "/".join(Path(r.directory).parts[-2:]) if "/" in r.claim.reads
-            else Path(r.directory).name)  # a suite's part: the suite's directory too
-        lines.append(f"| {r.claim.id} | {r.experiment} | {summary(r)} | {r.claim.criterion} | "
-                     f"{r.verdict}{flag} | {r.claim.expected} | {where} |")
+        where = (
+            "-"
+            if not r.directory
+            else (
+                "/".join(Path(r.directory).parts[-2:])
+                if "/" in r.claim.reads
+                else Path(r.directory).name
+            )
+        )  # a suite's part: the suite's directory too
+        lines.append(
+            f"| {r.claim.id} | {r.experiment} | {summary(r)} | {r.claim.criterion} | "
+            f"{r.verdict}{flag} | {r.claim.expected} | {where} |"
+        )
     return lines
 
 
@@ -258,36 +306,72 @@ def provenance(seed: int = 0) -> dict:
     def version(name):
         try:
             from importlib.metadata import version as v
+
             return v(name)
         except Exception:  # noqa: BLE001 - not installed: say so
             return None
+
     commit = None
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(jaxbof.__file__).parent, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return {"schema_version": SCHEMA_VERSION, "jaxbof": jaxbof.__version__, "commit": commit,
-            "jax": version("jax"), "jaxlib": version("jaxlib"), "python": platform.python_version(),
-            "level": LEVEL, "resamples": stats.RESAMPLES, "bootstrap_min_units":
-            stats.BOOTSTRAP_MIN, "seed": stats.SEED,
-            "written": datetime.datetime.now().isoformat(timespec="seconds")}
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"],
+                capture_output=True,
+                text=True,
+                cwd=Path(jaxbof.__file__).parent,
+                timeout=10,
+            ).stdout.strip()
+            or None
+        )
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "jaxbof": jaxbof.__version__,
+        "commit": commit,
+        "jax": version("jax"),
+        "jaxlib": version("jaxlib"),
+        "python": platform.python_version(),
+        "level": LEVEL,
+        "resamples": stats.RESAMPLES,
+        "bootstrap_min_units": stats.BOOTSTRAP_MIN,
+        "seed": stats.SEED,
+        "written": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
 
 
 def as_json(results: Sequence[Result]) -> dict:
     out = []
     for r in results:
         c = r.claim
-        out.append({
-            "id": c.id, "experiment": r.experiment, "statement": c.statement,
-            "source": c.source, "preset": c.reads, "criterion": str(c.criterion),
-            "criterion_low": c.criterion.low, "criterion_high": c.criterion.high,
-            "verdict": r.verdict, "expected": c.expected, "reason": c.reason,
-            "contradicts": r.contradicts, "directory": r.directory, "note": r.note,
-            "estimates": [{"cell": e.cell, "estimate": e.value, "interval": [e.low, e.high],
-                           "level": e.level, "method": e.method, "verdict":
-                           c.criterion.verdict(e.low, e.high)} for e in r.estimates],
-            "config": (r.config or {}).get("experiment")})
+        out.append(
+            {
+                "id": c.id,
+                "experiment": r.experiment,
+                "statement": c.statement,
+                "source": c.source,
+                "preset": c.reads,
+                "criterion": str(c.criterion),
+                "criterion_low": c.criterion.low,
+                "criterion_high": c.criterion.high,
+                "verdict": r.verdict,
+                "expected": c.expected,
+                "reason": c.reason,
+                "contradicts": r.contradicts,
+                "directory": r.directory,
+                "note": r.note,
+                "estimates": [
+                    {
+                        "cell": e.cell,
+                        "estimate": e.value,
+                        "interval": [e.low, e.high],
+                        "level": e.level,
+                        "method": e.method,
+                        "verdict": c.criterion.verdict(e.low, e.high),
+                    }
+                    for e in r.estimates
+                ],
+                "config": (r.config or {}).get("experiment"),
+            }
+        )
     return {"provenance": provenance(), "claims": out}
 
 
@@ -317,24 +401,35 @@ def _finite(obj):
 
 def _details(r: Result) -> list[str]:
     c = r.claim
-    lines = [f"### {c.id}: {c.statement}", "", f"- source: {c.source}",
-             f"- reads: `{c.reads}`" + (f" in `{r.directory}`" if r.directory else ""),
-             f"- criterion: estimate {c.criterion}; verdict **{r.verdict}**, expected "
-             f"{c.expected}" + (f" ({c.reason})" if c.reason else "")]
+    lines = [
+        f"### {c.id}: {c.statement}",
+        "",
+        f"- source: {c.source}",
+        f"- reads: `{c.reads}`" + (f" in `{r.directory}`" if r.directory else ""),
+        f"- criterion: estimate {c.criterion}; verdict **{r.verdict}**, expected "
+        f"{c.expected}" + (f" ({c.reason})" if c.reason else ""),
+    ]
     if r.note:
         lines.append(f"- note: {r.note}")
     for e in r.estimates:
-        lines.append(f"- {e.cell or 'estimate'}: {_fmt(e.value)} [{_fmt(e.low)}, "
-                     f"{_fmt(e.high)}] at {e.level:.4g} ({e.method})")
+        lines.append(
+            f"- {e.cell or 'estimate'}: {_fmt(e.value)} [{_fmt(e.low)}, "
+            f"{_fmt(e.high)}] at {e.level:.4g} ({e.method})"
+        )
     return lines + [""]
 
 
 def _markdown(results: Sequence[Result], prov: Mapping) -> str:
     bad = sum(r.contradicts for r in results)
-    head = ["# jaxbof verify", "", f"{len(results)} claims; {bad} contradict their expectation. "
-            f"jaxbof {prov['jaxbof']} (commit {prov['commit'] or 'unknown'}), jax {prov['jax']}; "
-            f"95% intervals ({prov['resamples']} bootstrap resamples with seed {prov['seed']} "
-            f"from {prov['bootstrap_min_units']} units, else t or exact).", ""]
+    head = [
+        "# jaxbof verify",
+        "",
+        f"{len(results)} claims; {bad} contradict their expectation. "
+        f"jaxbof {prov['jaxbof']} (commit {prov['commit'] or 'unknown'}), jax {prov['jax']}; "
+        f"95% intervals ({prov['resamples']} bootstrap resamples with seed {prov['seed']} "
+        f"from {prov['bootstrap_min_units']} units, else t or exact).",
+        "",
+    ]
     body = [line for r in results for line in _details(r)]
     return "\n".join(head + table(results) + ["", "## Claims", ""] + body)
 
@@ -343,27 +438,52 @@ def _html(results: Sequence[Result], prov: Mapping) -> str:
     rows = []
     for r in results:
         cls = "bad" if r.contradicts else r.verdict.replace(" ", "-")
-        rows.append("<tr class='%s'><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td>"
-                    "<td>%s</td><td>%s</td></tr>" % tuple(html.escape(str(x)) for x in (
-                        cls, r.claim.id, r.experiment, r.claim.statement, summary(r),
-                        r.claim.criterion, r.verdict, r.claim.expected)))
+        rows.append(
+            "<tr class='{}'><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+            "<td>{}</td><td>{}</td></tr>".format(
+                *(
+                    html.escape(str(x))
+                    for x in (
+                        cls,
+                        r.claim.id,
+                        r.experiment,
+                        r.claim.statement,
+                        summary(r),
+                        r.claim.criterion,
+                        r.verdict,
+                        r.claim.expected,
+                    )
+                )
+            )
+        )
     pictures = []
     for d in dict.fromkeys(r.directory for r in results if r.directory):
         for png in sorted(Path(d).glob("*.png")):
             data = base64.b64encode(png.read_bytes()).decode()
-            pictures.append(f"<figure><img src='data:image/png;base64,{data}' "
-                            f"alt='{html.escape(png.name)}'><figcaption>"
-                            f"{html.escape(str(png))}</figcaption></figure>")
+            pictures.append(
+                f"<figure><img src='data:image/png;base64,{data}' "
+                f"alt='{html.escape(png.name)}'><figcaption>"
+                f"{html.escape(str(png))}</figcaption></figure>"
+            )
     details = "".join(f"<pre>{html.escape(chr(10).join(_details(r)))}</pre>" for r in results)
-    style = ("body{font-family:sans-serif;max-width:70em;margin:auto}td,th{border:1px solid #ccc;"
-             "padding:3px 6px}table{border-collapse:collapse}.holds{background:#e6f4e6}"
-             ".fails{background:#fbe9e7}.bad{background:#f8c0c0}img{max-width:100%}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>jaxbof verify</title>"
-            f"<style>{style}</style></head><body><h1>jaxbof verify</h1>"
-            f"<p>{html.escape(json.dumps(prov))}</p><table><tr><th>claim</th><th>experiment"
-            "</th><th>statement</th><th>estimate [95% interval]</th><th>criterion</th>"
-            "<th>verdict</th><th>expected</th></tr>" + "".join(rows) + "</table><h2>Claims</h2>"
-            + details + "<h2>Pictures</h2>" + "".join(pictures) + "</body></html>\n")
+    style = (
+        "body{font-family:sans-serif;max-width:70em;margin:auto}td,th{border:1px solid #ccc;"
+        "padding:3px 6px}table{border-collapse:collapse}.holds{background:#e6f4e6}"
+        ".fails{background:#fbe9e7}.bad{background:#f8c0c0}img{max-width:100%}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>jaxbof verify</title>"
+        f"<style>{style}</style></head><body><h1>jaxbof verify</h1>"
+        f"<p>{html.escape(json.dumps(prov))}</p><table><tr><th>claim</th><th>experiment"
+        "</th><th>statement</th><th>estimate [95% interval]</th><th>criterion</th>"
+        "<th>verdict</th><th>expected</th></tr>"
+        + "".join(rows)
+        + "</table><h2>Claims</h2>"
+        + details
+        + "<h2>Pictures</h2>"
+        + "".join(pictures)
+        + "</body></html>\n"
+    )
 
 
 def report(results: Sequence[Result], out) -> tuple[list[str], int]:
@@ -372,4 +492,3 @@ def report(results: Sequence[Result], out) -> tuple[list[str], int]:
     paths = write(results, out)
     lines = table(results) + [f"wrote {p}" for p in paths]
     return lines, int(any(r.contradicts for r in results))
-

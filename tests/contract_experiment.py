@@ -19,8 +19,17 @@ import numpy as np
 
 from jaxbof import engine
 
-COLUMNS = {"n": "int", "lr": "float", "seed": "int", "step": "int", "w": "float",
-           "w_exact": "float", "loss": "float", "final": "bool", "diverged": "bool"}
+COLUMNS = {
+    "n": "int",
+    "lr": "float",
+    "seed": "int",
+    "step": "int",
+    "w": "float",
+    "w_exact": "float",
+    "loss": "float",
+    "final": "bool",
+    "diverged": "bool",
+}
 
 
 class Cell(NamedTuple):
@@ -51,10 +60,12 @@ class Slot(NamedTuple):
 
 def _draw(key, count):
     """Points 0..count-1, point i from fold_in(key, i): a larger draw holds a smaller one."""
+
     def point(i):
         kx, ke = jax.random.split(jax.random.fold_in(key, i))
         x = jax.random.normal(kx)
         return x, 2.0 * x + 0.1 * jax.random.normal(ke)
+
     return jax.vmap(point)(jnp.arange(count))
 
 
@@ -68,8 +79,11 @@ def experiment(protocol: Protocol = Protocol(), cells=()) -> engine.Experiment:
         return jax.random.fold_in(base, c[1])  # the data of a seed is shared across n: nested
 
     def inputs(cs, keys_B, dtype):  # init's traced arguments: (key, n, lr)
-        return (np.asarray(keys_B), np.array([c.n for c in cs], np.int32),
-                np.array([c.lr for c in cs], dtype))
+        return (
+            np.asarray(keys_B),
+            np.array([c.n for c in cs], np.int32),
+            np.array([c.lr for c in cs], dtype),
+        )
 
     def init(key, n, lr, n_max):
         x, y = _draw(key, n_max)
@@ -96,8 +110,11 @@ def experiment(protocol: Protocol = Protocol(), cells=()) -> engine.Experiment:
         return jnp.sum((w * x - y) ** 2) / (2 * n)
 
     def programs(b, shapes, B):
-        return {f"toy_loss_{b}": engine.Program(jax.vmap(loss), (
-            shapes.x, shapes.y, shapes.n, shapes.state.w))}
+        return {
+            f"toy_loss_{b}": engine.Program(
+                jax.vmap(loss), (shapes.x, shapes.y, shapes.n, shapes.state.w)
+            )
+        }
 
     def report(h: engine.Halted):
         b, slots, idx, cells_, progs = h.bucket, h.slots, h.index, h.cells, h.programs
@@ -108,27 +125,48 @@ def experiment(protocol: Protocol = Protocol(), cells=()) -> engine.Experiment:
             steps = int(slots.state.steps[s])
             s2 = np.sum(x[s] ** 2) / c.n
             w_star = np.sum(x[s] * y[s]) / c.n / s2
-            exact = lambda t: w_star * (1 - (1 - c.lr * s2) ** t)  # noqa: E731
+            exact = lambda t: w_star * (1 - (1 - c.lr * s2) ** t)
             finished = steps >= protocol.steps
             w = float(slots.state.w[s])
-            row = dict(n=c.n, lr=c.lr, seed=c.seed, w=w, loss=float(losses[s]),
-                       diverged=not np.isfinite(w))
+            row = dict(
+                n=c.n, lr=c.lr, seed=c.seed, w=w, loss=float(losses[s]), diverged=not np.isfinite(w)
+            )
             mid = steps - protocol.record
-            rows = [] if mid <= 0 or steps % period else [dict(
-                row, step=mid, w=float(slots.state.w_mid[s]), w_exact=exact(mid),
-                loss=float("nan"), final=False)]
+            rows = (
+                []
+                if mid <= 0 or steps % period
+                else [
+                    dict(
+                        row,
+                        step=mid,
+                        w=float(slots.state.w_mid[s]),
+                        w_exact=exact(mid),
+                        loss=float("nan"),
+                        final=False,
+                    )
+                ]
+            )
             rows.append(dict(row, step=steps, w_exact=exact(steps), final=finished))
             out.append(engine.Report(rows, finished))
         return out
 
     return engine.Experiment(
-        init=init, step=step, report=report,
-        schema=engine.Schema(COLUMNS, ("n", "lr", "seed", "step"), final="final",
-                             flags={"diverged": True}),
+        init=init,
+        step=step,
+        report=report,
+        schema=engine.Schema(
+            COLUMNS, ("n", "lr", "seed", "step"), final="final", flags={"diverged": True}
+        ),
         protocol=tuple(protocol),
         batching=engine.Batching(
-            shape=lambda c: c.n, prep_shapes=lambda groups: dict.fromkeys(groups, max(groups)),
-            crop=crop, resume=resume, programs=programs,
-            step_flops=lambda b, c: 4.0 * (b if c is None else c.n)),
-        cells=engine.Cells(coords=coords, keys=keys, inputs=inputs,
-                           example_cell=lambda n: Cell(n, 0.1, 0)))
+            shape=lambda c: c.n,
+            prep_shapes=lambda groups: dict.fromkeys(groups, max(groups)),
+            crop=crop,
+            resume=resume,
+            programs=programs,
+            step_flops=lambda b, c: 4.0 * (b if c is None else c.n),
+        ),
+        cells=engine.Cells(
+            coords=coords, keys=keys, inputs=inputs, example_cell=lambda n: Cell(n, 0.1, 0)
+        ),
+    )

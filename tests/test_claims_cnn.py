@@ -21,8 +21,18 @@ SIGNALS = tuple(round(0.25 * i, 12) for i in range(40))  # 0, 0.25, ..., 9.75
 DS = (100, 150, 200, 250, 300, 400, 500, 600, 700, 800, 900, 1000)
 
 
-def _rows(p=0.1, beta=0.25, seeds=10, ds=DS, signals=SIGNALS, zero=None, top_excess=0.0,
-          unfit=0.0, n=20, seed=0):
+def _rows(
+    p=0.1,
+    beta=0.25,
+    seeds=10,
+    ds=DS,
+    signals=SIGNALS,
+    zero=None,
+    top_excess=0.0,
+    unfit=0.0,
+    n=20,
+    seed=0,
+):
     """Rows of the kou-cnn schema: the mean test error falls from 1/2 at ||mu|| = 0 to p,
     through (p + 1/2) / 2 at ||mu||_c = 1.5 (d / 100)^beta (jittered per (n, d, seed) draw),
     with Monte Carlo noise. zero: the error at ||mu|| = 0 instead; top_excess: added at the
@@ -40,20 +50,34 @@ def _rows(p=0.1, beta=0.25, seeds=10, ds=DS, signals=SIGNALS, zero=None, top_exc
             err_k = np.clip(err_k + 0.01 * rng.standard_normal(len(s_k)), 0, 1)
             miss_k = rng.random(len(s_k)) < unfit
             for s, err, miss in zip(signals, err_k.tolist(), miss_k.tolist()):
-                rows.append({
-                    "n": n, "d": d, "signal": s, "seed": k, "snr": cells.snr(s, d, 1.0),
-                    "steps": 100, "diverged": False, "final": s == max(signals),
-                    "train_loss": 0.3 if miss else 0.01, "train_error": 1 / n if miss else 0.0,
-                    "test_error": err, "clean_test_error": max(0.0, err - p),
-                    "signal_learning": s, "noise_memorization": 2.0})
+                rows.append(
+                    {
+                        "n": n,
+                        "d": d,
+                        "signal": s,
+                        "seed": k,
+                        "snr": cells.snr(s, d, 1.0),
+                        "steps": 100,
+                        "diverged": False,
+                        "final": s == max(signals),
+                        "train_loss": 0.3 if miss else 0.01,
+                        "train_error": 1 / n if miss else 0.0,
+                        "test_error": err,
+                        "clean_test_error": max(0.0, err - p),
+                        "signal_learning": s,
+                        "noise_memorization": 2.0,
+                    }
+                )
     return rows
 
 
 def _config(p=0.1, signals=SIGNALS, **protocol):
     """config.json as kou-cnn writes it (its protocol, its flags)."""
     proto = dataclasses.asdict(cells.Protocol(signals=signals, noise_rate=p, **protocol))
-    return {"experiment": {"kind": "cnn", "name": "kou-cnn", "protocol": proto},
-            "flags": {"diverged": True}}
+    return {
+        "experiment": {"kind": "cnn", "name": "kou-cnn", "protocol": proto},
+        "flags": {"diverged": True},
+    }
 
 
 def _verdict(claim_id, rows, config):
@@ -69,13 +93,18 @@ def test_the_plugin_declares_c1_to_c4_and_claims_import_no_jax():
     plugin = experiments.plugin("cnn")
     assert [c.id for c in plugin.claims] == ["C1", "C2", "C3", "C4"]
     assert {c.reads for c in plugin.claims} == {"kou-cnn"}
-    assert all(c.expected in ("holds", "fails") and c.statement and c.source
-               for c in plugin.claims)
+    assert all(c.expected in ("holds", "fails") and c.statement and c.source for c in plugin.claims)
     tree = ast.parse(Path(K.__file__).read_text())
     imported = [a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names]
     imported += [n.module for n in tree.body if isinstance(n, ast.ImportFrom)]
-    assert set(imported) <= {"__future__", "math", "typing", "numpy", "jaxbof",
-                             "jaxbof.contract"}, imported
+    assert set(imported) <= {
+        "__future__",
+        "math",
+        "typing",
+        "numpy",
+        "jaxbof",
+        "jaxbof.contract",
+    }, imported
 
 
 def test_c1_holds_when_every_run_fits_and_fails_when_some_do_not():
@@ -144,8 +173,9 @@ def test_c4_statistic_agrees_with_the_boundary_fit_of_the_table_and_figures():
     assert e.value == pytest.approx(want.exponent, rel=1e-12)
     grid = K._grid(valid)
     with np.errstate(invalid="ignore"):  # the missing point: 0 / 0
-        means = (grid.sums.reshape(len(DS), 4, -1).sum(1)
-                 / grid.counts.reshape(len(DS), 4, -1).sum(1))
+        means = grid.sums.reshape(len(DS), 4, -1).sum(1) / grid.counts.reshape(len(DS), 4, -1).sum(
+            1
+        )
     mine = K.crossings(grid.signals, means, 0.3)
     theirs = {c.d: c.signal for c in boundary.crossings(valid, 0.3, proto)}
     assert dict(zip(DS, mine)) == pytest.approx(theirs, rel=1e-12)

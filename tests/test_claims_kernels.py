@@ -22,10 +22,19 @@ def verdict(claim, rows):
 def concentration_rows(exponent, seeds=3, seed=0):
     """delta = C(n, d) M^exponent, each Gram with its own 5% scatter."""
     rng = np.random.default_rng(seed)
-    return [{"n": n, "d": d, "width": m, "seed": s, "h_inf_op_norm": 1.0,
-             "rel_op_error": c * m ** exponent * math.exp(0.05 * rng.normal())}
-            for (n, d), c in (((100, 10), 1.6), ((200, 40), 2.4))
-            for m in (32, 64, 128, 256, 512, 1024, 2048) for s in range(seeds)]
+    return [
+        {
+            "n": n,
+            "d": d,
+            "width": m,
+            "seed": s,
+            "h_inf_op_norm": 1.0,
+            "rel_op_error": c * m**exponent * math.exp(0.05 * rng.normal()),
+        }
+        for (n, d), c in (((100, 10), 1.6), ((200, 40), 2.4))
+        for m in (32, 64, 128, 256, 512, 1024, 2048)
+        for s in range(seeds)
+    ]
 
 
 def test_s1_holds_at_minus_a_half_and_fails_at_minus_one():
@@ -41,11 +50,23 @@ def test_s1_holds_at_minus_a_half_and_fails_at_minus_one():
 def spectrum_rows(exponent, seeds=10, seed=0):
     """rel_error = c_k n^exponent, each seed's curve with its own scatter."""
     rng = np.random.default_rng(seed)
-    return [{"n": n, "d": 3, "kernel": "ntk-first-layer", "seed": s, "k": k,
-             "multiplicity": 2 * k + 1, "mu_k": 0.1, "cluster_mean": 0.1, "spread": 0.1,
-             "rel_error": c * n ** exponent * math.exp(0.3 * rng.normal())}
-            for s in range(seeds) for k, c in ((0, 5.0), (1, 4.0), (2, 3.0), (4, 6.0))
-            for n in (125, 250, 500, 1000)]
+    return [
+        {
+            "n": n,
+            "d": 3,
+            "kernel": "ntk-first-layer",
+            "seed": s,
+            "k": k,
+            "multiplicity": 2 * k + 1,
+            "mu_k": 0.1,
+            "cluster_mean": 0.1,
+            "spread": 0.1,
+            "rel_error": c * n**exponent * math.exp(0.3 * rng.normal()),
+        }
+        for s in range(seeds)
+        for k, c in ((0, 5.0), (1, 4.0), (2, 3.0), (4, 6.0))
+        for n in (125, 250, 500, 1000)
+    ]
 
 
 def test_s2_holds_at_minus_one_and_fails_at_minus_a_half():
@@ -69,10 +90,20 @@ def curve_rows(gap_ridgeless, gap_ridge, seeds=10, seed=0):
             for ridge, gap in ((0.0, gap_ridgeless), (1e-4, 0.0), (1e-2, gap_ridge)):
                 pred = 0.2 / math.sqrt(n)
                 gap = gap if n >= 160 else 0.5
-                rows.append({"n": n, "ridge_over_n": ridge, "seed": s, "ridge": ridge * n,
-                             "predicted_excess_risk": pred, "excess_risk": pred / (1 + gap)
-                             * scatter, "train_risk": 0.0, "predicted_train_risk": 0.0,
-                             "kappa": 0.0, "e0": 1.0})
+                rows.append(
+                    {
+                        "n": n,
+                        "ridge_over_n": ridge,
+                        "seed": s,
+                        "ridge": ridge * n,
+                        "predicted_excess_risk": pred,
+                        "excess_risk": pred / (1 + gap) * scatter,
+                        "train_risk": 0.0,
+                        "predicted_train_risk": 0.0,
+                        "kappa": 0.0,
+                        "e0": 1.0,
+                    }
+                )
     return rows
 
 
@@ -89,7 +120,8 @@ def test_s3_and_s4_one_interval_per_n_and_their_verdicts():
     assert verdict(s4, curve_rows(0.0, 0.30)) == "holds"
     assert verdict(s4, curve_rows(0.15, 0.0)) == "fails"  # the known finding: 15% high
     one_bad = [r for r in curve_rows(0.0, 0.0) if r["n"] != 1280] + [
-        r for r in curve_rows(0.0, 0.30) if r["n"] == 1280]  # one n off: S3 fails
+        r for r in curve_rows(0.0, 0.30) if r["n"] == 1280
+    ]  # one n off: S3 fails
     assert verdict(s3, one_bad) == "fails"
     few = s3.estimate(curve_rows(0.0, 0.0, seeds=4), {}, 0.95)  # 4 training sets: t-interval
     assert all(e.method.startswith("t-interval over 4 units") for e in few)
@@ -98,12 +130,16 @@ def test_s3_and_s4_one_interval_per_n_and_their_verdicts():
 def test_the_claims_are_declared_by_their_plug_ins_and_read_existing_presets():
     from jaxbof import experiments
 
-    found = {c.id: (p, c.reads) for p, c in verify.claims(
-        ["ntk-concentration", "learning-curves", "sphere-spectrum"])}
-    assert found == {"S1": ("ntk-concentration", "ntk-concentration"),
-                     "S2": ("sphere-spectrum", "sphere-spectrum"),
-                     "S3": ("learning-curves", "learning-curves"),
-                     "S4": ("learning-curves", "learning-curves")}
+    found = {
+        c.id: (p, c.reads)
+        for p, c in verify.claims(["ntk-concentration", "learning-curves", "sphere-spectrum"])
+    }
+    assert found == {
+        "S1": ("ntk-concentration", "ntk-concentration"),
+        "S2": ("sphere-spectrum", "sphere-spectrum"),
+        "S3": ("learning-curves", "learning-curves"),
+        "S4": ("learning-curves", "learning-curves"),
+    }
     assert "sphere-spectrum" in experiments.reproducible()
     quick = verify.preset_entry("sphere-spectrum", True)
     assert quick["name"] == "sphere-spectrum-quick" and quick["config"]["seeds"] >= 10
@@ -122,8 +158,17 @@ def test_sphere_spectrum_rows_against_independent_references():
     assert {(r["n"], r["seed"]) for r in got} == {(40, 0), (40, 1), (80, 0), (80, 1)}
     assert sorted({r["k"] for r in got}) == [0, 1, 2, 4]  # odd levels >= 3 vanish
     for k in (0, 1, 2, 4):
-        mu = 0.5 * integrate.quad(lambda t, k=k: t * (np.pi - np.arccos(t)) / (2 * np.pi)
-                                  * special.eval_legendre(k, t), -1, 1, epsabs=1e-14)[0]
+        mu = (
+            0.5
+            * integrate.quad(
+                lambda t, k=k: (
+                    t * (np.pi - np.arccos(t)) / (2 * np.pi) * special.eval_legendre(k, t)
+                ),
+                -1,
+                1,
+                epsabs=1e-14,
+            )[0]
+        )
         for r in (r for r in got if r["k"] == k):
             assert r["mu_k"] == pytest.approx(mu, rel=1e-8) and r["multiplicity"] == 2 * k + 1
     x = run.points(config, 3, 1, 80)
@@ -135,7 +180,8 @@ def test_sphere_spectrum_rows_against_independent_references():
     for k, lo, hi in ((1, 0, 3), (0, 3, 4), (2, 4, 9), (4, 9, 18)):
         assert mine[k]["cluster_mean"] == pytest.approx(lam[lo:hi].mean(), rel=1e-9)
         assert mine[k]["rel_error"] == pytest.approx(
-            abs(lam[lo:hi].mean() - mine[k]["mu_k"]) / mine[k]["mu_k"], abs=1e-8)
+            abs(lam[lo:hi].mean() - mine[k]["mu_k"]) / mine[k]["mu_k"], abs=1e-8
+        )
     assert mine[1]["rel_error"] < 0.15  # n = 80 already near mu_k
     # nested points: the first 40 of a seed are its draw at 40
     assert np.array_equal(run.points(config, 3, 1, 40), x[:40])

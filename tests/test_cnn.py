@@ -31,14 +31,19 @@ def _net(st, i=0):
 def _explicit(cell, protocol, keys, sh, st, i=0):
     """The d-dimensional quantities of network i (||mu|| = protocol.signals[i]):
     W = W_0 + alpha mu^T + beta Xi, the data, mu."""
-    y_clean, y, Xi, W0, _ = P.sample(keys, jnp.int32(cell.d), cell.n, sh.d_pad, protocol,
-                                     jnp.float64)
+    y_clean, y, Xi, W0, _ = P.sample(
+        keys, jnp.int32(cell.d), cell.n, sh.d_pad, protocol, jnp.float64
+    )
     mu = np.zeros(sh.d_pad)
     mu[0] = protocol.signals[i]
-    W = (np.asarray(W0) + np.outer(st.alpha[i], mu)
-         + np.asarray(st.beta[i]) @ np.asarray(Xi))
-    return (np.asarray(y_clean), np.asarray(y), np.asarray(Xi)[:, :cell.d], W[:, :cell.d],
-            mu[:cell.d])
+    W = np.asarray(W0) + np.outer(st.alpha[i], mu) + np.asarray(st.beta[i]) @ np.asarray(Xi)
+    return (
+        np.asarray(y_clean),
+        np.asarray(y),
+        np.asarray(Xi)[:, : cell.d],
+        W[:, : cell.d],
+        mu[: cell.d],
+    )
 
 
 def _torch_transcription(W, b, x_patches, labels01, m):
@@ -70,8 +75,7 @@ def test_published_code_step_equals_the_pytorch_module_transcribed():
     x = np.stack([y_clean[:, None] * mu[None, :], Xi], axis=1)  # [n, 2 patches, d]
     loss, gW, gb = _torch_transcription(W0, b0, x, (y > 0).astype(int), protocol.filters)
     fw = P.forward(P.one(slot.data, 1.5), _net(slot.state, 1), protocol)
-    assert float(jnp.mean(jax.nn.softplus(-slot.data.y * fw.f))) == pytest.approx(loss,
-                                                                                  rel=1e-12)
+    assert float(jnp.mean(jax.nn.softplus(-slot.data.y * fw.f))) == pytest.approx(loss, rel=1e-12)
     *_, W1, _ = _explicit(cell, protocol, keys, sh, st1, 1)
     np.testing.assert_allclose(W1, W0 - protocol.lr * gW, rtol=1e-10, atol=1e-13)
     np.testing.assert_allclose(st1.b[1], b0 - protocol.lr * gb, rtol=1e-10, atol=1e-13)
@@ -83,8 +87,9 @@ def test_published_code_step_equals_the_pytorch_module_transcribed():
 def test_paper_step_equals_autodiff_of_the_formula(q):
     """Paper variant: f = (1/m) sum_j s_j sum_p act(<w_j, x^(p)>), no bias, mean logistic loss;
     the Gram-path step equals GD with jax.grad on the explicit weights (ReLU and ReLU^3)."""
-    protocol = Protocol(signals=(2.0,), filters=2, variant="paper", q=q, sigma_0=0.3, lr=0.5,
-                        noise_rate=0.0)
+    protocol = Protocol(
+        signals=(2.0,), filters=2, variant="paper", q=q, sigma_0=0.3, lr=0.5, noise_rate=0.0
+    )
     cell = Cell(6, 9, 3)
     slot, keys, sh = _slot(cell, protocol)
     y_clean, y, Xi, W0, mu = _explicit(cell, protocol, keys, sh, slot.state)
@@ -184,10 +189,18 @@ def test_activation_and_protocol_errors_name_the_bad_value():
 
 
 def _cli(args, tmp_path, devices=1):
-    env = {**os.environ, "JAX_NUM_CPU_DEVICES": str(devices),
-           "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    return subprocess.run([sys.executable, "-m", "jaxbof.cli", *args], capture_output=True,
-                          text=True, env=env, cwd=tmp_path)
+    env = {
+        **os.environ,
+        "JAX_NUM_CPU_DEVICES": str(devices),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "jaxbof.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
 
 
 def test_cli_sweep_pinned_names_on_one_and_two_devices_and_plot(tmp_path):
@@ -196,11 +209,42 @@ def test_cli_sweep_pinned_names_on_one_and_two_devices_and_plot(tmp_path):
     rows = {}
     for devices in (1, 2):
         out = tmp_path / f"cnn{devices}"
-        proc = _cli(["sweep", "cnn", "--n", "10", "--d", "30,60", "--signal", "0:3:1.5",
-                     "--seeds", "2", "--filters", "3", "--sigma-p", "1", "--noise-rate", "0.1",
-                     "--activation", "relu", "--variant", "published-code", "--lr", "0.1",
-                     "--steps", "20", "--n-test", "100", "--out", str(out), "--no-progress"]
-                    + (["--no-plots"] if devices == 2 else []), tmp_path, devices)
+        proc = _cli(
+            [
+                "sweep",
+                "cnn",
+                "--n",
+                "10",
+                "--d",
+                "30,60",
+                "--signal",
+                "0:3:1.5",
+                "--seeds",
+                "2",
+                "--filters",
+                "3",
+                "--sigma-p",
+                "1",
+                "--noise-rate",
+                "0.1",
+                "--activation",
+                "relu",
+                "--variant",
+                "published-code",
+                "--lr",
+                "0.1",
+                "--steps",
+                "20",
+                "--n-test",
+                "100",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+            + (["--no-plots"] if devices == 2 else []),
+            tmp_path,
+            devices,
+        )
         assert proc.returncode == 0, proc.stderr
         with open(out / "results.csv") as f:
             reader = csv.DictReader(f)
@@ -209,20 +253,27 @@ def test_cli_sweep_pinned_names_on_one_and_two_devices_and_plot(tmp_path):
         assert len(rows[devices]) == 2 * 3 * 2
     assert rows[1] == rows[2]
     drawn = sorted(p.name for p in (tmp_path / "cnn1").glob("*.png"))
-    assert {"test_error.png", "train_loss.png", "signal_vs_noise.png",
-            "error_vs_signal.png"} <= set(drawn)
+    assert {
+        "test_error.png",
+        "train_loss.png",
+        "signal_vs_noise.png",
+        "error_vs_signal.png",
+    } <= set(drawn)
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--n", "-3"], "n=-3"),
-    (["--noise-rate", "0.5"], "noise_rate=0.5 must be in [0, 0.5)"),
-    (["--activation", "relu^2"], "q > 2"),
-    (["--variant", "torch"], "'torch' is not one of published-code, paper"),
-    (["--d", "0"], "d=0"),
-    (["--signal", "-1"], "signal=-1.0: ||mu|| must be finite and >= 0"),
-    (["--signal", "1,1"], "each once"),
-    (["--optimizer", "adam:1e-3"], "--optimizer does not apply to cnn"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--n", "-3"], "n=-3"),
+        (["--noise-rate", "0.5"], "noise_rate=0.5 must be in [0, 0.5)"),
+        (["--activation", "relu^2"], "q > 2"),
+        (["--variant", "torch"], "'torch' is not one of published-code, paper"),
+        (["--d", "0"], "d=0"),
+        (["--signal", "-1"], "signal=-1.0: ||mu|| must be finite and >= 0"),
+        (["--signal", "1,1"], "each once"),
+        (["--optimizer", "adam:1e-3"], "--optimizer does not apply to cnn"),
+    ],
+)
 def test_bad_flags_exit_2_in_one_line(args, needle, capsys):
     from jaxbof import cli
 
@@ -247,5 +298,9 @@ def test_reproduce_kou_cnn_quick_as_a_user_runs_it(tmp_path, capsys):
     agg = stats.aggregate(rows, by="signal", value="test_error")
     assert abs(agg[0.0].mean - 0.5) < 3 * agg[0.0].sem + 0.01
     assert agg[9.5].mean < 0.1 + 0.1
-    assert {p.name for p in out.glob("*.png")} == {"test_error.png", "train_loss.png",
-                                                  "signal_vs_noise.png", "error_vs_signal.png"}
+    assert {p.name for p in out.glob("*.png")} == {
+        "test_error.png",
+        "train_loss.png",
+        "signal_vs_noise.png",
+        "error_vs_signal.png",
+    }

@@ -26,8 +26,11 @@ def test_bias_and_both_layers_concentrate_too():
 
 
 def test_fit_slopes_recovers_an_exact_power_law():
-    rows = [dict(n=10, d=3, width=m, seed=s, rel_op_error=2.5 * m ** -0.5 * (1 + 0.1 * (-1) ** s))
-            for m in (8, 32, 128) for s in (0, 1)]
+    rows = [
+        dict(n=10, d=3, width=m, seed=s, rel_op_error=2.5 * m**-0.5 * (1 + 0.1 * (-1) ** s))
+        for m in (8, 32, 128)
+        for s in (0, 1)
+    ]
     (fit,) = C.fit_slopes(rows)
     assert fit.slope == pytest.approx(-0.5, abs=1e-12)
     assert fit.prefactor == pytest.approx(2.5, rel=1e-12)
@@ -47,18 +50,21 @@ def test_rows_are_deterministic_and_skip_resumes(tiny_rows):
     seen = []
     rest = C.run(cfg, on_row=seen.append, skip={(20, 4, 8, 0), (20, 4, 32, 1)})
     assert seen == rest and len(rest) == 2
-    key = lambda r: (r["width"], r["seed"])  # noqa: E731
+    key = lambda r: (r["width"], r["seed"])
     for r in rest:
         (same,) = [f for f in full if key(f) == key(r)]
         assert r == same
 
 
-@pytest.mark.parametrize("cfg, needle", [
-    (C.Config(nd=((1, 5),)), "(n, d) = (1, 5)"),
-    (C.Config(widths=(15,)), "width 15: must be >= 2 and even"),
-    (C.Config(seeds=0), "seeds = 0"),
-    (C.Config(alpha=2.0), "alpha = 2.0"),
-])
+@pytest.mark.parametrize(
+    "cfg, needle",
+    [
+        (C.Config(nd=((1, 5),)), "(n, d) = (1, 5)"),
+        (C.Config(widths=(15,)), "width 15: must be >= 2 and even"),
+        (C.Config(seeds=0), "seeds = 0"),
+        (C.Config(alpha=2.0), "alpha = 2.0"),
+    ],
+)
 def test_bad_config_names_the_value(cfg, needle):
     with pytest.raises(ValueError, match=None) as e:
         C.run(cfg)
@@ -67,6 +73,7 @@ def test_bad_config_names_the_value(cfg, needle):
 
 def test_rows_read_back_typed(tmp_path, tiny_rows):
     from jaxbof import store
+
     rows = tiny_rows
     with store.ResultsWriter(tmp_path, {"experiment": "t"}, columns=C.SCHEMA) as w:
         w.write(rows)

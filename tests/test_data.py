@@ -19,8 +19,17 @@ N, D, GAMMA = 4000, 50, 0.2
 
 @pytest.fixture(scope="module", params=[Signal.E1, Signal.RANDOM], ids=["e1", "random"])
 def big(request):
-    td = sample(jax.random.PRNGKey(11), N, D, GAMMA, 0.1, n_pad=N, d_pad=D,
-                corruption=Corruption.BERNOULLI, signal=request.param)
+    td = sample(
+        jax.random.PRNGKey(11),
+        N,
+        D,
+        GAMMA,
+        0.1,
+        n_pad=N,
+        d_pad=D,
+        corruption=Corruption.BERNOULLI,
+        signal=request.param,
+    )
     return request.param, jax.tree.map(np.asarray, td)
 
 
@@ -90,8 +99,17 @@ def test_exact_corruption_count(n, rate):
     k = int(round(rate * n))
     assert abs(rate * n - k) != 0.5  # avoid half-way cases where rounding conventions differ
     for seed in range(3):
-        td = sample(jax.random.PRNGKey(seed), n, 20, 0.3, rate, n_pad=n_pad, d_pad=24,
-                    corruption=Corruption.EXACT, signal=Signal.E1)
+        td = sample(
+            jax.random.PRNGKey(seed),
+            n,
+            20,
+            0.3,
+            rate,
+            n_pad=n_pad,
+            d_pad=24,
+            corruption=Corruption.EXACT,
+            signal=Signal.E1,
+        )
         c, mask = np.asarray(td.corrupt_n), np.asarray(td.mask_n)
         np.testing.assert_array_equal(mask, np.arange(n_pad) < n)
         assert c.sum() == k
@@ -102,8 +120,19 @@ def test_exact_corruption_count(n, rate):
 def test_exact_corruption_set_is_random():
     """The corrupt set changes with the key and is unrelated to the index or the label."""
     n, rate, trials = 200, 0.2, 40
-    tds = [sample(jax.random.PRNGKey(100 + t), n, 10, 0.3, rate, n_pad=1024, d_pad=24,
-                  corruption=Corruption.EXACT) for t in range(trials)]
+    tds = [
+        sample(
+            jax.random.PRNGKey(100 + t),
+            n,
+            10,
+            0.3,
+            rate,
+            n_pad=1024,
+            d_pad=24,
+            corruption=Corruption.EXACT,
+        )
+        for t in range(trials)
+    ]
     c = np.stack([np.asarray(td.corrupt_n)[:n] for td in tds])
     y = np.stack([np.asarray(td.y_true_n)[:n] for td in tds])
     assert np.all(c.sum(1) == 40)
@@ -117,8 +146,17 @@ def test_exact_corruption_set_is_random():
 @pytest.mark.parametrize("rate", [0.1, 0.35])
 def test_bernoulli_corruption_rate(rate):
     n, n_pad = 3900, N
-    td = sample(jax.random.PRNGKey(3), n, 8, 0.3, rate, n_pad=n_pad, d_pad=D,
-                corruption=Corruption.BERNOULLI, signal=Signal.E1)
+    td = sample(
+        jax.random.PRNGKey(3),
+        n,
+        8,
+        0.3,
+        rate,
+        n_pad=n_pad,
+        d_pad=D,
+        corruption=Corruption.BERNOULLI,
+        signal=Signal.E1,
+    )
     c = np.asarray(td.corrupt_n)
     assert not c[n:].any()
     frac = c[:n].mean()
@@ -128,14 +166,16 @@ def test_bernoulli_corruption_rate(rate):
     assert abs(c[:n][y > 0].mean() - c[:n][y < 0].mean()) < 5 * np.sqrt(4 * rate * (1 - rate) / n)
 
 
-@pytest.mark.parametrize("corruption", [Corruption.BERNOULLI, Corruption.EXACT],
-                         ids=["bernoulli", "exact"])
+@pytest.mark.parametrize(
+    "corruption", [Corruption.BERNOULLI, Corruption.EXACT], ids=["bernoulli", "exact"]
+)
 def test_padding_is_exact_e1(corruption):
     n, d, n_pad, d_pad = 37, 50, 64, 128
     key = jax.random.PRNGKey(7)
     small = sample(key, n, d, 0.2, 0.15, n_pad=n, d_pad=d, corruption=corruption, signal=Signal.E1)
-    large = sample(key, n, d, 0.2, 0.15, n_pad=n_pad, d_pad=d_pad, corruption=corruption,
-                   signal=Signal.E1)
+    large = sample(
+        key, n, d, 0.2, 0.15, n_pad=n_pad, d_pad=d_pad, corruption=corruption, signal=Signal.E1
+    )
     small, large = jax.tree.map(np.asarray, (small, large))
     assert np.array_equal(large.X_nxd[:n, :d], small.X_nxd)  # bitwise
     assert np.all(large.X_nxd[n:] == 0) and np.all(large.X_nxd[:, d:] == 0)
@@ -146,16 +186,19 @@ def test_padding_is_exact_e1(corruption):
     assert small.corrupt_n.any()
 
 
-@pytest.mark.parametrize("corruption", [Corruption.BERNOULLI, Corruption.EXACT],
-                         ids=["bernoulli", "exact"])
+@pytest.mark.parametrize(
+    "corruption", [Corruption.BERNOULLI, Corruption.EXACT], ids=["bernoulli", "exact"]
+)
 def test_padding_random_signal(corruption):
     """Signal.RANDOM: bitwise the same data (the reductions are padding-invariant)."""
     n, d, n_pad, d_pad = 37, 50, 64, 300
     key = jax.random.PRNGKey(7)
-    small = sample(key, n, d, 0.2, 0.15, n_pad=n, d_pad=d, corruption=corruption,
-                   signal=Signal.RANDOM)
-    large = sample(key, n, d, 0.2, 0.15, n_pad=n_pad, d_pad=d_pad, corruption=corruption,
-                   signal=Signal.RANDOM)
+    small = sample(
+        key, n, d, 0.2, 0.15, n_pad=n, d_pad=d, corruption=corruption, signal=Signal.RANDOM
+    )
+    large = sample(
+        key, n, d, 0.2, 0.15, n_pad=n_pad, d_pad=d_pad, corruption=corruption, signal=Signal.RANDOM
+    )
     small, large = jax.tree.map(np.asarray, (small, large))
     np.testing.assert_array_equal(large.X_nxd[:n, :d], small.X_nxd)
     np.testing.assert_array_equal(large.v_d[:d], small.v_d)
@@ -194,7 +237,7 @@ def test_same_key_same_result_different_key_different():
 
     W1 = init(k1, 64, 33, 0.1, d_pad=512)
     assert np.array_equal(W1, init(k1, 64, 33, 0.1, d_pad=512))
-    assert not np.any(np.asarray(W1 == init(k2, 64, 33, 0.1, d_pad=512))[:, :33])
+    assert not np.any(np.asarray(init(k2, 64, 33, 0.1, d_pad=512) == W1)[:, :33])
 
     v = a.v_d
     t1 = sample_test(k1, 50, 33, 0.2, v, d_pad=128)
@@ -236,10 +279,19 @@ def test_a_signal_known_when_compiling_gives_the_bits_of_a_traced_one():
     known = jax.jit(data.sample_train, static_argnames=("n_pad", "d_pad", "signal"))
     for n_pad, d_pad in ((30, 70), (37, 200)):
         for signal in (Signal.E1, Signal.RANDOM):
-            a = known(jax.random.PRNGKey(5), 30, 70, 0.3, 0.2, n_pad=n_pad, d_pad=d_pad,
-                      signal=signal)
-            b = sample(jax.random.PRNGKey(5), 30, 70, 0.3, 0.2, n_pad=n_pad, d_pad=d_pad,
-                       signal=int(signal))
+            a = known(
+                jax.random.PRNGKey(5), 30, 70, 0.3, 0.2, n_pad=n_pad, d_pad=d_pad, signal=signal
+            )
+            b = sample(
+                jax.random.PRNGKey(5),
+                30,
+                70,
+                0.3,
+                0.2,
+                n_pad=n_pad,
+                d_pad=d_pad,
+                signal=int(signal),
+            )
             for x, y in zip(a, b):
                 assert np.array_equal(np.asarray(x), np.asarray(y)), (signal, n_pad, d_pad)
     A = np.random.default_rng(0).standard_normal((70, 300))

@@ -22,13 +22,12 @@ def test_identities_on_the_sphere(n, ridge):
     # sum_k N_k L_k = n - ridge / kappa (the equation kappa solves)
     np.testing.assert_allclose(np.sum(N * p.learnability) + ridge / p.kappa, n, rtol=1e-11)
     # E_0 = n / (n - sum N L^2), computed here the direct way
-    np.testing.assert_allclose(p.e0, n / (n - np.sum(N * p.learnability ** 2)), rtol=1e-9)
+    np.testing.assert_allclose(p.e0, n / (n - np.sum(N * p.learnability**2)), rtol=1e-9)
     assert p.e0 >= 1.0 and 0.0 <= p.learnability.min() <= p.learnability.max() <= 1.0
     bias = p.e0 * np.sum((1 - p.learnability[:5]) ** 2 * MAIN)
     np.testing.assert_allclose(p.excess_risk, bias + (p.e0 - 1) * 0.1, rtol=1e-9)
     np.testing.assert_allclose(p.test_risk, p.excess_risk + 0.1, rtol=1e-12)
-    np.testing.assert_allclose(p.train_risk, (ridge / (n * p.kappa)) ** 2 * p.test_risk,
-                               rtol=1e-12)
+    np.testing.assert_allclose(p.train_risk, (ridge / (n * p.kappa)) ** 2 * p.test_risk, rtol=1e-12)
     assert np.all(p.learnability[1:][np.isfinite(lv.log_eigenvalue[1:])] > 0)
     assert np.all(p.learnability[3::2] == 0.0)  # odd levels >= 3 are zero without a bias
 
@@ -63,7 +62,7 @@ def test_kappa_equals_a_brute_force_root_on_the_expanded_spectrum(ridge):
     p = E.predict(n, E.levels(s.eigenvalue, N), [], ridge=ridge)
     np.testing.assert_allclose(p.kappa, kappa, rtol=1e-10)
     L = every / (every + kappa)
-    np.testing.assert_allclose(p.e0, n / (n - np.sum(L ** 2)), rtol=1e-8)
+    np.testing.assert_allclose(p.e0, n / (n - np.sum(L**2)), rtol=1e-8)
 
 
 @pytest.mark.parametrize("n, ridge, noise", [(50, 1e-2, 0.1), (100, 0.0, 0.1), (200, 1e-2, 0.0)])
@@ -84,7 +83,7 @@ def test_prediction_equals_the_finite_n_risk_of_a_gaussian_design(n, ridge, nois
         beta = lam * (Phi.T @ np.linalg.solve((Phi * lam) @ Phi.T + ridge * np.eye(n), y))
         risks.append(np.sum((beta - v) ** 2))
     mean, se = np.mean(risks), np.std(risks, ddof=1) / math.sqrt(len(risks))
-    p = E.predict(n, E.levels(lam), v ** 2, noise_var=noise, ridge=ridge)
+    p = E.predict(n, E.levels(lam), v**2, noise_var=noise, ridge=ridge)
     assert abs(p.excess_risk - mean) < 3 * se, (p.excess_risk, mean, se)
 
 
@@ -136,6 +135,6 @@ def test_prediction_equals_kernel_ridge_regression_on_the_sphere_with_a_ridge(ri
     rows = [r for seed in range(config.seeds) for r in krr.rows_for(config, 200, seed, levels)]
     risks = [r["excess_risk"] for r in rows]
     mean, se = np.mean(risks), np.std(risks, ddof=1) / math.sqrt(len(risks))
-    p = E.predict(200, levels, config.energy(), config.noise ** 2 / 3, ridge_over_n * 200)
+    p = E.predict(200, levels, config.energy(), config.noise**2 / 3, ridge_over_n * 200)
     assert {r["predicted_excess_risk"] for r in rows} == {p.excess_risk}
     assert abs(p.excess_risk - mean) < 3 * se, (p.excess_risk, mean, se)

@@ -28,9 +28,12 @@ def _check_pairs(result, K, k, rtol):
     V = result.eigenvector
     np.testing.assert_allclose(V.T @ V, np.eye(k), atol=1e-10)
     # the reported residuals are those of the returned pairs, recomputed here from K
-    np.testing.assert_allclose(result.residual,
-                               np.linalg.norm(K @ V - V * result.eigenvalue, axis=0),
-                               rtol=1e-6, atol=1e-13 * ref[0])
+    np.testing.assert_allclose(
+        result.residual,
+        np.linalg.norm(K @ V - V * result.eigenvalue, axis=0),
+        rtol=1e-6,
+        atol=1e-13 * ref[0],
+    )
 
 
 @pytest.mark.parametrize("k", [1, 9, 40])
@@ -49,8 +52,9 @@ def test_lobpcg_that_runs_out_of_iterations_says_so():
     assert not result.converged and result.iterations == 2
     # the residuals are honest: they are what K says, and they are not small
     V = result.eigenvector
-    np.testing.assert_allclose(result.residual,
-                               np.linalg.norm(K @ V - V * result.eigenvalue, axis=0), rtol=1e-6)
+    np.testing.assert_allclose(
+        result.residual, np.linalg.norm(K @ V - V * result.eigenvalue, axis=0), rtol=1e-6
+    )
     assert np.max(result.residual / result.eigenvalue) > 1e-12
 
 
@@ -68,12 +72,15 @@ def test_from_features_matches_dense_eigh_and_refuses_beyond_the_rank():
         eigsolve.from_features(lambda a, b: Z10[a:b], 350, 60, 12)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(n=0, k=1), "n must be a positive integer, got 0"),
-    (dict(n=10, k=11), "k must be an integer in [1, n = 10], got 11"),
-    (dict(n=10, k=5, block=4), "block must be >= k = 5, got 4"),
-    (dict(n=10, k=5, tol=0.0), "tol must be > 0, got 0.0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(n=0, k=1), "n must be a positive integer, got 0"),
+        (dict(n=10, k=11), "k must be an integer in [1, n = 10], got 11"),
+        (dict(n=10, k=5, block=4), "block must be >= k = 5, got 4"),
+        (dict(n=10, k=5, tol=0.0), "tol must be > 0, got 0.0"),
+    ],
+)
 def test_lobpcg_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         eigsolve.lobpcg(lambda V: V, **kwargs)
@@ -87,8 +94,9 @@ def test_features_and_block_products_equal_the_jacobian_gram(bias, layers):
     b = True if bias else None
     mask = ntk.TwoLayerParams(True, layers is ntk.Layers.BOTH, b)
     apply_fn = functools.partial(ntk.two_layer_apply, alpha=0.1)
-    K = np.asarray(ntk.empirical_ntk_fn(apply_fn, route=ntk.Route.JACOBIAN,
-                                        trainable=mask)(params, x))
+    K = np.asarray(
+        ntk.empirical_ntk_fn(apply_fn, route=ntk.Route.JACOBIAN, trainable=mask)(params, x)
+    )
     Z = np.asarray(ntk.structured_features(params, x, layers=layers, alpha=0.1))
     J = np.asarray(ntk.jacobian_rows_fn(apply_fn, trainable=mask)(params, x))
     np.testing.assert_allclose(Z @ Z.T, K, atol=1e-13)
@@ -115,10 +123,14 @@ def test_top_eigenpairs_of_the_empirical_ntk_match_dense(route, method):
     the issue's 1e-5 (n = 300 > p = 3 * 64, so AUTO would pick FEATURES)."""
     x = sphere.uniform(jax.random.PRNGKey(0), 300, 3)
     params = ntk.init_two_layer(jax.random.PRNGKey(1), 64, 3)
-    K = np.asarray(ntk.empirical_ntk_fn(ntk.two_layer_apply, route=ntk.Route.JACOBIAN,
-                                        trainable=FIRST)(params, x))
-    result = ntk.top_eigenpairs(x, 30, params=params, trainable=FIRST, route=route,
-                                method=method, block=128)
+    K = np.asarray(
+        ntk.empirical_ntk_fn(ntk.two_layer_apply, route=ntk.Route.JACOBIAN, trainable=FIRST)(
+            params, x
+        )
+    )
+    result = ntk.top_eigenpairs(
+        x, 30, params=params, trainable=FIRST, route=route, method=method, block=128
+    )
     assert result.converged and (result.iterations == 0) == (method is ntk.Method.FEATURES)
     _check_pairs(result, K, 30, rtol=1e-9)
 
@@ -128,16 +140,20 @@ def test_top_eigenpairs_of_any_model_and_of_the_analytic_kernel():
     of parameters), and the infinite-width kernel built tile by tile."""
     x = sphere.uniform(jax.random.PRNGKey(3), 200, 3)
     keys = jax.random.split(jax.random.PRNGKey(4), 3)
-    params = {"W1": jax.random.normal(keys[0], (16, 3)), "W2": jax.random.normal(keys[1], (8, 16)),
-              "w3": jax.random.normal(keys[2], (8,))}
+    params = {
+        "W1": jax.random.normal(keys[0], (16, 3)),
+        "W2": jax.random.normal(keys[1], (8, 16)),
+        "w3": jax.random.normal(keys[2], (8,)),
+    }
 
     def mlp(p, xi):
-        return p["w3"] @ jax.numpy.tanh(p["W2"] @ jax.numpy.tanh(p["W1"] @ xi) / 4.0) / 8 ** 0.5
+        return p["w3"] @ jax.numpy.tanh(p["W2"] @ jax.numpy.tanh(p["W1"] @ xi) / 4.0) / 8**0.5
 
     K = np.asarray(ntk.empirical_ntk_fn(mlp, route=ntk.Route.JACOBIAN)(params, x))
     for method in (ntk.Method.AUTO, ntk.Method.LOBPCG):  # p = 184 <= n: AUTO is FEATURES
-        result = ntk.top_eigenpairs(x, 12, params=params, apply_fn=mlp, route=ntk.Route.NTVP,
-                                    method=method, block=64)
+        result = ntk.top_eigenpairs(
+            x, 12, params=params, apply_fn=mlp, route=ntk.Route.NTVP, method=method, block=64
+        )
         assert result.converged
         _check_pairs(result, K, 12, rtol=1e-9)
     Ka = np.asarray(ntk.analytic_ntk(x))
@@ -153,8 +169,7 @@ def test_lobpcg_reports_progress_every_iteration():
     is converged and the reported worst residual is within tol, as the result says."""
     K = _sphere_gram(300)
     calls = []
-    result = eigsolve.lobpcg(lambda V: K @ V, 300, 9, tol=1e-9,
-                             progress=lambda *a: calls.append(a))
+    result = eigsolve.lobpcg(lambda V: K @ V, 300, 9, tol=1e-9, progress=lambda *a: calls.append(a))
     assert [c[0] for c in calls] == list(range(1, len(calls) + 1))
     assert all(c[2] == 9 and 0 <= c[1] <= 9 for c in calls)
     assert calls[0][1] < 9 and calls[-1][1] == 9 and calls[-1][3] <= 1e-9

@@ -34,8 +34,9 @@ def test_a_library_kernel_is_refused_on_cpu():
 
 def test_a_collective_is_refused():
     mesh = Mesh(np.array(jax.devices()[:1]), ("slots",))
-    fn = jax.shard_map(lambda a: jax.lax.psum(a, "slots"), mesh=mesh, in_specs=P("slots"),
-                       out_specs=P())
+    fn = jax.shard_map(
+        lambda a: jax.lax.psum(a, "slots"), mesh=mesh, in_specs=P("slots"), out_specs=P()
+    )
     prog = _compiled(fn, jnp.ones(4))
     with pytest.raises(engine.ImpureProgram, match="all-reduce"):
         engine.check_pure("psum", prog, "cpu")
@@ -46,8 +47,10 @@ def test_every_program_of_both_experiments_is_pure(kind):
     """The programs a default sweep compiles (keys, prepare, cycle, report programs) pass the
     check, at the default float32 (engine._Compiler raises ImpureProgram otherwise)."""
     if kind == "classification":
-        cells = [Cell(12, 36, 3.0, 5 / 12, 0.1, 0.1, 64, 0), Cell(12, 12, 1.0, 5 / 12, 0.1, 0.1,
-                                                                  64, 0)]
+        cells = [
+            Cell(12, 36, 3.0, 5 / 12, 0.1, 0.1, 64, 0),
+            Cell(12, 12, 1.0, 5 / 12, 0.1, 0.1, 64, 0),
+        ]
         exp = classification.experiment(Protocol(), cells=cells)
     else:
         cells = regression.cells(n=(20,), width=64, seeds=1)
@@ -71,6 +74,7 @@ def test_a_long_wait_is_reported_with_what_it_waits_on(tmp_path):
         watch = engine._Watch(0.2, stream)
         with watch.waiting("a chunk of bucket X on cpu:0"):
             import time
+
             time.sleep(0.7)
         with watch.waiting("something quick"):
             pass
@@ -87,7 +91,7 @@ def test_a_long_wait_is_reported_with_what_it_waits_on(tmp_path):
 # driven by an experiment that uses every optional part of it (tests/contract_experiment.py:
 # 1-D least squares by GD, with a closed form)
 
-import contract_experiment as toy  # noqa: E402
+import contract_experiment as toy  # noqa: E402 - imported where its section starts
 
 TOY_CELLS = [toy.Cell(n, lr, s) for n in (5, 12) for lr in (0.1, 0.6) for s in range(2)]
 
@@ -113,8 +117,7 @@ def test_toy_rows_follow_the_closed_form_with_several_rows_per_report():
         mine = [r for r in rows if (r["n"], r["lr"], r["seed"]) == c]
         assert [r["step"] for r in mine] == [10, 20, 30, 40]
         assert [r["final"] for r in mine] == [False, False, False, True]
-        np.testing.assert_allclose([r["w"] for r in mine], [r["w_exact"] for r in mine],
-                                   rtol=2e-5)
+        np.testing.assert_allclose([r["w"] for r in mine], [r["w_exact"] for r in mine], rtol=2e-5)
 
 
 def test_toy_program_and_crop_are_exact():
@@ -136,16 +139,16 @@ def test_toy_chunks_and_resume_never_change_a_row():
     exp, rows, _ = _toy_rows(TOY_CELLS)
     _, short, _ = _toy_rows(TOY_CELLS, chunk=3)
     assert _same(short, rows)
-    cut = [r for r in rows if not ((r["n"], r["lr"], r["seed"]) == TOY_CELLS[0]
-                                   and r["step"] >= 30)]
+    cut = [
+        r for r in rows if not ((r["n"], r["lr"], r["seed"]) == TOY_CELLS[0] and r["step"] >= 30)
+    ]
     res = engine.resume(exp, cut, TOY_CELLS)
     todo = [c for c in TOY_CELLS if c not in res.done]
     assert todo == [TOY_CELLS[0]]
     _, again, _ = _toy_rows(todo)
     added = res.new_rows(again)
     assert [r["step"] for r in added] == [30, 40]
-    assert _same(sorted(cut + added, key=lambda r: (r["n"], r["lr"], r["seed"], r["step"])),
-                 rows)
+    assert _same(sorted(cut + added, key=lambda r: (r["n"], r["lr"], r["seed"], r["step"])), rows)
 
 
 def test_a_sweep_with_nothing_left_to_train_asks_the_experiment_nothing():
@@ -168,7 +171,7 @@ def test_toy_halting_at_the_last_step_off_the_period():
 # engine derives for the minimal experiment (tests/toy_plugin: the README's example)
 
 sys.path.insert(0, str(Path(__file__).parent / "toy_plugin"))
-import jaxbof_toy as minimal  # noqa: E402
+import jaxbof_toy as minimal  # noqa: E402 - importable once sys.path has it
 
 
 def test_the_minimal_experiment_follows_its_closed_form_with_derived_defaults():
@@ -190,6 +193,7 @@ def test_the_minimal_experiment_follows_its_closed_form_with_derived_defaults():
 def test_default_keys_fold_in_every_field_of_the_cell():
     """The default coordinates: an int as itself, a float as the two words of its float64 bits,
     a bool as 0/1; the keys fold them in order (fold_in, the same as by hand)."""
+
     class C(NamedTuple):
         n: int
         lr: float
@@ -204,13 +208,15 @@ def test_default_keys_fold_in_every_field_of_the_cell():
         by_hand = jax.random.fold_in(by_hand, int(c))
     got = engine._default_keys(base, jnp.asarray(coords))
     np.testing.assert_array_equal(np.asarray(got), np.asarray(by_hand))
-    assert not np.array_equal(engine._default_coords(C(7, 0.5, True)),
-                              engine._default_coords(C(7, 0.5000001, True)))
+    assert not np.array_equal(
+        engine._default_coords(C(7, 0.5, True)), engine._default_coords(C(7, 0.5000001, True))
+    )
 
 
 def test_a_halted_run_stays_put_without_a_guard_in_step():
     """The engine keeps a halted state as it is: a step that always adds 1 to w, halting at 3
     steps, reports w = 3 whatever the chunk (the slot idles in the loop while others run)."""
+
     class Cell(NamedTuple):
         stop: int
         seed: int
@@ -231,11 +237,14 @@ def test_a_halted_run_stays_put_without_a_guard_in_step():
         return State(st.w + 1, st.steps + 1, st.steps + 1 >= run.stop)
 
     def report(h):
-        return [[{"stop": c.stop, "seed": c.seed, "w": float(r.state.w)}]
-                for r, c in zip(h.runs(), h.cells)]
+        return [
+            [{"stop": c.stop, "seed": c.seed, "w": float(r.state.w)}]
+            for r, c in zip(h.runs(), h.cells)
+        ]
 
-    exp = engine.Experiment(init, step, report, engine.Schema(
-        {"stop": "int", "seed": "int", "w": "float"}))
+    exp = engine.Experiment(
+        init, step, report, engine.Schema({"stop": "int", "seed": "int", "w": "float"})
+    )
     cells = [Cell(3, 0), Cell(40, 0)]
     rows, _ = engine.run(exp, cells, engine.Engine(slots=2, chunk=64))
     assert sorted((r["stop"], r["w"]) for r in rows) == [(3, 3.0), (40, 40.0)]
@@ -251,10 +260,17 @@ def test_a_slot_without_done_and_steps_is_refused_naming_them():
     class Run(NamedTuple):
         state: State
 
-    exp = engine.Experiment(lambda key, cell, shape: Run(State(jnp.float32(0))),
-                            lambda run, st: st, lambda h: [], engine.Schema({"seed": "int"}))
-    with pytest.raises(ValueError, match=r"without state.done \(bool scalar\) and "
-                                         r"state.steps \(int32 scalar\)"):
+    exp = engine.Experiment(
+        lambda key, cell, shape: Run(State(jnp.float32(0))),
+        lambda run, st: st,
+        lambda h: [],
+        engine.Schema({"seed": "int"}),
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"without state.done \(bool scalar\) and "
+        r"state.steps \(int32 scalar\)",
+    ):
         engine.run(exp, [Cell(0)], engine.Engine(slots=1))
 
 

@@ -45,8 +45,9 @@ def test_gaussian_series_sums_to_the_closed_form(gamma):
         log_c = act.hermite_coefficients("gaussian", gamma, 400, ntk=ntk)
         kernel = act.ntk(T, log_c) if ntk else act.nngp(T, log_c)
         assert np.all(np.abs(kernel - gaussian(T, gamma)) <= 1e-13 * scale)
-    assert np.allclose(np.exp(act.log_power_series("gaussian", gamma, 400)).sum(), 1.0,
-                       rtol=1e-14)  # the Poisson(2/gamma) probabilities
+    assert np.allclose(
+        np.exp(act.log_power_series("gaussian", gamma, 400)).sum(), 1.0, rtol=1e-14
+    )  # the Poisson(2/gamma) probabilities
 
 
 def _numpy_phi(log_c, signs):
@@ -60,10 +61,15 @@ def test_evaluate_agrees_with_numpys_hermite_series_and_its_derivative():
     signs = act.random_signs(60, 3)
     x = np.linspace(-4.0, 4.0, 81)
     he = _numpy_phi(log_c, signs)
-    assert np.allclose(act.evaluate(x, log_c, signs), hermite_e.hermeval(x, he),
-                       rtol=1e-12, atol=1e-13)
-    assert np.allclose(act.evaluate(x, log_c, signs, derivative=True),
-                       hermite_e.hermeval(x, hermite_e.hermeder(he)), rtol=1e-12, atol=1e-13)
+    assert np.allclose(
+        act.evaluate(x, log_c, signs), hermite_e.hermeval(x, he), rtol=1e-12, atol=1e-13
+    )
+    assert np.allclose(
+        act.evaluate(x, log_c, signs, derivative=True),
+        hermite_e.hermeval(x, hermite_e.hermeder(he)),
+        rtol=1e-12,
+        atol=1e-13,
+    )
 
 
 def _gauss_pairs(t, n=64):
@@ -88,16 +94,16 @@ def test_the_activation_has_the_kernel_by_two_dimensional_quadrature(gamma):
         u, v, w = _gauss_pairs(t)
         nngp = np.sum(w * act.evaluate(u, nngp_c, signs) * act.evaluate(v, nngp_c, signs))
         assert nngp == pytest.approx(gaussian(t, gamma), rel=1e-11, abs=1e-13)
-        theta = (np.sum(w * act.evaluate(u, ntk_c, signs) * act.evaluate(v, ntk_c, signs))
-                 + t * np.sum(w * hermite_e.hermeval(u, d_he) * hermite_e.hermeval(v, d_he)))
+        theta = np.sum(
+            w * act.evaluate(u, ntk_c, signs) * act.evaluate(v, ntk_c, signs)
+        ) + t * np.sum(w * hermite_e.hermeval(u, d_he) * hermite_e.hermeval(v, d_he))
         assert theta == pytest.approx(gaussian(t, gamma), rel=1e-11, abs=1e-13)
 
 
 def _ulps(gamma, k):
     """A few eps times the largest term of log a_k = k log(2/gamma) - 2/gamma - log k!: the
     float64 rounding of that sum (a relative error of a_k, or of |c_k| when halved)."""
-    return 4 * np.finfo(float).eps * (k * abs(math.log(2 / gamma)) + 2 / gamma
-                                      + math.lgamma(k + 1))
+    return 4 * np.finfo(float).eps * (k * abs(math.log(2 / gamma)) + 2 / gamma + math.lgamma(k + 1))
 
 
 def _mp_log_c(gamma, k, ntk):
@@ -141,19 +147,26 @@ def test_spiky_smooth_is_the_sum_of_the_two_series():
     spike = act.log_power_series("gaussian", 0.05, 300)
     log_a = act.spiky_smooth(smooth, spike, 0.1)
     with np.errstate(under="ignore"):
-        assert np.allclose(np.exp(log_a), np.exp(smooth) + 0.1 * np.exp(spike), rtol=1e-14,
-                           atol=0.0)
+        assert np.allclose(
+            np.exp(log_a), np.exp(smooth) + 0.1 * np.exp(spike), rtol=1e-14, atol=0.0
+        )
     target = gaussian(T, 1.0) + 0.1 * gaussian(T, 0.05)
     scale = gaussian(np.abs(T), 1.0) + 0.1 * gaussian(np.abs(T), 0.05)
     assert np.all(np.abs(act.nngp(T, act.hermite_magnitudes(log_a)) - target) <= 1e-13 * scale)
-    assert np.all(np.abs(act.ntk(T, act.hermite_magnitudes(log_a, ntk=True)) - target)
-                  <= 1e-13 * scale)
+    assert np.all(
+        np.abs(act.ntk(T, act.hermite_magnitudes(log_a, ntk=True)) - target) <= 1e-13 * scale
+    )
     # where both parts underflow float64 (k = 1000, gamma_2 = 0.01), log space keeps it exact
-    big = act.spiky_smooth(act.log_power_series("gaussian", 1.0, 1000),
-                           act.log_power_series("gaussian", 0.01, 1000), 0.1)
+    big = act.spiky_smooth(
+        act.log_power_series("gaussian", 1.0, 1000),
+        act.log_power_series("gaussian", 0.01, 1000),
+        0.1,
+    )
     mpmath.mp.dps = 50
-    exact = mpmath.log(mpmath.exp(-2 - mpmath.loggamma(1001)) * 2 ** 1000
-                       + mpmath.mpf("0.1") * mpmath.exp(2 * _mp_log_c(0.01, 1000, False)))
+    exact = mpmath.log(
+        mpmath.exp(-2 - mpmath.loggamma(1001)) * 2**1000
+        + mpmath.mpf("0.1") * mpmath.exp(2 * _mp_log_c(0.01, 1000, False))
+    )
     assert np.isfinite(big).all() and abs(big[1000] - float(exact)) <= _ulps(0.01, 1000)
 
 
@@ -195,29 +208,34 @@ def test_published_activation_nngp_against_nested_quadrature():
             def f(z):
                 return phi(t * u + s * z) * dens * math.exp(-z * z / 2)
 
-            return (integrate.quad(f, -12.0, kink, epsabs=1e-13, limit=200)[0]
-                    + integrate.quad(f, kink, 12.0, epsabs=1e-13, limit=200)[0])
+            return (
+                integrate.quad(f, -12.0, kink, epsabs=1e-13, limit=200)[0]
+                + integrate.quad(f, kink, 12.0, epsabs=1e-13, limit=200)[0]
+            )
 
         def g(u):
             return phi(u) * inner(u) * dens * math.exp(-u * u / 2)
 
-        return (integrate.quad(g, -10.0, 0.0, epsabs=1e-12, limit=200)[0]
-                + integrate.quad(g, 0.0, 10.0, epsabs=1e-12, limit=200)[0])
+        return (
+            integrate.quad(g, -10.0, 0.0, epsabs=1e-12, limit=200)[0]
+            + integrate.quad(g, 0.0, 10.0, epsabs=1e-12, limit=200)[0]
+        )
 
     for t in (-0.6, 0.35, 0.85):
         assert act.published_nngp(t, w) == pytest.approx(expect(t), abs=1e-9)
     t = np.linspace(-1.0, 1.0, 2001)
     arccos = (np.sqrt(1 - t * t) + t * (np.pi - np.arccos(t))) / (2 * np.pi)
     cross = act.published_nngp(t, 100.0) - arccos - np.exp(-1e4 * (1 - t)) / 1e4
-    assert np.max(np.abs(cross)) <= 1.01 * 2 / (np.sqrt(2 * np.pi) * 100.0 ** 3)
+    assert np.max(np.abs(cross)) <= 1.01 * 2 / (np.sqrt(2 * np.pi) * 100.0**3)
 
 
 def _args(tmp_path, **kw):
     parser = argparse.ArgumentParser()
     activation_command.add_arguments(parser)
     flags = {"--gamma": "0.5", "--k-max": "30", "--out": str(tmp_path / "out"), **kw}
-    return parser.parse_args([a for k, v in flags.items() if v is not None
-                              for a in ((k,) if v is True else (k, v))])
+    return parser.parse_args(
+        [a for k, v in flags.items() if v is not None for a in ((k,) if v is True else (k, v))]
+    )
 
 
 def _rows(path):
@@ -226,34 +244,49 @@ def _rows(path):
 
 
 def test_command_writes_the_coefficients_and_the_picture(tmp_path, capsys):
-    args = _args(tmp_path, **{"--ntk": True, "--spike-gamma": "0.05", "--rho": "0.1",
-                               "--seed": "4"})
+    args = _args(
+        tmp_path, **{"--ntk": True, "--spike-gamma": "0.05", "--rho": "0.1", "--seed": "4"}
+    )
     assert activation_command.run(args) == 0
     out = tmp_path / "out"
     rows = _rows(out / "coefficients.csv")
     assert rows[0] == ["k", "coefficient", "log_coefficient"] and len(rows) == 32
-    expected = act.hermite_magnitudes(act.spiky_smooth(
-        act.log_power_series("gaussian", 0.5, 30), act.log_power_series("gaussian", 0.05, 30),
-        0.1), ntk=True)
+    expected = act.hermite_magnitudes(
+        act.spiky_smooth(
+            act.log_power_series("gaussian", 0.5, 30),
+            act.log_power_series("gaussian", 0.05, 30),
+            0.1,
+        ),
+        ntk=True,
+    )
     assert [int(r[0]) for r in rows[1:]] == list(range(31))
     assert np.array_equal([float(r[2]) for r in rows[1:]], expected)
     assert np.allclose([float(r[1]) for r in rows[1:]], np.exp(expected), rtol=1e-15)
     with open(out / "activation.png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    assert capsys.readouterr().err.splitlines() == [f"wrote {out / 'coefficients.csv'}",
-                                                    f"wrote {out / 'activation.png'}"]
+    assert capsys.readouterr().err.splitlines() == [
+        f"wrote {out / 'coefficients.csv'}",
+        f"wrote {out / 'activation.png'}",
+    ]
     # |c_0| = e^-1000 underflows in the coefficient column, not in log_coefficient
     activation_command.run(_args(tmp_path, **{"--gamma": "0.001", "--k-max": "3"}))
     first = _rows(out / "coefficients.csv")[1]
     assert float(first[1]) == 0.0 and float(first[2]) == pytest.approx(-1000.0, rel=1e-15)
 
 
-@pytest.mark.parametrize("flags, named", [
-    ({"--gamma": "0"}, "--gamma"), ({"--gamma": "-1"}, "--gamma"), ({"--gamma": "nan"}, "--gamma"),
-    ({"--k-max": "-1"}, "--k-max"), ({"--rho": "0.1"}, "--rho"),
-    ({"--spike-gamma": "0.1"}, "--spike-gamma"),
-    ({"--spike-gamma": "0", "--rho": "1"}, "--spike-gamma"),
-    ({"--spike-gamma": "0.1", "--rho": "inf"}, "--rho")])
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        ({"--gamma": "0"}, "--gamma"),
+        ({"--gamma": "-1"}, "--gamma"),
+        ({"--gamma": "nan"}, "--gamma"),
+        ({"--k-max": "-1"}, "--k-max"),
+        ({"--rho": "0.1"}, "--rho"),
+        ({"--spike-gamma": "0.1"}, "--spike-gamma"),
+        ({"--spike-gamma": "0", "--rho": "1"}, "--spike-gamma"),
+        ({"--spike-gamma": "0.1", "--rho": "inf"}, "--rho"),
+    ],
+)
 def test_command_names_the_bad_flag(tmp_path, flags, named):
     args = _args(tmp_path, **flags)
     with pytest.raises(ValueError, match=f"^{named}: ") as e:
@@ -273,13 +306,14 @@ def test_command_reports_an_unwritable_out_in_one_line(tmp_path):
 def test_modules_import_no_jax_and_no_matplotlib():
     """activations.py alone (loaded by path, outside jaxbof) pulls in neither JAX nor
     matplotlib; the command imports matplotlib only inside run."""
-    code = ("import importlib.util, sys\n"
-            f"spec = importlib.util.spec_from_file_location('a', {act.__file__!r})\n"
-            "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('jax', 'jaxlib', 'jaxbof', 'matplotlib')))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True)
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('a', {act.__file__!r})\n"
+        "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('jax', 'jaxlib', 'jaxbof', 'matplotlib')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
     tree = ast.parse(Path(activation_command.__file__).read_text())
     top = [a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names]

@@ -20,8 +20,9 @@ from jaxbof.experiments.haas_spikes import kernel_claims as C
 from jaxbof.experiments.haas_spikes import kernel_figures as F
 from jaxbof.experiments.haas_spikes import kernels as K
 
-TINY = K.Heatmap(n=400, gamma_spikes=(1e-5, 0.05), rhos=(100.0, 0.5), seeds=4, n_test=1000,
-                 k_max=400)
+TINY = K.Heatmap(
+    n=400, gamma_spikes=(1e-5, 0.05), rhos=(100.0, 0.5), seeds=4, n_test=1000, k_max=400
+)
 TINY_T = K.Tempered(ns=(100, 200), seeds=2, n_test=500, k_max=400)
 
 
@@ -39,12 +40,13 @@ def verdict(claim, rows):
 
 # ----------------------------------------------------------------------------- kernels, spectra
 
+
 def test_kernels_are_their_closed_forms_of_the_distance():
     rng = np.random.default_rng(0)
     x, y = K.sphere(rng, 50, 3), K.sphere(rng, 50, 3)
     t, r = np.sum(x * y, axis=1), np.linalg.norm(x - y, axis=1)
     assert np.allclose(K.laplace(t, 0.3), np.exp(-r / 0.3), rtol=1e-12)
-    assert np.allclose(K.gaussian(t, 0.3), np.exp(-r ** 2 / 0.3), rtol=1e-12)
+    assert np.allclose(K.gaussian(t, 0.3), np.exp(-(r**2) / 0.3), rtol=1e-12)
     assert np.allclose(K.spiky_smooth(t, 2.0, 0.1), np.exp(-r) + 2 * np.exp(-r / 0.1))
     assert np.allclose(K.ntk(t), spectra.ntk_first_layer(t))
     assert K.laplace(np.array(1.0 + 1e-15), 1e-5) == 1.0  # clipped: no nan above t = 1
@@ -89,12 +91,14 @@ def test_narrow_spikes_are_predicted_in_the_ridge_limit():
 
 def test_mallinar_alpha_of_a_power_law_and_of_laplace():
     k = np.arange(1, 400)
-    assert K.mallinar_alpha(np.r_[1.0, k ** -3.0], 3) == pytest.approx(1.5, rel=1e-9)
+    assert K.mallinar_alpha(np.r_[1.0, k**-3.0], 3) == pytest.approx(1.5, rel=1e-9)
     assert K.mallinar_alpha(K.component_spectrum("laplace", 1.0, 3, 600), 3) == pytest.approx(
-        1.5, abs=0.02)  # Laplace on S^2: mu_k ~ k^-3, modes i ~ k^2
+        1.5, abs=0.02
+    )  # Laplace on S^2: mu_k ~ k^-3, modes i ~ k^2
 
 
 # ----------------------------------------------------------------------------- target
+
 
 def test_target_energies_satisfy_parseval_and_closed_forms():
     e, mean_sq = K.harmonic_energy(K.target, 200)
@@ -114,10 +118,11 @@ def test_target_energies_satisfy_parseval_and_closed_forms():
     k = np.arange(11)
     a = np.where(k % 2 == 0, (2 * k + 1) * (spectra.gegenbauer(3, 10, z) @ (z * w)), 0.0)
     assert a[:5] == pytest.approx([0.5, 0, 5 / 8, 0, -3 / 16], abs=1e-14)
-    assert np.allclose(ea, a ** 2 / (2 * k + 1), atol=1e-14)
+    assert np.allclose(ea, a**2 / (2 * k + 1), atol=1e-14)
 
 
 # ----------------------------------------------------------------------------- measurement
+
 
 def test_a_spike_narrower_than_the_spacing_is_a_ridge(tiny_rows):
     # gamma = 1e-5 << spacing: the spike Gram is I and the spike is ~0 at fresh points, so the
@@ -137,8 +142,7 @@ def test_a_spike_narrower_than_the_spacing_is_a_ridge(tiny_rows):
 def test_prediction_is_close_to_the_measurement_with_a_ridge():
     # eigenlearning with a ridge at n = 300: the mean over 4 seeds within 10% (measured 3-7%
     # high; without a ridge it is ~20% high, the known tempered gap)
-    config = K.Heatmap(n=300, gamma_spikes=(), rhos=(1.0, 0.1), seeds=4, n_test=2000,
-                       k_max=400)
+    config = K.Heatmap(n=300, gamma_spikes=(), rhos=(1.0, 0.1), seeds=4, n_test=2000, k_max=400)
     rows = []
     K.run_heatmap(config, rows.extend)
     for rho in config.rhos:
@@ -170,8 +174,9 @@ def test_tempered_rows_noise_amplification_and_resume():
     laplace = [r for r in rows if r["kernel"] == "laplace"]
     assert all(r["mallinar_e0_minus_1"] == pytest.approx(0.5, abs=0.03) for r in laplace)
     spiky = [r for r in rows if r["kernel"] == "spiky-smooth"]
-    assert {(r["gamma_spike"], r["rho"]) for r in spiky} == {K.schedule(TINY_T, n)
-                                                             for n in TINY_T.ns}
+    assert {(r["gamma_spike"], r["rho"]) for r in spiky} == {
+        K.schedule(TINY_T, n) for n in TINY_T.ns
+    }
     skip = {K._key(r, K.TEMPERED_KEYS) for r in rows if r["n"] == 100}
     again = []
     K.run_tempered(TINY_T, again.extend, skip=skip)
@@ -190,12 +195,20 @@ def test_flags_build_the_study_and_bad_values_name_the_flag():
     assert study.config["rhos"] == [1.0, 0.0] and study.schema.keys == K.KEYS
     default = K.from_args(_args())
     assert default.config["n"] == 1000 and default.config["n_test"] == 10000
-    for argv, flag in ((("--n", "1"), "--n"), (("--d", "4"), "--d"), (("--d", "1"), "--d"),
-                       (("--gamma-spike", "0.01,0"), "--gamma-spike"),
-                       (("--gamma-smooth", "-1"), "--gamma-smooth"), (("--rho", "-1"), "--rho"),
-                       (("--noise-var", "-0.5"), "--noise-var"), (("--seeds", "0"), "--seeds"),
-                       (("--n-test", "0"), "--n-test"), (("--smooth", "cosine"), "--smooth"),
-                       (("--spike", "x"), "--spike"), (("--n", "abc"), "--n")):
+    for argv, flag in (
+        (("--n", "1"), "--n"),
+        (("--d", "4"), "--d"),
+        (("--d", "1"), "--d"),
+        (("--gamma-spike", "0.01,0"), "--gamma-spike"),
+        (("--gamma-smooth", "-1"), "--gamma-smooth"),
+        (("--rho", "-1"), "--rho"),
+        (("--noise-var", "-0.5"), "--noise-var"),
+        (("--seeds", "0"), "--seeds"),
+        (("--n-test", "0"), "--n-test"),
+        (("--smooth", "cosine"), "--smooth"),
+        (("--spike", "x"), "--spike"),
+        (("--n", "abc"), "--n"),
+    ):
         with pytest.raises(ValueError, match=flag):
             K.from_args(_args(*argv))
 
@@ -208,21 +221,31 @@ def test_table_summarises_both_studies(tiny_rows):
 
 # ----------------------------------------------------------------------------- claims
 
+
 def test_h3_holds_for_narrow_spikes_and_fails_where_they_overlap(tiny_rows):
     assert C.H3.criterion == (-0.10, 0.10) and C.H3.reads == "haas-spikes/kernel"
     narrow = [r for r in tiny_rows if r["gamma_spike"] != 0.05]
     assert verdict(C.H3, narrow) == "holds"
     # gamma = 0.05 at n = 400 (spacing ~0.09): the spikes overlap and act as no ridge (measured
     # +24% at rho = 0.5, -38% at rho = 100); relabelled as 1e-5
-    wide = [dict(r, gamma_spike=1e-5) if r["gamma_spike"] == 0.05 else r for r in tiny_rows
-            if r["gamma_spike"] != 1e-5]
+    wide = [
+        dict(r, gamma_spike=1e-5) if r["gamma_spike"] == 0.05 else r
+        for r in tiny_rows
+        if r["gamma_spike"] != 1e-5
+    ]
     assert verdict(C.H3, wide) == "fails"
     # one cell off by 30% is enough to fail "for every rho"
-    tampered = [dict(r, excess_risk=1.3 * r["excess_risk"]) if r["kernel"] == "spiky-smooth"
-                and r["rho"] == 100.0 else r for r in narrow]
+    tampered = [
+        dict(r, excess_risk=1.3 * r["excess_risk"])
+        if r["kernel"] == "spiky-smooth" and r["rho"] == 100.0
+        else r
+        for r in narrow
+    ]
     assert verdict(C.H3, tampered) == "fails"
-    flagged = [dict(r, converged=False) if r["kernel"] == "spiky-smooth" and r["seed"] == 0
-               else r for r in narrow]  # a failed solve is left out, never averaged
+    flagged = [
+        dict(r, converged=False) if r["kernel"] == "spiky-smooth" and r["seed"] == 0 else r
+        for r in narrow
+    ]  # a failed solve is left out, never averaged
     assert len(C.H3.estimate(flagged, {}, 0.95)) == 2
 
 
@@ -231,11 +254,26 @@ def _tempered_rows(slope, amp, seeds=5, seed=0):
     rows = []
     for n in (250, 500, 1000, 2000, 4000):
         for s in range(seeds):
-            rows.append({"kernel": "laplace", "n": n, "seed": s, "converged": True,
-                         "excess_risk": 0.2, "noise_amplification": amp + 0.02 * rng.normal()})
-            rows.append({"kernel": "spiky-smooth", "n": n, "seed": s, "converged": True,
-                         "excess_risk": 0.05 * (n / 1000) ** slope * math.exp(0.05 * rng.normal()),
-                         "noise_amplification": 0.05})
+            rows.append(
+                {
+                    "kernel": "laplace",
+                    "n": n,
+                    "seed": s,
+                    "converged": True,
+                    "excess_risk": 0.2,
+                    "noise_amplification": amp + 0.02 * rng.normal(),
+                }
+            )
+            rows.append(
+                {
+                    "kernel": "spiky-smooth",
+                    "n": n,
+                    "seed": s,
+                    "converged": True,
+                    "excess_risk": 0.05 * (n / 1000) ** slope * math.exp(0.05 * rng.normal()),
+                    "noise_amplification": 0.05,
+                }
+            )
     return rows
 
 
@@ -251,12 +289,14 @@ def test_h4_holds_when_tempered_and_falling_and_fails_otherwise():
 
 # ----------------------------------------------------------------------------- figures, JAX-free
 
+
 def test_figures_from_a_runner_directory(tmp_path):
     from jaxbof import runner
 
-    for study, name in ((K.heatmap_study(TINY._replace(seeds=2), "tiny"), "spiky_heatmap.png"),
-                        (K.tempered_study(TINY_T._replace(seeds=2), "tiny-t"),
-                         "spiky_tempered.png")):
+    for study, name in (
+        (K.heatmap_study(TINY._replace(seeds=2), "tiny"), "spiky_heatmap.png"),
+        (K.tempered_study(TINY_T._replace(seeds=2), "tiny-t"), "spiky_tempered.png"),
+    ):
         out = tmp_path / study.name
         opts = runner.Options(out=str(out), plots=False, progress=False)
         assert runner.run(study, opts, tables=False) == 0
@@ -268,8 +308,15 @@ def test_figures_from_a_runner_directory(tmp_path):
         assert Path(paths[0]).stat().st_size > 0
 
 
-JAX_FREE = {"jaxbof", "jaxbof.contract", "jaxbof.eigenlearning", "jaxbof.flags",
-            "jaxbof.spectra", "jaxbof.stats", "jaxbof.store"}
+JAX_FREE = {
+    "jaxbof",
+    "jaxbof.contract",
+    "jaxbof.eigenlearning",
+    "jaxbof.flags",
+    "jaxbof.spectra",
+    "jaxbof.stats",
+    "jaxbof.store",
+}
 
 
 @pytest.mark.parametrize("name", ["kernels", "kernel_claims", "kernel_figures"])
@@ -280,7 +327,8 @@ def test_modules_import_nothing_that_needs_jax(name):
             mods = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
             assert not node.module.startswith("jax.") and node.module != "jax"
             if node.module.startswith("jaxbof"):
-                assert any(m in JAX_FREE or m.startswith("jaxbof.experiments.haas_spikes.")
-                           for m in mods), mods
+                assert any(
+                    m in JAX_FREE or m.startswith("jaxbof.experiments.haas_spikes.") for m in mods
+                ), mods
         elif isinstance(node, ast.Import):
             assert not any(a.name.split(".")[0] == "jax" for a in node.names)

@@ -11,8 +11,17 @@ from jaxbof import cli, eigenlearning, spectra, store
 from jaxbof.experiments.learning_curves import krr
 
 TINY = krr.Config(ns=(12, 30), ridges_over_n=(0.0, 1e-3, 0.1), seeds=2, n_test=300, k_max=400)
-TINY_FLOW = krr.Tempered(n=30, widths=(16,), seeds=1, kernel_seeds=2, t_max=200.0, times=5,
-                         n_test=300, k_max=400, target=TINY.target)
+TINY_FLOW = krr.Tempered(
+    n=30,
+    widths=(16,),
+    seeds=1,
+    kernel_seeds=2,
+    t_max=200.0,
+    times=5,
+    n_test=300,
+    k_max=400,
+    target=TINY.target,
+)
 
 
 def _direct(config, n, seed):
@@ -25,6 +34,7 @@ def _direct(config, n, seed):
 
     def target(x):
         return sum(c * krr._zonal(k, 3, x @ xi) for k, c, xi in xis)
+
     X, Xt = krr._sphere(rng, n, 3), krr._sphere(rng, config.n_test, 3)
     y = target(X) + rng.uniform(-config.noise, config.noise, n)
     k_fn = spectra.kernel_fn("ntk-first-layer")
@@ -38,11 +48,11 @@ def test_rows_equal_a_direct_solve_at_every_ridge():
     levels = eigenlearning.sphere_levels("ntk-first-layer", 3, TINY.k_max)
     for row, r in zip(rows, TINY.ridges_over_n):
         a = np.linalg.solve(K + r * n * np.eye(n), y)
-        np.testing.assert_allclose(row["excess_risk"], np.mean((Kt @ a - f_star) ** 2),
-                                   rtol=1e-7)
-        np.testing.assert_allclose(row["train_risk"], np.mean((K @ a - y) ** 2),
-                                   rtol=1e-6, atol=1e-20)
-        p = eigenlearning.predict(n, levels, TINY.energy(), TINY.noise ** 2 / 3, r * n)
+        np.testing.assert_allclose(row["excess_risk"], np.mean((Kt @ a - f_star) ** 2), rtol=1e-7)
+        np.testing.assert_allclose(
+            row["train_risk"], np.mean((K @ a - y) ** 2), rtol=1e-6, atol=1e-20
+        )
+        p = eigenlearning.predict(n, levels, TINY.energy(), TINY.noise**2 / 3, r * n)
         assert row["predicted_excess_risk"] == p.excess_risk and row["e0"] == p.e0
     assert rows[0]["train_risk"] < 1e-20  # ridgeless interpolates
 
@@ -60,11 +70,12 @@ def test_kernel_flow_equals_a_matrix_exponential_and_tends_to_ridgeless_regressi
     for row in rows[:-1:7]:
         fit = (np.eye(n) - expm(-row["t"] * K / n)) @ y
         np.testing.assert_allclose(row["train_risk"], np.mean((fit - y) ** 2), rtol=1e-7)
-        np.testing.assert_allclose(row["excess_risk"],
-                                   np.mean((Kt @ np.linalg.solve(K, fit) - f_star) ** 2),
-                                   rtol=1e-6)
-        p = eigenlearning.predict(n, levels, TINY_FLOW.energy(), TINY_FLOW.noise ** 2 / 3,
-                                  n / row["t"])
+        np.testing.assert_allclose(
+            row["excess_risk"], np.mean((Kt @ np.linalg.solve(K, fit) - f_star) ** 2), rtol=1e-6
+        )
+        p = eigenlearning.predict(
+            n, levels, TINY_FLOW.energy(), TINY_FLOW.noise**2 / 3, n / row["t"]
+        )
         assert row["predicted_excess_risk"] == p.excess_risk
     ridgeless = krr.rows_for(TINY, n, seed)[0]
     assert ridgeless["ridge"] == 0.0
@@ -106,8 +117,12 @@ def test_reproduce_writes_resumable_rows_a_table_and_pictures(tmp_path, monkeypa
     assert main.count("\n") == 1 + 2 * 3
     # the tempered table: the network (one width), the kernel flow, the prediction, two limits
     assert [line.split(",")[0] for line in tempered.splitlines()[1:]] == [
-        "network M=16", "kernel flow", "eigenlearning at ridge n/t", "kernel ridgeless (t = inf)",
-        "eigenlearning ridgeless (E_0)"]
+        "network M=16",
+        "kernel flow",
+        "eigenlearning at ridge n/t",
+        "kernel ridgeless (t = inf)",
+        "eigenlearning ridgeless (E_0)",
+    ]
     flow = store.load_results(out / "kernel-flow")
     assert len(flow) == TINY_FLOW.kernel_seeds * len(TINY_FLOW.flow_times())
     net = store.load_results(out / "network")
@@ -122,15 +137,20 @@ def test_reproduce_writes_resumable_rows_a_table_and_pictures(tmp_path, monkeypa
     assert (out / "learnability.png").stat().st_size > 0
     lines = (out / "results.csv").read_text().splitlines(keepends=True)
     (out / "results.csv").write_text("".join(lines[:4]))  # an interrupted run: 3 rows kept
-    assert cli.main(["reproduce", "learning-curves", "--quick", "--out", str(out),
-                     "--no-plots"]) == 0
+    assert (
+        cli.main(["reproduce", "learning-curves", "--quick", "--out", str(out), "--no-plots"]) == 0
+    )
     assert _rows(out) == full  # the rerun adds exactly the missing rows
     assert cli.main(["reproduce", "learning-curves", "--quick", "--slots", "2"]) == 2
     assert "takes no --slots" in capsys.readouterr().err
     # --x64 trains the network in float64 and changes nothing on the kernel side (float64 always)
     out64 = tmp_path / "lc64"
-    assert cli.main(["reproduce", "learning-curves", "--quick", "--x64", "--no-plots", "--out",
-                     str(out64)]) == 0
+    assert (
+        cli.main(
+            ["reproduce", "learning-curves", "--quick", "--x64", "--no-plots", "--out", str(out64)]
+        )
+        == 0
+    )
     assert store.load_config(out64 / "network")["experiment"]["precision"] == "float64"
     assert store.load_config(out / "network")["experiment"]["precision"] == "float32"
     assert _rows(out64) == full

@@ -29,9 +29,13 @@ def slsqp_max_margin(X, y):
     A = y[:, None] * X
     w0 = 2.0 * np.linalg.lstsq(A, np.ones(len(y)), rcond=None)[0]  # feasible: all margins = 2
     res = scipy.optimize.minimize(
-        lambda w: w @ w, w0, jac=lambda w: 2 * w, method="SLSQP",
+        lambda w: w @ w,
+        w0,
+        jac=lambda w: 2 * w,
+        method="SLSQP",
         constraints=[dict(type="ineq", fun=lambda w: A @ w - 1.0, jac=lambda w: A)],
-        options=dict(ftol=1e-12, maxiter=1000))
+        options=dict(ftol=1e-12, maxiter=1000),
+    )
     assert res.success, res.message
     return res.x
 
@@ -178,8 +182,9 @@ def test_weight_stats(alpha):
     Wn, vn, an = map(np.asarray, (W, v, a))
     Z = Wn - np.outer(Wn @ vn, vn)
     np.testing.assert_allclose(s.w_norm, np.linalg.norm(Wn), rtol=1e-12)
-    np.testing.assert_allclose(s.z_norm**2, np.linalg.norm(Wn) ** 2 - np.linalg.norm(Wn @ vn) ** 2,
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        s.z_norm**2, np.linalg.norm(Wn) ** 2 - np.linalg.norm(Wn @ vn) ** 2, rtol=1e-12
+    )
     np.testing.assert_allclose(s.z_norm, np.linalg.norm(Z), rtol=1e-12)
     np.testing.assert_allclose(s.snr, min(A1, Am1) / np.linalg.norm(Z), rtol=1e-12)
     np.testing.assert_allclose(s.A_lin, an @ Wn @ vn, rtol=1e-12)

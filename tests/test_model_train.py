@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from jaxbof import model
-from jaxbof.experiments.classification import step as train
 from jaxbof.experiments.classification import data
+from jaxbof.experiments.classification import step as train
 from jaxbof.experiments.classification.data import Corruption, Signal
-from jaxbof.model import Outer
 from jaxbof.experiments.classification.step import Hyper, Stop
+from jaxbof.model import Outer
 
 run = jax.jit(train.run)
 gd_step = jax.jit(train.gd_step)
@@ -20,16 +20,29 @@ init = jax.jit(model.init_weights, static_argnames=("width", "d_pad"))
 
 def hyper(alpha=0.1, eta=None, stop=Stop.ZERO_LOSS, max_steps=200_000, *, n, width):
     eta = 1.0 / (width * n) if eta is None else eta
-    return Hyper(jnp.asarray(alpha, jnp.float64), jnp.asarray(eta, jnp.float64),
-                 jnp.asarray(int(stop), jnp.int32), jnp.asarray(max_steps, jnp.int32))
+    return Hyper(
+        jnp.asarray(alpha, jnp.float64),
+        jnp.asarray(eta, jnp.float64),
+        jnp.asarray(int(stop), jnp.int32),
+        jnp.asarray(max_steps, jnp.int32),
+    )
 
 
 def setup(seed, n=20, d=60, width=8, gamma=0.2, rate=0.15, n_pad=None, d_pad=None, **hp):
     """A published-protocol problem: init scale 1/(M sqrt d), eta = 1/(M n), exact corruption."""
     n_pad, d_pad = n_pad or n, d_pad or d
     dkey, wkey = jax.random.split(jax.random.PRNGKey(seed))
-    td = sample(dkey, n, d, gamma, rate, n_pad=n_pad, d_pad=d_pad, corruption=Corruption.EXACT,
-                signal=Signal.RANDOM)
+    td = sample(
+        dkey,
+        n,
+        d,
+        gamma,
+        rate,
+        n_pad=n_pad,
+        d_pad=d_pad,
+        corruption=Corruption.EXACT,
+        signal=Signal.RANDOM,
+    )
     W0 = init(wkey, width, d, 1.0 / (width * np.sqrt(d)), d_pad=d_pad)
     a = model.outer_weights(width, Outer.ALTERNATING, dtype=jnp.float64)
     return td, W0, a, hyper(n=n, width=width, **hp)
@@ -59,8 +72,9 @@ def test_leaky_relu_and_outer_weights():
     # traced enum value
     f = jax.jit(model.outer_weights, static_argnums=0)
     np.testing.assert_array_equal(f(3, jnp.int32(1)), [-1, -1, -1])
-    np.testing.assert_array_equal(model.predict(jnp.array([-1.0, 0.0, 1e-300, 2.0])),
-                                  [-1, -1, 1, 1])
+    np.testing.assert_array_equal(
+        model.predict(jnp.array([-1.0, 0.0, 1e-300, 2.0])), [-1, -1, 1, 1]
+    )
 
 
 def test_apply_matches_loop_reference():
@@ -98,7 +112,7 @@ def test_autodiff_gradient_equals_handwritten_subgradient(alpha):
     # and both equal a central finite difference (the loss is piecewise linear in W)
     direction = jax.random.normal(jax.random.PRNGKey(1), W.shape)
     h = 1e-7
-    loss = lambda W_: train.hinge_loss(W_, a, alpha, X, y, mask)  # noqa: E731
+    loss = lambda W_: train.hinge_loss(W_, a, alpha, X, y, mask)
     fd = (loss(W + h * direction) - loss(W - h * direction)) / (2 * h)
     np.testing.assert_allclose(fd, jnp.sum(g_hand * direction), rtol=1e-6)
 
@@ -136,8 +150,7 @@ def test_outer_weights_are_frozen():
     g_a = jax.grad(train.hinge_loss, argnums=1)(W, a, 0.1, X, y, mask)
     assert np.all(np.asarray(g_a) == 0.0)
     # without the stop_gradient the gradient wrt a would not vanish at this point
-    free = lambda a_: train.hinge_loss_from_outputs(  # noqa: E731
-        model.apply(W, a_, 0.1, X), y, mask)
+    free = lambda a_: train.hinge_loss_from_outputs(model.apply(W, a_, 0.1, X), y, mask)
     assert np.linalg.norm(jax.grad(free)(a)) > 1e-3
 
 
@@ -179,8 +192,9 @@ def test_run_matches_numpy_reference(stop):
     td, W0, a, hp = setup(1, stop=stop)
     p, s0 = direct(td, W0, a, hp)
     s, _ = run(p, s0)
-    W_ref, t_ref, ok = numpy_gd(*map(np.asarray, (td.X_nxd, td.y_obs_n, W0, a)), 0.1,
-                                float(hp.eta), stop, 10_000)
+    W_ref, t_ref, ok = numpy_gd(
+        *map(np.asarray, (td.X_nxd, td.y_obs_n, W0, a)), 0.1, float(hp.eta), stop, 10_000
+    )
     assert ok and bool(s.converged) and t_ref > 20
     assert int(s.steps) == t_ref
     np.testing.assert_allclose(s.theta, W_ref, rtol=1e-10, atol=1e-13)
@@ -247,8 +261,10 @@ def test_divergence_flag():
 
 
 @pytest.mark.parametrize(
-    "shape", [dict(seed=3, n=20, d=60), dict(seed=4, n=30, d=12, gamma=0.3, rate=0.1)],
-    ids=["d>n", "d<n"])
+    "shape",
+    [dict(seed=3, n=20, d=60), dict(seed=4, n=30, d=12, gamma=0.3, rate=0.1)],
+    ids=["d>n", "d<n"],
+)
 def test_gram_equals_direct(shape):
     td, W0, a, hp = setup(**shape)
     pd, sd0 = direct(td, W0, a, hp)
@@ -260,8 +276,9 @@ def test_gram_equals_direct(shape):
     Wd = train.final_weights(pd, sd.theta, W0, td.X_nxd)
     Wg = train.final_weights(pg, sg.theta, W0, td.X_nxd)
     assert np.linalg.norm(Wg - Wd) / np.linalg.norm(Wd) < 1e-10
-    np.testing.assert_allclose(train.final_outputs(pg, sg.theta), train.final_outputs(pd, sd.theta),
-                               rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        train.final_outputs(pg, sg.theta), train.final_outputs(pd, sd.theta), rtol=1e-9, atol=1e-12
+    )
     # the trained network moved far from its (tiny) initialisation
     assert np.linalg.norm(Wd - W0) > 5 * np.linalg.norm(W0)
 
@@ -283,12 +300,16 @@ def test_padded_problem_equals_unpadded():
 
 
 def test_vmapped_equals_looped():
-    setups = [setup(10 + i, alpha=al, stop=st) for i, (al, st) in
-              enumerate([(0.1, Stop.ZERO_LOSS), (0.5, Stop.ZERO_ERROR), (1.0, Stop.ZERO_LOSS)])]
+    setups = [
+        setup(10 + i, alpha=al, stop=st)
+        for i, (al, st) in enumerate(
+            [(0.1, Stop.ZERO_LOSS), (0.5, Stop.ZERO_ERROR), (1.0, Stop.ZERO_LOSS)]
+        )
+    ]
     for make in (direct, gram):
         singles = [make(*s) for s in setups]
         looped = [run(p, s0)[0] for p, s0 in singles]
-        stack = lambda *xs: jnp.stack(xs)  # noqa: E731
+        stack = lambda *xs: jnp.stack(xs)
         P = jax.tree.map(stack, *[p for p, _ in singles])
         S0 = jax.tree.map(stack, *[s0 for _, s0 in singles])
         S, _ = jax.jit(jax.vmap(train.run))(P, S0)

@@ -8,8 +8,13 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
-EXPECTED = {"classification.ipynb", "cnn.ipynb", "haas_spikes.ipynb", "ntk_spectra.ipynb",
-            "regression.ipynb"}
+EXPECTED = {
+    "classification.ipynb",
+    "cnn.ipynb",
+    "haas_spikes.ipynb",
+    "ntk_spectra.ipynb",
+    "regression.ipynb",
+}
 
 
 def test_every_notebook_is_collected():
@@ -23,9 +28,15 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     sections at smaller sizes, keeping every assertion it makes on its results."""
     monkeypatch.setenv("JAXBOF_NOTEBOOK_QUICK", "1")
     nb = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
-                                     resources={"metadata": {"path": str(tmp_path)}})
+    client = nbclient.NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
     client.execute()
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if o.get("output_type") == "error"]
+    errors = [
+        o
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
     assert not errors, errors

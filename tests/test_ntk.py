@@ -2,16 +2,23 @@
 
 import functools
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from jaxbof import model, ntk, sphere
-from jaxbof.ntk import (Layers, Route, TwoLayerParams, analytic_ntk, empirical_ntk_fn,
-                        init_two_layer, ntk_vector_product_fn, structured_ntk,
-                        two_layer_apply)
+from jaxbof.ntk import (
+    Layers,
+    Route,
+    TwoLayerParams,
+    analytic_ntk,
+    empirical_ntk_fn,
+    init_two_layer,
+    ntk_vector_product_fn,
+    structured_ntk,
+    two_layer_apply,
+)
 
 _sphere = sphere.uniform
 
@@ -27,7 +34,9 @@ def _mask(layers, bias):
 
 
 CASES = [(layers, bias, 0.0) for layers in Layers for bias in (False, True)] + [
-    (Layers.FIRST, True, 0.3), (Layers.BOTH, True, 0.3)]
+    (Layers.FIRST, True, 0.3),
+    (Layers.BOTH, True, 0.3),
+]
 
 
 @pytest.mark.parametrize("layers,bias,alpha", CASES)
@@ -42,7 +51,8 @@ def test_two_layer_routes_agree_with_jacobian(layers, bias, alpha):
     for route in Route:
         for bs in (None, 3):
             K = jax.jit(empirical_ntk_fn(apply_fn, route=route, trainable=tr, batch_size=bs))(
-                params, x1, x2)
+                params, x1, x2
+            )
             assert K.shape == (7, 5)
             assert _rel(K, ref) < 1e-10, (route, bs)
     K = structured_ntk(params, x1, x2, layers=layers, alpha=alpha)
@@ -52,36 +62,45 @@ def test_two_layer_routes_agree_with_jacobian(layers, bias, alpha):
 def test_trainable_callable_and_frozen_layers():
     params = init_two_layer(jax.random.key(1), 8, 3, bias=True)
     x = jax.random.normal(jax.random.key(2), (6, 3))
-    only_W = empirical_ntk_fn(two_layer_apply, trainable=lambda p: TwoLayerParams(
-        True, False, False))(params, x)
+    only_W = empirical_ntk_fn(
+        two_layer_apply, trainable=lambda p: TwoLayerParams(True, False, False)
+    )(params, x)
     # W only: no "+1" from the bias gradient
     assert _rel(only_W, structured_ntk(params, x, layers=Layers.FIRST, train_bias=False)) < 1e-10
-    K_struct = empirical_ntk_fn(two_layer_apply, route=Route.STRUCTURED,
-                                trainable=TwoLayerParams(True, False, False))(params, x)
+    K_struct = empirical_ntk_fn(
+        two_layer_apply, route=Route.STRUCTURED, trainable=TwoLayerParams(True, False, False)
+    )(params, x)
     assert _rel(K_struct, only_W) < 1e-10
     with pytest.raises(ValueError, match="STRUCTURED"):
         empirical_ntk_fn(lambda p, x: two_layer_apply(p, x), route=Route.STRUCTURED)(params, x)
 
 
-class _MLP(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        x = nn.tanh(nn.Dense(8, param_dtype=jnp.float64)(x))
-        x = nn.relu(nn.Dense(6, param_dtype=jnp.float64)(x))
-        return nn.Dense(1, param_dtype=jnp.float64)(x)
+def _mlp():
+    """A small Flax MLP (flax is a test-only dependency: absent, the test skips)."""
+    nn = pytest.importorskip("flax.linen")
+
+    class MLP(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.tanh(nn.Dense(8, param_dtype=jnp.float64)(x))
+            x = nn.relu(nn.Dense(6, param_dtype=jnp.float64)(x))
+            return nn.Dense(1, param_dtype=jnp.float64)(x)
+
+    return MLP()
 
 
 def test_flax_mlp_routes_agree_and_batching():
     d = 5
-    module = _MLP()
+    module = _mlp()
     x1 = jax.random.normal(jax.random.key(3), (9, d))
     x2 = jax.random.normal(jax.random.key(4), (6, d))
     params = module.init(jax.random.key(5), x1[:1])
     apply_fn = lambda p, x: module.apply(p, x[None])[0, 0]
     ref = jax.jit(empirical_ntk_fn(apply_fn))(params, x1, x2)
     # explicit reference written out by hand: flatten the full Jacobian
-    flat = lambda x: jnp.concatenate([g.ravel() for g in jax.tree.leaves(
-        jax.grad(apply_fn)(params, x))])
+    flat = lambda x: jnp.concatenate(
+        [g.ravel() for g in jax.tree.leaves(jax.grad(apply_fn)(params, x))]
+    )
     J1, J2 = jax.jit(jax.vmap(flat))(x1), jax.jit(jax.vmap(flat))(x2)
     assert _rel(ref, J1 @ J2.T) < 1e-10
     for bs in (None, 4):
@@ -90,7 +109,8 @@ def test_flax_mlp_routes_agree_and_batching():
     # first layer only via a prefix mask on the Flax dict
     mask = {"params": {"Dense_0": True, "Dense_1": False, "Dense_2": False}}
     K0 = jax.jit(empirical_ntk_fn(apply_fn, route=Route.NTVP, trainable=mask, batch_size=4))(
-        params, x1, x2)
+        params, x1, x2
+    )
     n0 = sum(g.size for g in jax.tree.leaves(params["params"]["Dense_0"]))
     assert _rel(K0, J1[:, :n0] @ J2[:, :n0].T) < 1e-10
     # NTK-vector product equals the Gram times a vector
@@ -113,9 +133,13 @@ def test_batched_equals_unbatched_and_jit(route):
 def test_gram_symmetric_psd(layers):
     params = init_two_layer(jax.random.key(9), 16, 3, bias=True)
     x = _sphere(jax.random.key(10), 10, 3)
-    for K in (empirical_ntk_fn(two_layer_apply, route=Route.NTVP, trainable=_mask(
-            layers, True))(params, x), structured_ntk(params, x, layers=layers),
-              analytic_ntk(x, layers=layers, bias=True)):
+    for K in (
+        empirical_ntk_fn(two_layer_apply, route=Route.NTVP, trainable=_mask(layers, True))(
+            params, x
+        ),
+        structured_ntk(params, x, layers=layers),
+        analytic_ntk(x, layers=layers, bias=True),
+    ):
         np.testing.assert_allclose(K, K.T, rtol=1e-12, atol=1e-14)
         ev = np.linalg.eigvalsh(np.asarray(K))
         assert ev.min() >= -1e-10 * ev.max()
@@ -144,8 +168,9 @@ def test_two_layer_net_lives_in_model_and_ntk_reexports_it():
     assert ntk.TwoLayerParams is model.TwoLayerParams
     params = model.init_two_layer(jax.random.key(4), 8, 3)
     x = _sphere(jax.random.key(5), 6, 3)
-    K = empirical_ntk_fn(functools.partial(model.two_layer_apply, alpha=0.2),
-                         route=Route.STRUCTURED)(params, x)
+    K = empirical_ntk_fn(
+        functools.partial(model.two_layer_apply, alpha=0.2), route=Route.STRUCTURED
+    )(params, x)
     assert _rel(K, structured_ntk(params, x, layers=Layers.BOTH, alpha=0.2)) < 1e-14
 
 
@@ -154,7 +179,7 @@ def test_init_two_layer_is_padding_exact():
     d_pad-padded draw holds the smaller one as a prefix, bit for bit."""
     key = jax.random.key(17)
     A = init_two_layer(key, 16, 3, bias=True)  # antisymmetric: base rows 0..7, copies 8..15
-    C = init_two_layer(key, 8, 3, bias=True)   # base rows 0..3
+    C = init_two_layer(key, 8, 3, bias=True)  # base rows 0..3
     for leaf_A, leaf_C in zip(A, C):
         assert np.array_equal(leaf_C[:4], leaf_A[:4])
     assert np.array_equal(A.W_mxd[8:], A.W_mxd[:8]) and np.array_equal(A.b_m[8:], A.b_m[:8])
@@ -180,8 +205,10 @@ def test_init_two_layer_is_padding_exact():
         init_two_layer(key, 16, 7, d_pad=6)
     with pytest.raises(ValueError, match="width=5"):
         init_two_layer(key, 5, 3, d_pad=6)
-    assert jax.eval_shape(lambda: init_two_layer(key, 4, 3, dtype=jnp.float32)).W_mxd.dtype == \
-        jnp.float32
+    assert (
+        jax.eval_shape(lambda: init_two_layer(key, 4, 3, dtype=jnp.float32)).W_mxd.dtype
+        == jnp.float32
+    )
 
 
 def test_init_two_layer_distribution():
@@ -206,20 +233,22 @@ def test_analytic_diagonal_values():
         first = jnp.diag(analytic_ntk(x, layers=Layers.FIRST, alpha=alpha))
         both = jnp.diag(analytic_ntk(x, layers=Layers.BOTH, alpha=alpha))
         # E[sigma'^2] = (1 + alpha^2)/2, E[sigma^2] = (1 + alpha^2)/2 at unit variance
-        np.testing.assert_allclose(first, (1 + alpha ** 2) / 2, rtol=1e-14)
-        np.testing.assert_allclose(both, 1 + alpha ** 2, rtol=1e-14)
+        np.testing.assert_allclose(first, (1 + alpha**2) / 2, rtol=1e-14)
+        np.testing.assert_allclose(both, 1 + alpha**2, rtol=1e-14)
     # bias: c = 2 and s^2 = 2, so first = 2 * 1/2 and both = 1 + 2 * 1/2
     np.testing.assert_allclose(jnp.diag(analytic_ntk(x, bias=True)), 1.0, rtol=1e-14)
-    np.testing.assert_allclose(jnp.diag(analytic_ntk(x, layers=Layers.BOTH, bias=True)), 2.0,
-                               rtol=1e-14)
-    # off-diagonal: the spec's formulas u kappa0(u) and u kappa0(u) + kappa1(u)
+    np.testing.assert_allclose(
+        jnp.diag(analytic_ntk(x, layers=Layers.BOTH, bias=True)), 2.0, rtol=1e-14
+    )
+    # off-diagonal: the closed forms u kappa0(u) and u kappa0(u) + kappa1(u)
     u = np.clip(np.asarray(x @ x.T), -1, 1)
     np.fill_diagonal(u, 1.0)  # |x| = 1 up to rounding, which arccos would amplify to ~1e-8
     k0 = (np.pi - np.arccos(u)) / (2 * np.pi)
     k1 = (u * (np.pi - np.arccos(u)) + np.sqrt(1 - u * u)) / (2 * np.pi)
     np.testing.assert_allclose(analytic_ntk(x), u * k0, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(analytic_ntk(x, layers=Layers.BOTH), u * k0 + k1, rtol=1e-12,
-                               atol=1e-14)
+    np.testing.assert_allclose(
+        analytic_ntk(x, layers=Layers.BOTH), u * k0 + k1, rtol=1e-12, atol=1e-14
+    )
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 3, 4))
@@ -230,11 +259,14 @@ def _mean_err(layers, bias, x, M, seeds):
     def err(key):
         K = structured_ntk(init_two_layer(key, M, x.shape[1], bias=bias), x, layers=layers)
         return jnp.linalg.norm(K - A) / jnp.linalg.norm(A)
+
     return jnp.mean(jax.vmap(err)(jax.random.split(jax.random.key(M), seeds)))
 
 
-@pytest.mark.parametrize("layers,bias", [(Layers.FIRST, False), (Layers.BOTH, False),
-                                         (Layers.FIRST, True), (Layers.BOTH, True)])
+@pytest.mark.parametrize(
+    "layers,bias",
+    [(Layers.FIRST, False), (Layers.BOTH, False), (Layers.FIRST, True), (Layers.BOTH, True)],
+)
 def test_empirical_converges_like_inverse_sqrt_width(layers, bias):
     x = _sphere(jax.random.key(13), 20, 5)
     err = {M: float(_mean_err(layers, bias, x, M, 8)) for M in (256, 1024, 4096)}
@@ -242,11 +274,19 @@ def test_empirical_converges_like_inverse_sqrt_width(layers, bias):
     assert 1 / 8 < err[4096] / err[256] < 1 / 2  # 1/sqrt(16) = 1/4 expected
 
 
-@pytest.mark.parametrize("layers,bias,alpha,unit", [
-    (Layers.FIRST, False, 0.0, True), (Layers.BOTH, False, 0.0, True),
-    (Layers.FIRST, True, 0.0, True), (Layers.BOTH, True, 0.0, True),
-    (Layers.BOTH, False, 0.2, True), (Layers.BOTH, True, 0.2, True),
-    (Layers.BOTH, True, 0.0, False), (Layers.BOTH, False, 0.2, False)])
+@pytest.mark.parametrize(
+    "layers,bias,alpha,unit",
+    [
+        (Layers.FIRST, False, 0.0, True),
+        (Layers.BOTH, False, 0.0, True),
+        (Layers.FIRST, True, 0.0, True),
+        (Layers.BOTH, True, 0.0, True),
+        (Layers.BOTH, False, 0.2, True),
+        (Layers.BOTH, True, 0.2, True),
+        (Layers.BOTH, True, 0.0, False),
+        (Layers.BOTH, False, 0.2, False),
+    ],
+)
 def test_analytic_matches_wide_network(layers, bias, alpha, unit):
     """At M = 16384 the empirical NTK is a mean over M/2 i.i.d. neuron pairs, so its error is
     ~ std/sqrt(M/2): the tolerance is 5 such standard errors, estimated from the sample."""

@@ -17,13 +17,21 @@ TOY = Path(__file__).parent / "toy_plugin"
 
 
 def test_the_registry_knows_every_built_in_experiment_and_nothing_else_by_default():
-    assert experiments.names()[:4] == ["classification", "regression", "ntk-concentration",
-                                      "optimizers"]
+    assert experiments.names()[:4] == [
+        "classification",
+        "regression",
+        "ntk-concentration",
+        "optimizers",
+    ]
     for name in experiments.names():
         assert experiments.plugin(name).name == name
-    assert set(experiments.reproducible()) >= {"karhadkar-fig1", "karhadkar-fig2",
-                                               "park-regression", "ntk-concentration",
-                                               "optimizers"}
+    assert set(experiments.reproducible()) >= {
+        "karhadkar-fig1",
+        "karhadkar-fig2",
+        "park-regression",
+        "ntk-concentration",
+        "optimizers",
+    }
     with pytest.raises(ValueError, match="unknown experiment 'ridge'; known: classification"):
         experiments.plugin("ridge")
     with pytest.raises(ValueError, match="names no experiment kind"):
@@ -34,8 +42,21 @@ def test_the_registry_knows_every_built_in_experiment_and_nothing_else_by_defaul
 def installed(tmp_path_factory):
     """The toy package installed by pip (its entry point included) into a private target."""
     target = tmp_path_factory.mktemp("site")
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                           "--target", str(target), str(TOY)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--target",
+            str(target),
+            str(TOY),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert (target / "jaxbof_toy").is_dir()
     return target
@@ -43,10 +64,19 @@ def installed(tmp_path_factory):
 
 def _jaxbof(args, site, tmp_path, devices=1):
     path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONPATH": path, "JAX_NUM_CPU_DEVICES": str(devices),
-           "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    return subprocess.run([sys.executable, "-m", "jaxbof.cli", *args], capture_output=True,
-                          text=True, env=env, cwd=tmp_path)
+    env = {
+        **os.environ,
+        "PYTHONPATH": path,
+        "JAX_NUM_CPU_DEVICES": str(devices),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "jaxbof.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
 
 
 def test_an_installed_plugin_runs_through_sweep_and_plot(installed, tmp_path):
@@ -56,14 +86,29 @@ def test_an_installed_plugin_runs_through_sweep_and_plot(installed, tmp_path):
     rows = {}
     for devices in (1, 2):
         out = tmp_path / f"toy{devices}"
-        proc = _jaxbof(["sweep", "toy-linear", "--lr", "0.1,0.9", "--seed", "0:2", "--out",
-                        str(out), "--no-progress"], installed, tmp_path, devices)
+        proc = _jaxbof(
+            [
+                "sweep",
+                "toy-linear",
+                "--lr",
+                "0.1,0.9",
+                "--seed",
+                "0:2",
+                "--out",
+                str(out),
+                "--no-progress",
+            ],
+            installed,
+            tmp_path,
+            devices,
+        )
         assert proc.returncode == 0, proc.stderr
         assert f"on {devices} cpu device(s)" in proc.stderr
         # the default table: one line per lr, means over the seeds of every measured column
         lines = proc.stdout.splitlines()
-        assert lines[0] == ("lr,w,w_sem,w_exact,w_exact_sem,lr_s,lr_s_sem,error,error_sem,"
-                            "runs,flagged")
+        assert lines[0] == (
+            "lr,w,w_sem,w_exact,w_exact_sem,lr_s,lr_s_sem,error,error_sem,runs,flagged"
+        )
         assert [line.split(",")[0] for line in lines[1:]] == ["0.1", "0.9"]
         assert all(line.endswith(",3,0") for line in lines[1:])
         assert (out / "toy-linear.png").stat().st_size > 0  # the default figure
@@ -82,18 +127,27 @@ def test_an_installed_plugin_runs_through_sweep_and_plot(installed, tmp_path):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
     assert "jaxbof: error: --lr: 'fast' is not a valid float" in bad.stderr
     # without the package on the path, the same directory is a one-line error
-    gone = subprocess.run([sys.executable, "-m", "jaxbof.cli", "plot", str(tmp_path / "toy1")],
-                          capture_output=True, text=True)
+    gone = subprocess.run(
+        [sys.executable, "-m", "jaxbof.cli", "plot", str(tmp_path / "toy1")],
+        capture_output=True,
+        text=True,
+    )
     assert gone.returncode == 2 and "unknown experiment 'toy-linear'" in gone.stderr
 
 
 def test_the_minimal_plugin_stays_minimal():
     """The README's example: at most 80 lines in all, comments included, and at most 15 more
     for its claim."""
-    files = [p for p in TOY.rglob("*") if p.is_file() and p.suffix in (".py", ".toml")
-             and "egg-info" not in str(p) and "build" not in p.parts]
+    files = [
+        p
+        for p in TOY.rglob("*")
+        if p.is_file()
+        and p.suffix in (".py", ".toml")
+        and "egg-info" not in str(p)
+        and "build" not in p.parts
+    ]
     text = "".join(p.read_text() for p in files)
-    claim = text[text.index("\n\n\ndef agreement") + 1:text.index("PLUGIN = ")]  # 2 blanks
+    claim = text[text.index("\n\n\ndef agreement") + 1 : text.index("PLUGIN = ")]  # 2 blanks
     assert len(text.splitlines()) - len(claim.splitlines()) <= 80
     assert len(claim.splitlines()) <= 15
 
@@ -103,13 +157,13 @@ def test_the_toy_claim_holds_on_its_rows_and_fails_on_tampered_ones(installed, t
     holds, exit 0); the same rows with every w moved by 0.1% make T1 fail, which contradicts
     its expectation: exit 1."""
     out = tmp_path / "v"
-    ok = _jaxbof(["verify", "toy-linear", "--out", str(out), "--no-progress"], installed,
-                 tmp_path)
+    ok = _jaxbof(["verify", "toy-linear", "--out", str(out), "--no-progress"], installed, tmp_path)
     assert ok.returncode == 0, ok.stderr
     line = next(x for x in ok.stdout.splitlines() if x.startswith("| T1 |"))
     assert "| holds | holds |" in line and (out / "report.html").stat().st_size > 0
     results = out / "toy-linear" / "results.csv"
-    rows = list(csv.DictReader(open(results)))
+    with open(results, newline="") as f:
+        rows = list(csv.DictReader(f))
     with open(results, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
@@ -131,8 +185,9 @@ def test_built_in_experiments_declare_their_flags_as_the_default_reads_them(name
     study = plugin.reproduce[0].study(True)
     schema = plugin.experiment(study.protocol, study.cells[:2]).schema
     assert schema.flags and set(schema.flags) <= set(schema.columns)
-    assert stats.declared_flags(schema.columns, schema.flags) == \
-        stats.declared_flags(schema.columns)
+    assert stats.declared_flags(schema.columns, schema.flags) == stats.declared_flags(
+        schema.columns
+    )
 
 
 def _entry_point(tmp_path, dist: str, line: str):
@@ -148,8 +203,9 @@ def _entry_point(tmp_path, dist: str, line: str):
 
 def test_a_plugin_named_like_a_built_in_is_refused(installed, tmp_path):
     site = _entry_point(tmp_path, "clash", "classification = jaxbof_toy:PLUGIN")
-    proc = _jaxbof(["sweep", "classification", "--help"], f"{installed}{os.pathsep}{site}",
-                   tmp_path)
+    proc = _jaxbof(
+        ["sweep", "classification", "--help"], f"{installed}{os.pathsep}{site}", tmp_path
+    )
     assert proc.returncode == 2
     assert "plug-in 'classification' (jaxbof_toy:PLUGIN) clashes with jaxbof's own" in proc.stderr
 
@@ -178,7 +234,8 @@ def test_a_plugin_adds_a_command_of_its_own(tmp_path):
         "    print('hello ' * int(args.times))\n"
         "    return 0\n"
         "PLUGIN = Plugin('hello', 'says hello',\n"
-        "                commands=(Command('hello', 'say it', add, run),))\n")
+        "                commands=(Command('hello', 'say it', add, run),))\n"
+    )
     site = _entry_point(tmp_path, "hello", "hello = hello_plugin:PLUGIN")
     path = f"{pkg}{os.pathsep}{site}"
     ok = _jaxbof(["hello", "--times", "3"], path, tmp_path)

@@ -14,7 +14,7 @@ import pytest
 import scipy.linalg
 from scipy.linalg import expm
 
-from jaxbof import engine, ntk, sphere, spectra
+from jaxbof import engine, ntk, spectra, sphere
 from jaxbof.experiments import regression as R
 from jaxbof.model import TwoLayerParams, init_two_layer, two_layer_apply
 
@@ -60,28 +60,46 @@ def test_parse_and_canonical_target():
     assert R.parse_target("4:0.5, 1:1,2:-2e-1") == ((1, 1.0), (2, -0.2), (4, 0.5))
     assert R.canonical_target("4:0.5,1:1") == "1:1.0,4:0.5"
     assert R.canonical_target([(2, 1), (0, 0.25)]) == "0:0.25,2:1.0"
-    for bad, piece in [("1:0.5,2:x", "2:x"), ("-1:1.0", "negative"), ("1:1,1:2", "twice"),
-                       ("", "empty"), ("1.5:1", "integer"), ("3", "'3'"), ("1:nan", "finite")]:
+    for bad, piece in [
+        ("1:0.5,2:x", "2:x"),
+        ("-1:1.0", "negative"),
+        ("1:1,1:2", "twice"),
+        ("", "empty"),
+        ("1.5:1", "integer"),
+        ("3", "'3'"),
+        ("1:nan", "finite"),
+    ]:
         with pytest.raises(ValueError, match=piece):
             R.parse_target(bad)
 
 
 def test_cells_validation_and_cell_of_roundtrip():
     cs = R.cells(n=(10, 20), width=4, seeds=2, target="2:1,1:0.5", bias=(False, True))
-    assert len(cs) == 8 and cs[0] == R.Cell(10, 3, 4, 0, "1:0.5,2:1.0", 0.5, "uniform",
-                                            "antisymmetric", False, False)
+    assert len(cs) == 8 and cs[0] == R.Cell(
+        10, 3, 4, 0, "1:0.5,2:1.0", 0.5, "uniform", "antisymmetric", False, False
+    )
     for c in cs:
         row = {k: v for k, v in c._asdict().items()}
         assert R.cell_of(row) == c
-    for kw, word in [(dict(n=0), "n=0"), (dict(n=5, d=1), "d=1"), (dict(n=5, width=3), "even"),
-                     (dict(n=5, noise=-0.1), "noise=-0.1"), (dict(n=5, seeds=0), "seeds=0"),
-                     (dict(n=5, noise_kind="gauss"), "noise_kind"),
-                     (dict(n=5, init="zero"), "init")]:
+    for kw, word in [
+        (dict(n=0), "n=0"),
+        (dict(n=5, d=1), "d=1"),
+        (dict(n=5, width=3), "even"),
+        (dict(n=5, noise=-0.1), "noise=-0.1"),
+        (dict(n=5, seeds=0), "seeds=0"),
+        (dict(n=5, noise_kind="gauss"), "noise_kind"),
+        (dict(n=5, init="zero"), "init"),
+    ]:
         with pytest.raises(ValueError, match=word):
             R.cells(**kw)
     assert R.cells(n=5, width=3, init="gaussian")[0].width == 3
-    for kw, word in [(dict(eta=0.0), "eta"), (dict(times=0), "times"), (dict(t_max=-1.0), "t_max"),
-                     (dict(n_test=0), "n_test"), (dict(drift_every=0), "drift_every")]:
+    for kw, word in [
+        (dict(eta=0.0), "eta"),
+        (dict(times=0), "times"),
+        (dict(t_max=-1.0), "t_max"),
+        (dict(n_test=0), "n_test"),
+        (dict(drift_every=0), "drift_every"),
+    ]:
         with pytest.raises(ValueError, match=word):
             R.Protocol(**kw)
 
@@ -107,12 +125,17 @@ def test_spectra_bias_convention_matches_analytic_ntk():
     def k_of(layers):
         def k(u):
             u = np.asarray(u, np.float64)
-            x2 = np.stack([u, np.sqrt(1 - u ** 2), np.zeros_like(u)], axis=-1)
-            return np.asarray(ntk.analytic_ntk(jnp.asarray(e[None]), jnp.asarray(x2),
-                                               layers=layers, bias=True))[0]
+            x2 = np.stack([u, np.sqrt(1 - u**2), np.zeros_like(u)], axis=-1)
+            return np.asarray(
+                ntk.analytic_ntk(jnp.asarray(e[None]), jnp.asarray(x2), layers=layers, bias=True)
+            )[0]
+
         return k
-    for layers, kern in [(ntk.Layers.FIRST, "ntk-first-layer"),
-                         (ntk.Layers.BOTH, "ntk-both-layers")]:
+
+    for layers, kern in [
+        (ntk.Layers.FIRST, "ntk-first-layer"),
+        (ntk.Layers.BOTH, "ntk-both-layers"),
+    ]:
         q = spectra.eigenvalues_quadrature(k_of(layers), 3, 6).eigenvalue
         mu = spectra.eigenvalues(kern, 3, 6, bias=True).eigenvalue
         np.testing.assert_allclose(q, mu, rtol=1e-6, atol=1e-12)
@@ -132,15 +155,30 @@ def _slot(n=20, M=16, d=3, bias=False, outer=False, anti=True, seed=0, eta=0.1):
     Xt /= np.linalg.norm(Xt, axis=1, keepdims=True)
     xi = rng.normal(size=(2, d))
     xi /= np.linalg.norm(xi, axis=1, keepdims=True)
-    raw = TwoLayerParams(jnp.asarray(rng.normal(size=(M, d))),
-                         jnp.asarray(rng.choice([-1.0, 1.0], M)),
-                         jnp.asarray(rng.normal(size=M)) if bias else None)
+    raw = TwoLayerParams(
+        jnp.asarray(rng.normal(size=(M, d))),
+        jnp.asarray(rng.choice([-1.0, 1.0], M)),
+        jnp.asarray(rng.normal(size=M)) if bias else None,
+    )
     Yt = sphere.zonal_features(jnp.asarray(Xt), jnp.asarray(xi), (1, 2))
     sh = R.Shape(n, d, M, bias, outer)
     rec = jnp.asarray([0, 5, 10] + [np.iinfo(np.int32).max] * 3, jnp.int32)
-    return R.data._finish(jnp.asarray(X), jnp.asarray(rng.uniform(-1, 1, n)), jnp.asarray(Xt), Yt,
-                     jnp.asarray(xi), raw, jnp.asarray(eta), jnp.asarray(0.3), jnp.asarray(False),
-                     jnp.asarray(anti), jnp.asarray([0.5, 0.7]), rec, sh, (1, 2))
+    return R.data._finish(
+        jnp.asarray(X),
+        jnp.asarray(rng.uniform(-1, 1, n)),
+        jnp.asarray(Xt),
+        Yt,
+        jnp.asarray(xi),
+        raw,
+        jnp.asarray(eta),
+        jnp.asarray(0.3),
+        jnp.asarray(False),
+        jnp.asarray(anti),
+        jnp.asarray([0.5, 0.7]),
+        rec,
+        sh,
+        (1, 2),
+    )
 
 
 def test_antisymmetric_init_is_zero_and_matches_model():
@@ -180,8 +218,9 @@ def test_step_halts_at_records_and_keeps_halted_state():
     assert bool(s1.done) and int(s1.steps) == 0
     np.testing.assert_array_equal(s1.W, st.W)
     np.testing.assert_array_equal(s1.f_n, R.forward(TwoLayerParams(st.W, st.a), slot.data.X)[2])
-    np.testing.assert_allclose(s1.f_n, two_layer_apply(TwoLayerParams(st.W, st.a), slot.data.X),
-                               rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(
+        s1.f_n, two_layer_apply(TwoLayerParams(st.W, st.a), slot.data.X), rtol=1e-12, atol=1e-14
+    )
     s2 = R.gd_step(slot, s1)  # halted: unchanged
     for x, y in zip(jax.tree.leaves(s2), jax.tree.leaves(s1)):
         np.testing.assert_array_equal(x, y)
@@ -232,9 +271,11 @@ def test_linear_prediction_matches_matrix_exponential():
         ref = f0t + Kt @ E[:n, n]
         got = R.linear_prediction(t, n, lam, Kt @ U, U.T @ r0, f0t)
         np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(R.measure._phi(np.array([0.0, 1e-14, 1e-3, 1.0, 50.0])),
-                               [1.0, 1 - 5e-15, -np.expm1(-1e-3) / 1e-3, 1 - np.exp(-1.0),
-                                1 / 50], rtol=1e-14)
+    np.testing.assert_allclose(
+        R.measure._phi(np.array([0.0, 1e-14, 1e-3, 1.0, 50.0])),
+        [1.0, 1 - 5e-15, -np.expm1(-1e-3) / 1e-3, 1 - np.exp(-1.0), 1 / 50],
+        rtol=1e-14,
+    )
 
 
 # ----------------------------------------------------------------------------- engine runs
@@ -244,8 +285,14 @@ def test_schema_and_rows(base):
     rows, stats = base
     exp = engine.plan(R.experiment(PROTO, BASE), BASE)
     assert list(exp.columns) == list(R.columns((1, 2, 4)))
-    assert list(exp.columns)[-6:] == ["coef_1", "pop_coef_1", "coef_2", "pop_coef_2", "coef_4",
-                                      "pop_coef_4"]
+    assert list(exp.columns)[-6:] == [
+        "coef_1",
+        "pop_coef_1",
+        "coef_2",
+        "pop_coef_2",
+        "coef_4",
+        "pop_coef_4",
+    ]
     for r in rows:
         assert list(r) == list(exp.columns)
     by = _by_cell(rows)
@@ -266,8 +313,10 @@ def test_schema_and_rows(base):
         assert rs[-1]["t"] == pytest.approx(PROTO.t_max, rel=1e-3)
         for r in rs:
             assert r["approx_error"] == R.approx_error(
-                r["t"], R.eigenvalues_for(cell, 4)[[1, 2, 4]],
-                [dict(R.parse_target(cell.target)).get(k, 0.0) for k in (1, 2, 4)])
+                r["t"],
+                R.eigenvalues_for(cell, 4)[[1, 2, 4]],
+                [dict(R.parse_target(cell.target)).get(k, 0.0) for k in (1, 2, 4)],
+            )
     last = by[PURE][-1]
     assert math.isnan(last["pop_coef_1"]) and math.isnan(last["pop_coef_4"])
     assert last["pop_coef_2"] == -math.expm1(-last["t"] * R.eigenvalues_for(PURE, 2)[2])
@@ -310,8 +359,14 @@ def test_halving_eta_does_not_move_curves(base):
     (t = 0.6, 3, 150) to 3% (GD's rate error is ~ eta mu / 2 relative: 0.8% at mu_2, so a curve
     decayed to e^-8 moves by ~3%), and to 5% against the finer run interpolated (log-linearly
     in t, which adds its own error)."""
-    half, _ = R.run_cells(BASE, R.Protocol(eta=0.3, t_max=PROTO.t_max, times=PROTO.times,
-                                           n_test=PROTO.n_test, drift_every=4), ENG, dtype=F64)
+    half, _ = R.run_cells(
+        BASE,
+        R.Protocol(
+            eta=0.3, t_max=PROTO.t_max, times=PROTO.times, n_test=PROTO.n_test, drift_every=4
+        ),
+        ENG,
+        dtype=F64,
+    )
     coarse, fine = _by_cell(base[0]), _by_cell(half)
     for cell in BASE:
         a, b = coarse[cell], fine[cell]
@@ -340,12 +395,15 @@ def test_same_keys_same_rows_and_cells_independent(base):
     # more cells: larger n and M (a larger prepare shape, cropped), a third cell in the n = 60
     # bucket (3 slots per batch instead of 2), a bias and an outer-layer bucket; the base cells'
     # rows do not change
-    extra = [R.cells(n=100, width=2048, seeds=5, target=MIX)[0],
-             R.cells(n=60, width=2048, seeds=[7], target=MIX)[0],
-             R.cells(n=20, width=4096, seeds=5, target=MIX, init="gaussian")[0],
-             R.cells(n=60, width=2048, seeds=5, target=MIX, bias=True)[0],
-             R.cells(n=60, width=2048, seeds=5, target=MIX, train_outer=True,
-                     noise_kind="rademacher")[0]]
+    extra = [
+        R.cells(n=100, width=2048, seeds=5, target=MIX)[0],
+        R.cells(n=60, width=2048, seeds=[7], target=MIX)[0],
+        R.cells(n=20, width=4096, seeds=5, target=MIX, init="gaussian")[0],
+        R.cells(n=60, width=2048, seeds=5, target=MIX, bias=True)[0],
+        R.cells(n=60, width=2048, seeds=5, target=MIX, train_outer=True, noise_kind="rademacher")[
+            0
+        ],
+    ]
     more, _ = R.run_cells(extra[:2] + BASE + extra[2:], PROTO, engine.Engine(slots=3), dtype=F64)
     by = _by_cell(more)
     for cell in BASE:
@@ -374,6 +432,7 @@ def test_resume_after_interruption(base):
         if stored:
             raise KeyboardInterrupt
         stored.extend(new)
+
     with pytest.raises(KeyboardInterrupt):
         engine.run(exp, BASE, ENG, on_rows=on_rows, dtype=F64)
     assert 0 < len(stored) < len(rows)
@@ -383,7 +442,7 @@ def test_resume_after_interruption(base):
     rerun, _ = engine.run(exp, todo, ENG, dtype=F64)
     final = stored + res.new_rows(rerun)
     assert len(final) == len(rows)
-    key = lambda r: tuple(r[k] for k in res.key_columns)  # noqa: E731
+    key = lambda r: tuple(r[k] for k in res.key_columns)
     ref = {key(r): r for r in rows}
     assert len({key(r) for r in final}) == len(final)
     for r in final:

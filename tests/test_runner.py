@@ -19,8 +19,18 @@ import pytest
 
 from jaxbof import store
 
-GRID = ["sweep", "classification", "--n", "20,30", "--d-over-n", "1,2", "--seeds", "2",
-        "--no-progress", "--no-plots"]
+GRID = [
+    "sweep",
+    "classification",
+    "--n",
+    "20,30",
+    "--d-over-n",
+    "1,2",
+    "--seeds",
+    "2",
+    "--no-progress",
+    "--no-plots",
+]
 CELLS = 8  # one row per model
 
 
@@ -30,8 +40,14 @@ def _cli(args, fault=None):
     env.pop("XLA_FLAGS", None)
     if fault is not None:
         env["JAXBOF_FAULT"] = fault
-    p = subprocess.run([sys.executable, "-m", "jaxbof.cli", *args], env=env,
-                       capture_output=True, text=True, timeout=300, check=False)
+    p = subprocess.run(
+        [sys.executable, "-m", "jaxbof.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     return p.returncode, p.stdout, p.stderr
 
 
@@ -75,11 +91,13 @@ def test_full_disk_stops_in_one_line_and_the_rerun_loses_nothing(tmp_path, refer
     line = _one_line(err)
     saved = len(store.load_results(out))
     assert rc == 1 and 2 <= saved < CELLS
-    assert line == (f"jaxbof: stopped writing {out}/results.csv (No space left on device, as "
-                    f"JAXBOF_FAULT=enospc:2 asks); {saved} rows are saved in {out}/results.csv; "
-                    "free some "
-                    "space (or copy the directory to a larger disk and point --out at it) and "
-                    "rerun the same command to resume")
+    assert line == (
+        f"jaxbof: stopped writing {out}/results.csv (No space left on device, as "
+        f"JAXBOF_FAULT=enospc:2 asks); {saved} rows are saved in {out}/results.csv; "
+        "free some "
+        "space (or copy the directory to a larger disk and point --out at it) and "
+        "rerun the same command to resume"
+    )
     with open(out / store.RESULTS, "a") as f:  # what a write cut short by a full disk leaves
         f.write(_rows(reference)[1][0][:40])
     rc, _, err = _cli(GRID + ["--out", str(out)])
@@ -102,21 +120,27 @@ def test_a_full_disk_after_training_is_one_line_too(tmp_path, monkeypatch, capsy
     out = tmp_path / "pictures"
     assert cli.main([a for a in GRID if a != "--no-plots"] + ["--out", str(out)]) == 1
     line = _one_line(capsys.readouterr().err)
-    assert line.startswith(f"jaxbof: stopped writing {out} (No space left on device); "
-                           f"{CELLS} rows are saved in {out}/results.csv")
+    assert line.startswith(
+        f"jaxbof: stopped writing {out} (No space left on device); "
+        f"{CELLS} rows are saved in {out}/results.csv"
+    )
     assert len(_rows(out)[1]) == CELLS  # (in this process's JAX configuration: not bit-compared)
 
 
-@pytest.mark.parametrize("kind, code, why", [("sigterm", 143, "terminated (SIGTERM)"),
-                                             ("sigint", 130, "interrupted (SIGINT)")])
+@pytest.mark.parametrize(
+    "kind, code, why",
+    [("sigterm", 143, "terminated (SIGTERM)"), ("sigint", 130, "interrupted (SIGINT)")],
+)
 def test_a_signal_stops_in_one_line_and_the_rerun_resumes(tmp_path, reference, kind, code, why):
     out = tmp_path / kind
     rc, _, err = _cli(GRID + ["--out", str(out)], fault=f"{kind}:2")
     line = _one_line(err)
     saved = len(store.load_results(out))
     assert rc == code and 2 <= saved < CELLS
-    assert line == (f"jaxbof: {why}; {saved} rows are saved in {out}/results.csv; rerun the "
-                    "same command to resume")
+    assert line == (
+        f"jaxbof: {why}; {saved} rows are saved in {out}/results.csv; rerun the "
+        "same command to resume"
+    )
     rc, _, err = _cli(GRID + ["--out", str(out)])
     assert rc == 0, err
     assert f"({saved} already in {out})" in err
@@ -126,8 +150,9 @@ def test_a_signal_stops_in_one_line_and_the_rerun_resumes(tmp_path, reference, k
 def test_a_bad_fault_is_one_line():
     rc, _, err = _cli(GRID + ["--out", "unused"], fault="sigterm:soon")
     assert rc == 2
-    assert _one_line(err).startswith("jaxbof: error: JAXBOF_FAULT='sigterm:soon': expected "
-                                     "KIND:ROWS")
+    assert _one_line(err).startswith(
+        "jaxbof: error: JAXBOF_FAULT='sigterm:soon': expected KIND:ROWS"
+    )
 
 
 # ----------------------------------------------------------------------------- damaged directories
@@ -155,9 +180,14 @@ def _not_an_int(header, rows):
 def _bad_part(header, rows):
     """Two rows left in the part of an earlier two-process run, the second one damaged."""
     part = store.part_name(1, 2)
-    return ({store.RESULTS: [header] + rows[:5],
-             part: [header, rows[5], _set(rows[6], header, "test_error", "oops"), rows[7]]},
-            part, "line 3: column test_error: 'oops' is not a float")
+    return (
+        {
+            store.RESULTS: [header] + rows[:5],
+            part: [header, rows[5], _set(rows[6], header, "test_error", "oops"), rows[7]],
+        },
+        part,
+        "line 3: column test_error: 'oops' is not a float",
+    )
 
 
 @pytest.mark.parametrize("damage", [_garbage_line, _not_an_int, _bad_part])
@@ -203,8 +233,9 @@ def test_a_busy_directory_is_refused_in_one_line(tmp_path, reference):
         before = _files(out)
         rc, _, err = _cli(GRID + ["--out", str(out)])
         line = _one_line(err)
-        assert rc == 2 and line.startswith(f"jaxbof: error: {out} is in use by another sweep "
-                                           f"(pid {os.getpid()} ")
+        assert rc == 2 and line.startswith(
+            f"jaxbof: error: {out} is in use by another sweep (pid {os.getpid()} "
+        )
         assert _files(out) == before
     rc, _, err = _cli(GRID + ["--out", str(out)])  # free again: nothing left to train
     assert rc == 0 and f"0 models to train ({CELLS} already in {out})" in err
@@ -226,8 +257,16 @@ def test_a_float64_host_study_leaves_jax_as_it_found_it(tmp_path):
         seen.append(jax.numpy.zeros(()).dtype.name)
         on_rows([{"i": 0}])
 
-    study = HostStudy("classification", "x64-study", "one row", {}, Schema({"i": "int"}),
-                      compute, part="part", x64=True)
+    study = HostStudy(
+        "classification",
+        "x64-study",
+        "one row",
+        {},
+        Schema({"i": "int"}),
+        compute,
+        part="part",
+        x64=True,
+    )
     before = jax.config.jax_enable_x64
     try:
         for start in (False, True):

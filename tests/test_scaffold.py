@@ -14,26 +14,58 @@ from jaxbof import cli, scaffold
 
 def _run(args, site, cwd):
     path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd,
-                          check=False, env={**os.environ, "PYTHONPATH": path})
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        check=False,
+        env={**os.environ, "PYTHONPATH": path},
+    )
 
 
 def test_a_new_package_installs_sweeps_plots_and_passes_its_own_test(tmp_path, capsys):
     home = tmp_path / "my-theorem"
     assert cli.main(["new", "my-theorem", "--dir", str(home)]) == 0
-    written = [line.removeprefix("wrote ") for line in capsys.readouterr().out.splitlines()
-               if line.startswith("wrote ")]
-    assert written == [str(home / p) for p in ("pyproject.toml", "README.md",
-                                               "my_theorem/__init__.py",
-                                               "tests/test_my_theorem.py")]
+    written = [
+        line.removeprefix("wrote ")
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("wrote ")
+    ]
+    assert written == [
+        str(home / p)
+        for p in (
+            "pyproject.toml",
+            "README.md",
+            "my_theorem/__init__.py",
+            "tests/test_my_theorem.py",
+        )
+    ]
     assert 'my-theorem = "my_theorem:PLUGIN"' in (home / "pyproject.toml").read_text()
     site = tmp_path / "site"
-    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
-                          str(site), str(home)], capture_output=True, text=True, check=False)
+    pip = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--target",
+            str(site),
+            str(home),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert pip.returncode == 0, pip.stderr
 
-    sweep = _run(["-m", "jaxbof.cli", "sweep", "my-theorem", "--out", "runs/x", "--no-progress"],
-                 site, tmp_path)
+    sweep = _run(
+        ["-m", "jaxbof.cli", "sweep", "my-theorem", "--out", "runs/x", "--no-progress"],
+        site,
+        tmp_path,
+    )
     assert sweep.returncode == 0, sweep.stderr
     assert "0 flagged (diverged)" in sweep.stderr
     with open(tmp_path / "runs/x/results.csv") as f:
@@ -51,25 +83,32 @@ def test_a_new_package_installs_sweeps_plots_and_passes_its_own_test(tmp_path, c
     assert "2 passed" in test.stdout
 
     # installed, the name is an experiment's; and the directory is no longer empty
-    for args, says in ((["my-theorem", "--dir", str(tmp_path / "elsewhere")],
-                        "NAME 'my-theorem' is already an experiment"),
-                       (["other-theorem", "--dir", str(home)], f"--dir {str(home)!r} exists")):
+    for args, says in (
+        (
+            ["my-theorem", "--dir", str(tmp_path / "elsewhere")],
+            "NAME 'my-theorem' is already an experiment",
+        ),
+        (["other-theorem", "--dir", str(home)], f"--dir {str(home)!r} exists"),
+    ):
         bad = _run(["-m", "jaxbof.cli", "new", *args], site, tmp_path)
         assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
         assert bad.stderr.startswith("jaxbof: error: new: ") and says in bad.stderr
     assert not (tmp_path / "elsewhere").exists()
 
 
-@pytest.mark.parametrize("name, says", [
-    ("", "NAME '' is not a valid name; allowed: a letter, then letters, digits, '-' and '_'"),
-    ("1theorem", "NAME '1theorem' is not a valid name; allowed: a letter"),
-    ("my theorem", "NAME 'my theorem' is not a valid name"),
-    ("my.theorem", "NAME 'my.theorem' is not a valid name"),
-    ("my-", "NAME 'my-' is not a valid name"),
-    ("regression", "NAME 'regression' is already an experiment (known: classification, "),
-    ("class", "NAME 'class' would make the package 'class', a Python keyword"),
-    ("numpy", "NAME 'numpy' would make the package 'numpy', which is already importable"),
-])
+@pytest.mark.parametrize(
+    "name, says",
+    [
+        ("", "NAME '' is not a valid name; allowed: a letter, then letters, digits, '-' and '_'"),
+        ("1theorem", "NAME '1theorem' is not a valid name; allowed: a letter"),
+        ("my theorem", "NAME 'my theorem' is not a valid name"),
+        ("my.theorem", "NAME 'my.theorem' is not a valid name"),
+        ("my-", "NAME 'my-' is not a valid name"),
+        ("regression", "NAME 'regression' is already an experiment (known: classification, "),
+        ("class", "NAME 'class' would make the package 'class', a Python keyword"),
+        ("numpy", "NAME 'numpy' would make the package 'numpy', which is already importable"),
+    ],
+)
 def test_a_bad_name_is_one_line_and_exit_code_2(name, says, tmp_path, capsys):
     assert cli.main(["new", name, "--dir", str(tmp_path / "pkg")]) == 2
     err = capsys.readouterr().err
@@ -81,7 +120,11 @@ def test_an_empty_directory_is_filled_and_a_hyphen_makes_an_underscore(tmp_path)
     (tmp_path / "pkg").mkdir()
     paths = scaffold.new("a-b_c", tmp_path / "pkg")
     assert {p.relative_to(tmp_path / "pkg").as_posix() for p in paths} == {
-        "pyproject.toml", "README.md", "a_b_c/__init__.py", "tests/test_a_b_c.py"}
+        "pyproject.toml",
+        "README.md",
+        "a_b_c/__init__.py",
+        "tests/test_a_b_c.py",
+    }
     text = (tmp_path / "pkg/a_b_c/__init__.py").read_text()
     assert 'Plugin("a-b_c",' in text and "__NAME__" not in text and "__PACKAGE__" not in text
     compile(text, "a_b_c/__init__.py", "exec")

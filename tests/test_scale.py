@@ -13,9 +13,8 @@ import socket
 import subprocess
 import sys
 import time
-
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -23,14 +22,28 @@ from jaxbof import store
 
 # default flags: the grid of issue 14's report, which hung on 2 CPU devices before the engine's
 # programs were made pure (engine.check_pure)
-GRID = ["sweep", "classification", "--n", "12,16", "--d-over-n", "1,3", "--seeds", "2",
-        "--no-progress", "--no-plots"]
+GRID = [
+    "sweep",
+    "classification",
+    "--n",
+    "12,16",
+    "--d-over-n",
+    "1,3",
+    "--seeds",
+    "2",
+    "--no-progress",
+    "--no-plots",
+]
 
 
 def _env(tmp_path, devices=1, fault=None):
     """fault: JAXBOF_FAULT, e.g. sigkill:1 (the process kills itself after its first rows)."""
-    env = dict(os.environ, JAX_NUM_CPU_DEVICES=str(devices), JAX_PLATFORMS="cpu",
-               XDG_CACHE_HOME=str(tmp_path / "cache"))
+    env = dict(
+        os.environ,
+        JAX_NUM_CPU_DEVICES=str(devices),
+        JAX_PLATFORMS="cpu",
+        XDG_CACHE_HOME=str(tmp_path / "cache"),
+    )
     env.pop("XLA_FLAGS", None)
     env.pop("JAXBOF_FAULT", None)
     if fault is not None:
@@ -39,8 +52,14 @@ def _env(tmp_path, devices=1, fault=None):
 
 
 def _cli(args, env, **kw):
-    return subprocess.Popen([sys.executable, "-m", "jaxbof.cli", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "jaxbof.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def _finish(proc, timeout=300):
@@ -75,19 +94,26 @@ def _port():
         return s.getsockname()[1]
 
 
-HIT_COUNTER = ("import sys, jax\n"
-               "hits = []\n"
-               "jax.monitoring.register_event_listener(lambda e, **k: hits.append(e))\n"
-               "from jaxbof import cli\n"
-               "rc = cli.main(sys.argv[1:])\n"
-               "print('hits', hits.count('/jax/compilation_cache/cache_hits'))\n"
-               "sys.exit(rc)\n")
+HIT_COUNTER = (
+    "import sys, jax\n"
+    "hits = []\n"
+    "jax.monitoring.register_event_listener(lambda e, **k: hits.append(e))\n"
+    "from jaxbof import cli\n"
+    "rc = cli.main(sys.argv[1:])\n"
+    "print('hits', hits.count('/jax/compilation_cache/cache_hits'))\n"
+    "sys.exit(rc)\n"
+)
 
 
 def _counted(args, env):
     """Run the CLI in a subprocess that counts persistent compile-cache hits."""
-    p = subprocess.run([sys.executable, "-c", HIT_COUNTER, *args], env=env,
-                       capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [sys.executable, "-c", HIT_COUNTER, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr
     return int(p.stdout.split("hits")[-1])
 
@@ -122,22 +148,27 @@ def test_devices_give_the_rows_of_one_device(tmp_path, reference):
         assert _rows(out) == reference.rows
         run = json.loads((out / "config.json").read_text())["run"]
         assert (run["devices"], run["processes"]) == (n, 1)
-    rc, _, err = _finish(_cli(GRID + ["--out", str(tmp_path / "bad"), "--devices", "5"],
-                              _env(tmp_path, devices=4)))
+    rc, _, err = _finish(
+        _cli(GRID + ["--out", str(tmp_path / "bad"), "--devices", "5"], _env(tmp_path, devices=4))
+    )
     assert rc == 2 and "--devices" in err and "allowed 1 to 4" in err and "Traceback" not in err
 
 
 # the presets and a regression sweep as a user runs them (default settings; plots off, which
 # changes no row; the compile cache off, since no program of one device count is reused by
 # another), on 1, 2 and 4 of the process's 4 CPU devices, one subprocess per preset
-PRESETS = {"fig1-quick": ["reproduce", "karhadkar-fig1", "--quick"],
-           "park-quick": ["reproduce", "park-regression", "--quick"],
-           "regression": ["sweep", "regression", "--n", "50", "--seeds", "2"]}
-DEVICES_SCRIPT = ("import sys, json\n"
-                  "from jaxbof import cli\n"
-                  "for args in json.loads(sys.argv[1]):\n"
-                  "    rc = cli.main(args)\n"
-                  "    if rc: sys.exit(rc)\n")
+PRESETS = {
+    "fig1-quick": ["reproduce", "karhadkar-fig1", "--quick"],
+    "park-quick": ["reproduce", "park-regression", "--quick"],
+    "regression": ["sweep", "regression", "--n", "50", "--seeds", "2"],
+}
+DEVICES_SCRIPT = (
+    "import sys, json\n"
+    "from jaxbof import cli\n"
+    "for args in json.loads(sys.argv[1]):\n"
+    "    rc = cli.main(args)\n"
+    "    if rc: sys.exit(rc)\n"
+)
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -149,12 +180,34 @@ def test_presets_on_1_2_4_devices_give_the_rows_of_one_device(tmp_path, name):
     # one process per device count, run side by side: independent runs, so nothing they share
     # but the two cores (the single-threaded parts, compiling and the host's measurement,
     # overlap)
-    procs = [subprocess.Popen(
-        [sys.executable, "-c", DEVICES_SCRIPT, json.dumps([
-            PRESETS[name] + ["--out", str(tmp_path / f"dev{n}"), "--devices", str(n),
-                             "--no-progress", "--no-plots", "--no-compile-cache"]])],
-        env=_env(tmp_path, devices=4), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for n in (1, 2, 4)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                DEVICES_SCRIPT,
+                json.dumps(
+                    [
+                        PRESETS[name]
+                        + [
+                            "--out",
+                            str(tmp_path / f"dev{n}"),
+                            "--devices",
+                            str(n),
+                            "--no-progress",
+                            "--no-plots",
+                            "--no-compile-cache",
+                        ]
+                    ]
+                ),
+            ],
+            env=_env(tmp_path, devices=4),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in (1, 2, 4)
+    ]
     try:
         for p in procs:
             _, err = p.communicate(timeout=900)
@@ -171,14 +224,28 @@ def test_presets_on_1_2_4_devices_give_the_rows_of_one_device(tmp_path, name):
         assert run["devices"] == n
 
 
-def _two_processes(out, env, fault=None, extra=()):
+def _two_processes(out, env, fault=None, extra=()) -> Any:  # a list, or with fault an int
     """Both processes of a two-process sweep; fault: JAXBOF_FAULT of process 1 (sigkill:ROWS:
     it kills itself after ROWS rows), whose exit status is then returned."""
     port = _port()
-    procs = [_cli(GRID + [*extra, "--out", str(out), "--coordinator", f"127.0.0.1:{port}",
-                          "--num-processes", "2", "--process-id", str(i)],
-                  dict(env, JAXBOF_FAULT=fault) if fault is not None and i == 1 else env)
-             for i in range(2)]
+    procs = [
+        _cli(
+            GRID
+            + [
+                *extra,
+                "--out",
+                str(out),
+                "--coordinator",
+                f"127.0.0.1:{port}",
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(i),
+            ],
+            dict(env, JAXBOF_FAULT=fault) if fault is not None and i == 1 else env,
+        )
+        for i in range(2)
+    ]
     if fault is not None:
         procs[1].communicate(timeout=300)
         try:  # its peer finishes or is stopped by the runtime; do not wait for that here
@@ -199,8 +266,9 @@ def test_two_processes_give_the_rows_of_one(tmp_path, reference):
     assert _rows(out) == reference.rows
     assert not list(out.glob("results.part-*"))  # folded into results.csv
     assert json.loads((out / "config.json").read_text())["run"]["processes"] == 2
-    assert any("models to train" in err and "for the other processes" in err
-               for _, _, err in results)
+    assert any(
+        "models to train" in err and "for the other processes" in err for _, _, err in results
+    )
 
 
 def test_killed_process_is_recovered_by_rerunning(tmp_path, reference):

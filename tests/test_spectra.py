@@ -13,15 +13,19 @@ NAMES = ("ntk-first-layer", "ntk-both-layers", "relu-nngp")
 
 # ------------------------------------------------------------------ multiplicities
 
+
 def test_multiplicity_matches_harmonic_polynomial_dimension():
     # dim of degree-k harmonics = dim homogeneous degree k - dim homogeneous degree k - 2
     for d in (2, 3, 4, 7, 20, 50):
         k = np.arange(0, 61)
-        direct = [math.comb(j + d - 1, d - 1) - (math.comb(j + d - 3, d - 1) if j >= 2 else 0)
-                  for j in map(int, k)]
+        direct = [
+            math.comb(j + d - 1, d - 1) - (math.comb(j + d - 3, d - 1) if j >= 2 else 0)
+            for j in map(int, k)
+        ]
         np.testing.assert_allclose(S.multiplicity(d, k), np.array(direct, float), rtol=1e-12)
-        formula = [1] + [(2 * j + d - 2) * math.comb(j + d - 3, d - 2) // j
-                         for j in map(int, k[1:])]
+        formula = [1] + [
+            (2 * j + d - 2) * math.comb(j + d - 3, d - 2) // j for j in map(int, k[1:])
+        ]
         np.testing.assert_allclose(S.multiplicity(d, k), np.array(formula, float), rtol=1e-12)
     k = np.arange(0, 200)
     np.testing.assert_allclose(S.multiplicity(3, k), 2 * k + 1, rtol=1e-13)
@@ -37,6 +41,7 @@ def test_multiplicity_overflow_is_inf_but_log_finite():
 
 # ------------------------------------------------------------------ analytic kernels
 
+
 def test_leaky_kernels_match_monte_carlo():
     rng = np.random.default_rng(0)
     n = 400_000
@@ -44,8 +49,8 @@ def test_leaky_kernels_match_monte_carlo():
         for u in (-0.7, 0.0, 0.4, 0.95):
             a = rng.standard_normal(n)
             b = u * a + np.sqrt(1 - u * u) * rng.standard_normal(n)
-            sig = lambda z: np.maximum(z, alpha * z)  # noqa: E731
-            dsig = lambda z: np.where(z > 0, 1.0, alpha)  # noqa: E731
+            sig = lambda z: np.maximum(z, alpha * z)
+            dsig = lambda z: np.where(z > 0, 1.0, alpha)
             first_mc = u * np.mean(dsig(a) * dsig(b))
             nngp_mc = np.mean(sig(a) * sig(b))
             assert abs(S.ntk_first_layer(u, alpha) - first_mc) < 6e-3
@@ -61,10 +66,12 @@ def test_kernel_values_at_one():
 
 # ------------------------------------------------------------------ closed forms
 
+
 @pytest.mark.parametrize("d", [2, 3, 100, 10_000])
 def test_mu1_of_u_kappa0_is_quarter_over_d(d):
-    assert S.eigenvalues("ntk-first-layer", d, 5).eigenvalue[1] == pytest.approx(1 / (4 * d),
-                                                                               rel=1e-14)
+    assert S.eigenvalues("ntk-first-layer", d, 5).eigenvalue[1] == pytest.approx(
+        1 / (4 * d), rel=1e-14
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -82,7 +89,7 @@ def test_odd_levels_vanish_exactly_and_even_levels_positive(name, d):
 @pytest.mark.parametrize("d", [2, 3, 5, 10])
 @pytest.mark.parametrize("alpha", [0.0, 0.2])
 def test_closed_form_matches_quadrature(name, d, alpha):
-    kernel = lambda u: S.KERNELS[name](u, alpha)  # noqa: E731
+    kernel = lambda u: S.KERNELS[name](u, alpha)
     cf = S.eigenvalues(name, d, 10, alpha=alpha)
     q = S.eigenvalues_quadrature(kernel, d, 10)
     nonzero = cf.eigenvalue > 0
@@ -103,8 +110,14 @@ def test_closed_form_matches_high_precision_quadrature_at_large_d():
 
     def integrand(s):  # theta = pi/2 + s, kernel u kappa0(u)
         t = -mp.sin(s)
-        return (t * (mp.pi / 2 - s) / (2 * mp.pi) * mp.gegenbauer(k, lam, t) / norm
-                * mp.cos(s) ** (d - 2))
+        return (
+            t
+            * (mp.pi / 2 - s)
+            / (2 * mp.pi)
+            * mp.gegenbauer(k, lam, t)
+            / norm
+            * mp.cos(s) ** (d - 2)
+        )
 
     pts = [-mp.pi / 2] + [j / mp.sqrt(d) for j in range(-12, 13)] + [mp.pi / 2]
     ref = float(c * mp.quad(integrand, pts))
@@ -118,7 +131,7 @@ def test_quadrature_flags_cancellation_at_large_d():
     assert q.reliable[:3].all()
     np.testing.assert_allclose(q.eigenvalue[:3], cf.eigenvalue[:3], rtol=1e-9)
     assert not q.reliable[18:].any()
-    assert (np.abs(q.eigenvalue[20] - cf.eigenvalue[20]) <= q.abs_error[20])
+    assert np.abs(q.eigenvalue[20] - cf.eigenvalue[20]) <= q.abs_error[20]
     assert np.isfinite(cf.eigenvalue[20]) and cf.eigenvalue[20] > 0
     assert cf.eigenvalue[20] < 1e-13 * cf.eigenvalue[0]
 
@@ -129,8 +142,9 @@ def test_log_eigenvalues_below_float_range():
     assert np.isfinite(spec.log_eigenvalue[1000]) and spec.log_eigenvalue[1000] < -745
     shown = spec.eigenvalue > 0
     assert (spec.eigenvalue[shown] >= np.finfo(np.float64).tiny).all()  # no subnormals
-    np.testing.assert_allclose(np.log(spec.eigenvalue[shown]), spec.log_eigenvalue[shown],
-                               rtol=1e-13)
+    np.testing.assert_allclose(
+        np.log(spec.eigenvalue[shown]), spec.log_eigenvalue[shown], rtol=1e-13
+    )
 
 
 @pytest.mark.parametrize("name", ["ntk-first-layer", "ntk-both-layers"])
@@ -143,6 +157,7 @@ def test_even_levels_decay_like_k_to_minus_d(name, d):
 
 
 # ------------------------------------------------------------------ checks
+
 
 @pytest.mark.parametrize("d", [3, 5])
 @pytest.mark.parametrize("name", NAMES)
@@ -209,29 +224,39 @@ def test_empirical_levels_of_a_large_gram_match_mu(kernel):
 
 def test_multiplicity_is_the_exact_integer():
     from math import comb
+
     for d in (2, 3, 7, 50, 300):
         for k in (0, 1, 2, 5, 17, 40):
-            exact = 1 if k == 0 else (2 if d == 2 else (2 * k + d - 2) * comb(k + d - 3, d - 2) // k)
+            exact = (
+                1 if k == 0 else (2 if d == 2 else (2 * k + d - 2) * comb(k + d - 3, d - 2) // k)
+            )
             if exact < 1e13:
                 assert S.multiplicity(d, k) == exact, (d, k)
 
 
 # ------------------------------------------------------------------ bias kernels
 
-BIAS_CASES = [(name, alpha, tb) for name in NAMES for alpha in (0.0, 0.1) for tb in (True, False)
-              if not (name == "relu-nngp" and not tb)]
+BIAS_CASES = [
+    (name, alpha, tb)
+    for name in NAMES
+    for alpha in (0.0, 0.1)
+    for tb in (True, False)
+    if not (name == "relu-nngp" and not tb)
+]
 
 
 def test_bias_kernels_match_monte_carlo_and_analytic_ntk():
     """z = w.x + b with w ~ N(0, I_d), b ~ N(0, 1): Monte Carlo of the defining expectations,
     and ntk.analytic_ntk (general input norms) restricted to the sphere."""
     import jax.numpy as jnp
+
     from jaxbof import ntk
+
     rng = np.random.default_rng(1)
     n = 400_000
     for alpha in (0.0, 0.2):
-        sig = lambda z: np.maximum(z, alpha * z)  # noqa: E731
-        dsig = lambda z: np.where(z > 0, 1.0, alpha)  # noqa: E731
+        sig = lambda z: np.maximum(z, alpha * z)
+        dsig = lambda z: np.where(z > 0, 1.0, alpha)
         for u in (-0.8, 0.1, 0.9):
             g, h, b = rng.standard_normal((3, n))
             z, z2 = g + b, u * g + np.sqrt(1 - u * u) * h + b  # <x, w> for unit x, x'
@@ -242,12 +267,17 @@ def test_bias_kernels_match_monte_carlo_and_analytic_ntk():
     x = rng.standard_normal((6, 5))
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     u = np.clip(x @ x.T, -1, 1)
-    for layers, name in ((ntk.Layers.FIRST, "ntk-first-layer"), (ntk.Layers.BOTH, "ntk-both-layers")):
+    for layers, name in (
+        (ntk.Layers.FIRST, "ntk-first-layer"),
+        (ntk.Layers.BOTH, "ntk-both-layers"),
+    ):
         for tb in (True, False):
-            ref = np.asarray(ntk.analytic_ntk(jnp.asarray(x), layers=layers, alpha=0.2, bias=True,
-                                              train_bias=tb))
-            np.testing.assert_allclose(S.kernel_fn(name, 0.2, True, tb)(u), ref, rtol=1e-7,
-                                       atol=1e-9)
+            ref = np.asarray(
+                ntk.analytic_ntk(jnp.asarray(x), layers=layers, alpha=0.2, bias=True, train_bias=tb)
+            )
+            np.testing.assert_allclose(
+                S.kernel_fn(name, 0.2, True, tb)(u), ref, rtol=1e-7, atol=1e-9
+            )
 
 
 @pytest.mark.parametrize("d", [2, 3, 10, 50])
@@ -300,8 +330,9 @@ def test_bias_spectrum_matches_high_precision_quadrature_at_large_d():
     spec = S.eigenvalues("ntk-first-layer", d, 15, bias=True)
     for k in (3, 15):
         norm = mp.gegenbauer(k, lam, 1)
-        f = lambda s: (kernel(-mp.sin(s)) * mp.gegenbauer(k, lam, -mp.sin(s)) / norm  # noqa: E731
-                       * mp.cos(s) ** (d - 2))
+        f = lambda s: (
+            kernel(-mp.sin(s)) * mp.gegenbauer(k, lam, -mp.sin(s)) / norm * mp.cos(s) ** (d - 2)
+        )
         pts = [-mp.pi / 2] + [j / mp.sqrt(d) for j in range(-12, 13)] + [mp.pi / 2]
         ref = float(c * mp.quad(f, pts))
         assert spec.eigenvalue[k] == pytest.approx(ref, rel=1e-9)
@@ -330,6 +361,7 @@ def test_quadrature_error_estimate_is_a_bound_without_slack(d, bias):
 
 # ------------------------------------------------------------------ Grams of n points (jaxbof.gram)
 
+
 @pytest.mark.parametrize("kernel, bias", [("ntk-first-layer", False), ("relu-nngp", True)])
 def test_gram_top_dense_equals_the_largest_eigvalsh(kernel, bias):
     """gram.top_dense on gram.analytic_gram: the largest eigenvalues are those of
@@ -342,8 +374,9 @@ def test_gram_top_dense_equals_the_largest_eigvalsh(kernel, bias):
     K = gram.analytic_gram(kernel, x_nxd, 0.1, bias)
     found = gram.top_dense(K, 12)
     scale = np.linalg.eigvalsh(K)[-1]
-    np.testing.assert_allclose(found.eigenvalue, np.linalg.eigvalsh(K)[::-1][:12], rtol=0,
-                               atol=1e-12 * scale)
+    np.testing.assert_allclose(
+        found.eigenvalue, np.linalg.eigvalsh(K)[::-1][:12], rtol=0, atol=1e-12 * scale
+    )
     V = found.eigenvector
     np.testing.assert_allclose(V.T @ V, np.eye(12), atol=1e-12)
     assert np.all(np.linalg.norm(K @ V - V * found.eigenvalue, axis=0) < 1e-11 * scale)

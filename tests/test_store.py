@@ -17,31 +17,61 @@ from jaxbof.experiments import classification as cls
 from jaxbof.experiments.classification.grid import Grid, Protocol
 
 
-def make_row(n=50, d_over_n=2.0, seed=0, gamma=0.1, test_error=0.05, converged=True,
-             diverged=False, **over):
+def make_row(
+    n=50, d_over_n=2.0, seed=0, gamma=0.1, test_error=0.05, converged=True, diverged=False, **over
+):
     row = {c: 0.25 for c in cls.COLUMNS}
-    row.update(n=n, d=round(n * d_over_n), d_over_n=d_over_n, gamma=gamma, alpha=0.1,
-               noise_rate=0.1, width=64, seed=seed, param="gram", steps=123,
-               converged=converged, diverged=diverged, n_corrupt=5, test_error=test_error)
+    row.update(
+        n=n,
+        d=round(n * d_over_n),
+        d_over_n=d_over_n,
+        gamma=gamma,
+        alpha=0.1,
+        noise_rate=0.1,
+        width=64,
+        seed=seed,
+        param="gram",
+        steps=123,
+        converged=converged,
+        diverged=diverged,
+        n_corrupt=5,
+        test_error=test_error,
+    )
     row.update(over)
     return row
 
 
-CONFIG = {"experiment": {"name": "t", "protocol": {"max_steps": 10, "n_test": 1000}},
-          "run": {"started": "today"}}
+CONFIG = {
+    "experiment": {"name": "t", "protocol": {"max_steps": 10, "n_test": 1000}},
+    "run": {"started": "today"},
+}
 
 
 def same(a, b):
-    return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a)
-                      and math.isnan(b))
+    return a == b or (
+        isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
+    )
 
 
 def test_round_trip_types_and_values(tmp_path):
     rows = [
-        make_row(seed=0, test_error=float(np.float32(0.1)), snr=math.nan, A_1=-math.inf,
-                 w_norm=1e-300, min_margin=np.float32(1.0000001)),
-        make_row(seed=np.int32(1), n=np.int64(60), converged=np.bool_(False), diverged=True,
-                 param="direct", test_error=0.0, hinge_loss=1 / 3),
+        make_row(
+            seed=0,
+            test_error=float(np.float32(0.1)),
+            snr=math.nan,
+            A_1=-math.inf,
+            w_norm=1e-300,
+            min_margin=np.float32(1.0000001),
+        ),
+        make_row(
+            seed=np.int32(1),
+            n=np.int64(60),
+            converged=np.bool_(False),
+            diverged=True,
+            param="direct",
+            test_error=0.0,
+            hinge_loss=1 / 3,
+        ),
     ]
     with store.ResultsWriter(tmp_path, CONFIG, cls.COLUMNS) as w:
         w.write(rows[:1])
@@ -78,12 +108,14 @@ def test_config_mismatch_names_the_key(tmp_path):
     # run metadata may differ on resume; config.json then describes the latest run
     store.ResultsWriter(tmp_path, {**CONFIG, "run": {"started": "tomorrow"}}, cls.COLUMNS).close()
     assert store.load_config(tmp_path)["run"] == {"started": "tomorrow"}
-    other = {"experiment": {"name": "t", "protocol": {"max_steps": 20, "n_test": 1000}},
-             "run": {}}
+    other = {"experiment": {"name": "t", "protocol": {"max_steps": 20, "n_test": 1000}}, "run": {}}
     with pytest.raises(ValueError, match=r"experiment\.protocol\.max_steps"):
         store.ResultsWriter(tmp_path, other, cls.COLUMNS)
-    assert store.load_config(tmp_path) == {**CONFIG, "run": {"started": "tomorrow"},
-                                           "schema": dict(cls.COLUMNS)}
+    assert store.load_config(tmp_path) == {
+        **CONFIG,
+        "run": {"started": "tomorrow"},
+        "schema": dict(cls.COLUMNS),
+    }
     # another schema (a column renamed or retyped) is another experiment
     with pytest.raises(ValueError, match=r"schema\.steps"):
         store.ResultsWriter(tmp_path, CONFIG, {**cls.COLUMNS, "steps": "float"})
@@ -105,15 +137,25 @@ def test_config_with_dataclasses_and_enums_resumes(tmp_path):
     store.ResultsWriter(tmp_path, cfg, cls.COLUMNS).close()
     assert store.load_config(tmp_path)["experiment"]["protocol"]["stop"] == "ZERO_ERROR"
     with pytest.raises(ValueError, match=r"experiment\.protocol\.n_test"):
-        store.ResultsWriter(tmp_path, {"experiment": {"protocol": Protocol(n_test=5),
-                                                      "grid": Grid(n=(50,), d_over_n=(1.0,))}},
-                           cls.COLUMNS)
+        store.ResultsWriter(
+            tmp_path,
+            {
+                "experiment": {
+                    "protocol": Protocol(n_test=5),
+                    "grid": Grid(n=(50,), d_over_n=(1.0,)),
+                }
+            },
+            cls.COLUMNS,
+        )
 
 
 def test_rows_must_match_columns(tmp_path):
     row = make_row()
     del row["snr"]
-    with store.ResultsWriter(tmp_path, CONFIG, cls.COLUMNS) as w, pytest.raises(ValueError, match="snr"):
+    with (
+        store.ResultsWriter(tmp_path, CONFIG, cls.COLUMNS) as w,
+        pytest.raises(ValueError, match="snr"),
+    ):
         w.write([row])
 
 
@@ -141,8 +183,9 @@ def test_aggregate_excludes_and_counts_flagged():
         for r in (1.0, 2.0):
             vals = rng.uniform(0, 0.1, 5)
             kept[(n, r)] = vals
-            rows += [make_row(n=n, d_over_n=r, seed=s, test_error=float(v))
-                     for s, v in enumerate(vals)]
+            rows += [
+                make_row(n=n, d_over_n=r, seed=s, test_error=float(v)) for s, v in enumerate(vals)
+            ]
     rows.append(make_row(n=50, d_over_n=1.0, seed=7, test_error=0.9, converged=False))
     rows.append(make_row(n=50, d_over_n=1.0, seed=8, test_error=0.9, diverged=True))
     rows.append(make_row(n=60, d_over_n=3.0, seed=0, test_error=0.9, converged=False))
@@ -240,12 +283,14 @@ def test_peers_opening_at_once_never_see_a_part_without_config(tmp_path, monkeyp
 
 
 def test_lock_of_a_killed_writer_is_released(tmp_path):
-    code = (f"import sys, os, signal; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
-            "from jaxbof import store\n"
-            "from test_store import CONFIG, cls\n"
-            f"w = store.ResultsWriter({str(tmp_path)!r}, CONFIG, cls.COLUMNS)\n"
-            "print('locked', flush=True)\n"
-            "os.kill(os.getpid(), signal.SIGKILL)\n")
+    code = (
+        f"import sys, os, signal; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from jaxbof import store\n"
+        "from test_store import CONFIG, cls\n"
+        f"w = store.ResultsWriter({str(tmp_path)!r}, CONFIG, cls.COLUMNS)\n"
+        "print('locked', flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == -signal.SIGKILL and "locked" in proc.stdout
     store.ResultsWriter(tmp_path, CONFIG, cls.COLUMNS).close()  # not stuck
@@ -297,8 +342,9 @@ def test_config_records_keys_and_flags_and_merge_reads_the_keys(tmp_path):
     """config.json carries the key columns and the flags beside the schema, so a reader needs
     no copy of them: merge folds parts by the recorded keys when given none."""
     for i, seeds in enumerate(((0, 1), (1, 2))):  # seed 1 in both parts
-        with store.ResultsWriter(tmp_path, CONFIG, cls.COLUMNS, part=(i, 2), keys=KEYS,
-                                 flags=FLAGS) as w:
+        with store.ResultsWriter(
+            tmp_path, CONFIG, cls.COLUMNS, part=(i, 2), keys=KEYS, flags=FLAGS
+        ) as w:
             w.write([make_row(seed=s, test_error=0.1 * (i + 1)) for s in seeds])
     config = store.load_config(tmp_path)
     assert config["keys"] == list(KEYS) and config["flags"] == FLAGS
@@ -326,8 +372,10 @@ def test_a_directory_without_keys_and_flags_takes_them_on_and_other_flags_are_re
 def test_flags_are_what_the_experiment_declares():
     """A plug-in names its own failure columns; rows are flagged by those alone."""
     flags = {"nan_loss": True, "fitted": False}
-    ok, nan, unfitted = ({"nan_loss": a, "fitted": b, "err": e}
-                         for a, b, e in ((False, True, 0.1), (True, True, 0.9), (False, False, 0.8)))
+    ok, nan, unfitted = (
+        {"nan_loss": a, "fitted": b, "err": e}
+        for a, b, e in ((False, True, 0.1), (True, True, 0.9), (False, False, 0.8))
+    )
     assert [stats.is_flagged(r, flags) for r in (ok, nan, unfitted)] == [False, True, True]
     assert not stats.is_flagged(nan)  # the default flags (diverged, converged) name neither
     s = stats.aggregate([ok, nan, unfitted], by="fitted", value="err", flags=flags)
@@ -357,14 +405,17 @@ def _with_field(line, column, value):
     return ",".join(fields)
 
 
-@pytest.mark.parametrize("bad, what", [
-    ("garbage", "1 field, the header has 35"),
-    ("", "an empty line, the header has 35"),
-    (("n", "abc"), "column n: 'abc' is not an int"),
-    (("test_error", "0.1x"), "column test_error: '0.1x' is not a float"),
-    (("converged", "yes"), "column converged: 'yes' is not a bool (1 or 0)"),
-    (("param", '"gram'), "a quote opened in this row is never closed"),
-])
+@pytest.mark.parametrize(
+    "bad, what",
+    [
+        ("garbage", "1 field, the header has 35"),
+        ("", "an empty line, the header has 35"),
+        (("n", "abc"), "column n: 'abc' is not an int"),
+        (("test_error", "0.1x"), "column test_error: '0.1x' is not a float"),
+        (("converged", "yes"), "column converged: 'yes' is not a bool (1 or 0)"),
+        (("param", '"gram'), "a quote opened in this row is never closed"),
+    ],
+)
 def test_a_bad_row_is_named_by_its_file_and_line(tmp_path, bad, what):
     lines = _results_with(tmp_path)
     line = bad if isinstance(bad, str) else _with_field(lines[2], *bad)
@@ -384,8 +435,11 @@ def test_a_bad_row_of_a_part_is_named_there_and_never_folded_in(tmp_path):
     _write_lines(part, [lines[0], lines[1], make_row_line(lines, seed=5), bad])  # line 4
     before = {p.name: p.read_bytes() for p in tmp_path.glob("results*.csv")}
     want = f"{part}: line 4: column n: '1.5' is not an int"
-    for read in (store.load_results, lambda d: store.merge(d, KEYS),
-                 lambda d: store.ResultsWriter(d, CONFIG, cls.COLUMNS, keys=KEYS)):
+    for read in (
+        store.load_results,
+        lambda d: store.merge(d, KEYS),
+        lambda d: store.ResultsWriter(d, CONFIG, cls.COLUMNS, keys=KEYS),
+    ):
         with pytest.raises(ValueError) as e:
             read(tmp_path)
         assert str(e.value) == want
@@ -411,16 +465,22 @@ def test_bytes_that_are_not_text_are_named_by_line(tmp_path):
     assert len(lines) == 4
 
 
-@pytest.mark.parametrize("text, what", [
-    ('{"experiment":\n', "not valid JSON (Expecting value: line 2 column 1 (char 15))"),
-    ("[1, 2]\n", "holds an array, not a JSON object"),
-    ("null\n", "holds null, not a JSON object"),
-])
+@pytest.mark.parametrize(
+    "text, what",
+    [
+        ('{"experiment":\n', "not valid JSON (Expecting value: line 2 column 1 (char 15))"),
+        ("[1, 2]\n", "holds an array, not a JSON object"),
+        ("null\n", "holds null, not a JSON object"),
+    ],
+)
 def test_a_corrupt_config_is_named(tmp_path, text, what):
     _results_with(tmp_path)
     (tmp_path / store.CONFIG).write_text(text)
-    for read in (store.load_config, store.load_results,
-                 lambda d: store.ResultsWriter(d, CONFIG, cls.COLUMNS)):
+    for read in (
+        store.load_config,
+        store.load_results,
+        lambda d: store.ResultsWriter(d, CONFIG, cls.COLUMNS),
+    ):
         with pytest.raises(ValueError) as e:
             read(tmp_path)
         assert str(e.value) == f"{tmp_path / store.CONFIG}: {what}"

@@ -9,14 +9,21 @@ import numpy as np
 import pytest
 
 from jaxbof import engine, stats, store
-from jaxbof.experiments.classification import metrics
 from jaxbof.experiments import classification as sweep
+from jaxbof.experiments.classification import metrics
 from jaxbof.experiments.classification.grid import Cell, Grid, Protocol, cell_coords
 from jaxbof.experiments.classification.step import Param, Stop, run
 
 F64 = jnp.float64
-BASE = Grid(n=(12, 16), d_over_n=(1.0, 3.0), gamma=(0.3,), alpha=(0.1,), noise_rate=(0.1,),
-            width=(4,), seeds=2)
+BASE = Grid(
+    n=(12, 16),
+    d_over_n=(1.0, 3.0),
+    gamma=(0.3,),
+    alpha=(0.1,),
+    noise_rate=(0.1,),
+    width=(4,),
+    seeds=2,
+)
 PROTO = Protocol(n_test=200)
 
 
@@ -54,10 +61,12 @@ def test_adding_cells_and_changing_engine_changes_nothing(base_rows):
     cells. The added cells are few and converge fast (seed 1 of the direct cell runs to
     max_steps): every compile is paid per bucket, so this adds one bucket, not four."""
     rows, _ = base_rows
-    new_n = Grid(n=(10,), d_over_n=(0.4,), gamma=(0.3,), alpha=(0.1,), noise_rate=(0.1,),
-                 width=(4,), seeds=3).cells()
-    new_seed = Grid(n=(12,), d_over_n=(1.0,), gamma=(0.3,), alpha=(0.1,), noise_rate=(0.1,),
-                    width=(4,), seeds=3).cells()[2]
+    new_n = Grid(
+        n=(10,), d_over_n=(0.4,), gamma=(0.3,), alpha=(0.1,), noise_rate=(0.1,), width=(4,), seeds=3
+    ).cells()
+    new_seed = Grid(
+        n=(12,), d_over_n=(1.0,), gamma=(0.3,), alpha=(0.1,), noise_rate=(0.1,), width=(4,), seeds=3
+    ).cells()[2]
     cells = BASE.cells() + [new_n[0], new_n[2], new_seed]
     extra, _ = sweep.run_cells(cells, PROTO, engine.Engine(slots=3, chunk=7), dtype=F64)
     assert {r["param"] for r in extra} == {"gram", "direct"}
@@ -75,8 +84,10 @@ def test_sweep_equals_single_model_run(base_rows):
     rows = [r for r in rows if r["n"] == 12 and r["d"] == 12]
     assert len(rows) == 2
     key = jax.random.PRNGKey(PROTO.seed)
-    measure_train, measure_weights = jax.jit(sweep.measure_train), jax.jit(
-        sweep.measure_weights, static_argnames="n_test")
+    measure_train, measure_weights = (
+        jax.jit(sweep.measure_train),
+        jax.jit(sweep.measure_weights, static_argnames="n_test"),
+    )
     for row in rows:
         cell = sweep.cell_of(row)
         keys = sweep.cell_keys(key, jnp.asarray(cell_coords(cell)))
@@ -88,9 +99,16 @@ def test_sweep_equals_single_model_run(base_rows):
         assert float(out["train_error"]) == row["train_error"]
         np.testing.assert_allclose(float(out["hinge_loss"]), row["hinge_loss"], rtol=1e-9)
         S = metrics.noise_factor(out["WWt"], out["Wv"], cell.d)
-        w = measure_weights(out["WWt"], out["Wv"], S, slot.problem.a_m,
-                            slot.problem.hyper.alpha, slot.extras.gamma, slot.extras.test_key,
-                            n_test=PROTO.n_test)
+        w = measure_weights(
+            out["WWt"],
+            out["Wv"],
+            S,
+            slot.problem.a_m,
+            slot.problem.hyper.alpha,
+            slot.extras.gamma,
+            slot.extras.test_key,
+            n_test=PROTO.n_test,
+        )
         np.testing.assert_allclose(float(w["w_norm"]), row["w_norm"], rtol=1e-9)
         assert abs(float(w["test_error"]) - row["test_error"]) <= 1.0 / PROTO.n_test
 
@@ -132,8 +150,7 @@ def test_gram_and_direct_sweeps_agree(base_rows):
 
 def test_max_steps_guard_flags_runs():
     grid = Grid(n=(12,), d_over_n=(2.0,), gamma=(0.3,), width=(4,), seeds=2)
-    rows, _ = sweep.run_grid(grid, Protocol(n_test=50, max_steps=3, stop=Stop.ZERO_LOSS),
-                             dtype=F64)
+    rows, _ = sweep.run_grid(grid, Protocol(n_test=50, max_steps=3, stop=Stop.ZERO_LOSS), dtype=F64)
     assert all(r["steps"] == 3 and not r["converged"] for r in rows)
     summary = stats.aggregate(rows, by=("n",), value="test_error")
     (s,) = summary.values()
@@ -157,6 +174,7 @@ def test_interrupted_sweep_keeps_reported_rows_and_resumes(tmp_path, base_rows):
     calls = []
 
     with store.ResultsWriter(tmp_path, config, sweep.COLUMNS) as w:
+
         def on_rows(new):
             w.write(new)
             calls.append(len(new))
@@ -167,8 +185,9 @@ def test_interrupted_sweep_keeps_reported_rows_and_resumes(tmp_path, base_rows):
     saved = store.load_results(tmp_path)
     assert len(saved) == calls[0] > 0
     with store.ResultsWriter(tmp_path, config, sweep.COLUMNS) as w:
-        rest, _ = sweep.run_grid(BASE, PROTO, skip=sweep.completed_cells(saved),
-                                 on_rows=w.write, dtype=F64)
+        rest, _ = sweep.run_grid(
+            BASE, PROTO, skip=sweep.completed_cells(saved), on_rows=w.write, dtype=F64
+        )
     final = store.load_results(tmp_path)
     assert len(rest) == len(BASE.cells()) - len(saved)
     assert sorted(_by_cell(final)) == sorted(BASE.cells())

@@ -62,8 +62,9 @@ def test_verdicts_follow_the_interval_not_the_estimate():
 # ----------------------------------------------------------------------------- K1-K5
 
 
-def _fig1_rows(error, seeds=10, ns=(50, 100, 150), ratios=(1.0, 2.0, 3.0, 4.0, 7.0, 10.0),
-               linear=None, seed=0):
+def _fig1_rows(
+    error, seeds=10, ns=(50, 100, 150), ratios=(1.0, 2.0, 3.0, 4.0, 7.0, 10.0), linear=None, seed=0
+):
     """Rows of a Figure 1 grid whose test error is error(n, d/n) plus noise of 0.01."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -72,9 +73,19 @@ def _fig1_rows(error, seeds=10, ns=(50, 100, 150), ratios=(1.0, 2.0, 3.0, 4.0, 7
             for q in ratios:
                 e = float(np.clip(error(n, q) + 0.01 * rng.standard_normal(), 0, 1))
                 lin = e + (0.03 if linear is None else linear(n, q))
-                rows.append(dict(n=n, d_over_n=q, gamma=5 / n, seed=s, test_error=e,
-                                 train_error=0.0, converged=True, diverged=False,
-                                 linear_test_error=lin))
+                rows.append(
+                    dict(
+                        n=n,
+                        d_over_n=q,
+                        gamma=5 / n,
+                        seed=s,
+                        test_error=e,
+                        train_error=0.0,
+                        converged=True,
+                        diverged=False,
+                        linear_test_error=lin,
+                    )
+                )
     return rows
 
 
@@ -103,15 +114,29 @@ def test_k2_holds_for_an_exponential_decay_in_d_over_n_and_fails_for_a_rise():
 def test_k3_holds_when_the_error_ignores_n_and_fails_when_it_grows_with_n():
     def flat(n, q):
         return 0.2 - 0.02 * q
+
     assert _verdict(K.CLAIMS[2], _fig1_rows(flat, seeds=30)) == "holds"
     assert _verdict(K.CLAIMS[2], _fig1_rows(lambda n, q: flat(n, q) + 0.002 * n)) == "fails"
 
 
 def test_k4_holds_at_chance_without_signal_for_every_n_and_fails_if_one_n_learns():
-    rows = [dict(n=n, d_over_n=2.0, gamma=g, seed=s, test_error=(0.5 if g == 0 else 0.1)
-                 + 0.02 * np.random.default_rng(s * 7 + n).standard_normal(),
-                 train_error=0.0, converged=True, diverged=False, linear_test_error=0.5)
-            for n in (50, 100, 150, 200) for g in (0.0, 0.05) for s in range(10)]
+    rows = [
+        dict(
+            n=n,
+            d_over_n=2.0,
+            gamma=g,
+            seed=s,
+            test_error=(0.5 if g == 0 else 0.1)
+            + 0.02 * np.random.default_rng(s * 7 + n).standard_normal(),
+            train_error=0.0,
+            converged=True,
+            diverged=False,
+            linear_test_error=0.5,
+        )
+        for n in (50, 100, 150, 200)
+        for g in (0.0, 0.05)
+        for s in range(10)
+    ]
     assert _verdict(K.CLAIMS[3], rows) == "holds"
     for r in rows:
         if r["n"] == 150 and r["gamma"] == 0:
@@ -121,8 +146,7 @@ def test_k4_holds_at_chance_without_signal_for_every_n_and_fails_if_one_n_learns
 
 def test_k5_holds_when_the_network_beats_the_linear_classifier_and_fails_reversed():
     assert _verdict(K.CLAIMS[4], _fig1_rows(lambda n, q: 0.1)) == "holds"
-    assert _verdict(K.CLAIMS[4], _fig1_rows(lambda n, q: 0.1,
-                                            linear=lambda n, q: -0.05)) == "fails"
+    assert _verdict(K.CLAIMS[4], _fig1_rows(lambda n, q: 0.1, linear=lambda n, q: -0.05)) == "fails"
 
 
 # ----------------------------------------------------------------------------- directories
@@ -130,19 +154,31 @@ def test_k5_holds_when_the_network_beats_the_linear_classifier_and_fails_reverse
 
 def _write(directory, rows, entry):
     """A results directory as `jaxbof reproduce` leaves it, with these rows."""
-    full = [{c: r.get(c, {"int": 0, "float": 0.0, "bool": False, "str": "gram"}[t])
-             for c, t in COLUMNS.items()} for r in rows]
+    full = [
+        {
+            c: r.get(c, {"int": 0, "float": 0.0, "bool": False, "str": "gram"}[t])
+            for c, t in COLUMNS.items()
+        }
+        for r in rows
+    ]
     config = {"experiment": {**entry, "precision": "float32"}, "run": {}}
-    with store.ResultsWriter(directory, config, COLUMNS, keys=("n", "d_over_n", "seed"),
-                             flags=CONFIG["flags"]) as w:
+    with store.ResultsWriter(
+        directory, config, COLUMNS, keys=("n", "d_over_n", "seed"), flags=CONFIG["flags"]
+    ) as w:
         w.write(full)
 
 
 def test_verify_results_evaluates_the_matching_directory_and_skips_another_protocol(
-        tmp_path, capsys):
+    tmp_path, capsys
+):
     entry = verify.preset_entry("karhadkar-fig1", True)
-    rows = [r for r in _fig1_rows(lambda n, q: 0.3 * math.exp(-0.4 * q), ratios=(
-        1.0, 2.0, 4.0, 7.0, 10.0)) if r["seed"] < 2]
+    rows = [
+        r
+        for r in _fig1_rows(
+            lambda n, q: 0.3 * math.exp(-0.4 * q), ratios=(1.0, 2.0, 4.0, 7.0, 10.0)
+        )
+        if r["seed"] < 2
+    ]
     for r in rows:
         r["d"] = int(r["n"] * r["d_over_n"])
     _write(tmp_path / "fig1", rows, entry)
@@ -152,8 +188,10 @@ def test_verify_results_evaluates_the_matching_directory_and_skips_another_proto
     rc = cli.main(["verify", "classification", "--results", str(tmp_path)])
     out, err = capsys.readouterr()
     assert rc == 0, err
-    assert "fig1-small-test: classification run 'karhadkar-fig1-quick' is not karhadkar-fig1 " \
-           "--quick (protocol differ): skipped" in err
+    assert (
+        "fig1-small-test: classification run 'karhadkar-fig1-quick' is not karhadkar-fig1 "
+        "--quick (protocol differ): skipped" in err
+    )
     lines = [line for line in out.splitlines() if line.startswith("| K")]
     assert [line.split(" | ")[0] for line in lines] == ["| K1", "| K2", "| K3", "| K4", "| K5"]
     assert "not evaluated" in lines[3]  # no karhadkar-fig2 under the directory
@@ -166,9 +204,16 @@ def test_verify_results_evaluates_the_matching_directory_and_skips_another_proto
 
 
 def test_a_contradicted_expectation_is_exit_code_1(tmp_path):
-    claim = Claim("X1", "a claim expected to fail", "test", "karhadkar-fig1",
-                  lambda rows, config, level: Estimate(1.0, 0.9, 1.1, "fixed"),
-                  Criterion(0.5, 1.5), expected="fails", reason="for the test")
+    claim = Claim(
+        "X1",
+        "a claim expected to fail",
+        "test",
+        "karhadkar-fig1",
+        lambda rows, config, level: Estimate(1.0, 0.9, 1.1, "fixed"),
+        Criterion(0.5, 1.5),
+        expected="fails",
+        reason="for the test",
+    )
     held = verify.Result("classification", claim, (Estimate(1.0, 0.9, 1.1, "fixed"),), "holds")
     lines, code = verify.report([held], tmp_path)
     assert code == 1 and "holds **(contradicts)**" in lines[2]
@@ -188,10 +233,14 @@ def test_within_slope_is_the_fit_with_one_intercept_per_group():
     """stats.within_slope (K3, P4, S1, S2) against least squares on [x, one indicator per
     group]; nan where x varies within no group."""
     rng = np.random.default_rng(5)
-    pts = [(g, x, 0.3 * x + g + 0.1 * rng.standard_normal()) for g in range(4)
-           for x in rng.uniform(0, 5, size=3 + g)]
+    pts = [
+        (g, x, 0.3 * x + g + 0.1 * rng.standard_normal())
+        for g in range(4)
+        for x in rng.uniform(0, 5, size=3 + g)
+    ]
     X = np.array([[x] + [g == h for h in range(4)] for g, x, _ in pts], np.float64)
     y = np.array([p[2] for p in pts])
-    assert stats.within_slope(pts) == pytest.approx(np.linalg.lstsq(X, y, rcond=None)[0][0],
-                                                    rel=1e-12)
+    assert stats.within_slope(pts) == pytest.approx(
+        np.linalg.lstsq(X, y, rcond=None)[0][0], rel=1e-12
+    )
     assert math.isnan(stats.within_slope([(0, 1.0, 2.0), (1, 2.0, 3.0), (1, 2.0, 5.0)]))

@@ -31,9 +31,27 @@ from typing import Any, NamedTuple
 
 from jaxbof.contract import HostStudy, Study, Suite
 
-__all__ = ["Command", "HostStudy", "Plugin", "Reproduce", "Study", "Suite", "arguments",
-           "default_study", "deferred", "figures_of", "kind_of", "lazy_api", "names", "plugin",
-           "plugins", "reproducible", "study_from", "sweepable", "table_of"]
+__all__ = [
+    "Command",
+    "HostStudy",
+    "Plugin",
+    "Reproduce",
+    "Study",
+    "Suite",
+    "arguments",
+    "default_study",
+    "deferred",
+    "figures_of",
+    "kind_of",
+    "lazy_api",
+    "names",
+    "plugin",
+    "plugins",
+    "reproducible",
+    "study_from",
+    "sweepable",
+    "table_of",
+]
 
 GROUP = "jaxbof.experiments"  # the entry-point group of plug-ins from other packages
 
@@ -118,12 +136,16 @@ def arguments(plugin: Plugin, group) -> None:
         plugin.add_arguments(group)
         return
     grid = plugin.grid or {}
-    for field in plugin.cell._fields:
-        default = grid.get(field, plugin.cell._field_defaults.get(field))
-        group.add_argument("--" + field.replace("_", "-"), dest=field,
-                           default=None if default is None else str(default),
-                           required=default is None, help=f"values of {field} "
-                           "(a comma list or start:stop[:step])")
+    cell: Any = plugin.cell  # without add_arguments: a NamedTuple class (`sweepable`)
+    for field in cell._fields:
+        default = grid.get(field, cell._field_defaults.get(field))
+        group.add_argument(
+            "--" + field.replace("_", "-"),
+            dest=field,
+            default=None if default is None else str(default),
+            required=default is None,
+            help=f"values of {field} (a comma list or start:stop[:step])",
+        )
 
 
 def study_from(plugin: Plugin, args) -> Study:
@@ -135,10 +157,12 @@ def study_from(plugin: Plugin, args) -> Study:
 
     if plugin.from_args is not None:
         return plugin.from_args(args)
-    kinds = _field_kinds(plugin.cell)
-    values = {f: parse_values(getattr(args, f), kinds[f], f.replace("_", "-"))
-              for f in plugin.cell._fields}
-    cells = tuple(plugin.cell(*combo) for combo in itertools.product(*values.values()))
+    cell: Any = plugin.cell  # without from_args: a NamedTuple class (`sweepable`)
+    kinds = _field_kinds(cell)
+    values = {
+        f: parse_values(getattr(args, f), kinds[f], f.replace("_", "-")) for f in cell._fields
+    }
+    cells = tuple(cell(*combo) for combo in itertools.product(*values.values()))
     return Study(plugin.name, plugin.name, plugin.description, values, plugin.protocol, cells)
 
 
@@ -199,8 +223,7 @@ def summary_columns(config, rows=()) -> tuple[list[str], list[str], dict]:
     flags = config.get("flags") or {}
     by = [k for k in keys if k != "seed"]
     order = list(rows[0]) if rows else list(schema)
-    measured = [c for c in order if schema.get(c) == "float" and c not in keys
-                and c not in flags]
+    measured = [c for c in order if schema.get(c) == "float" and c not in keys and c not in flags]
     return by, measured, flags
 
 
@@ -211,6 +234,7 @@ def deferred(target: str) -> Callable:
 
     def call(*args, **kwargs):
         return getattr(importlib.import_module(module), attr)(*args, **kwargs)
+
     call.__name__, call.__qualname__ = attr, target
     return call
 
@@ -218,6 +242,7 @@ def deferred(target: str) -> Callable:
 def lazy_api(package: str, submodules, api: str) -> Callable:
     """A package's module-level __getattr__ (PEP 562): its `submodules`, else the names of its
     `api` submodule, each imported on first use."""
+
     def __getattr__(name: str):
         if name in submodules:
             return importlib.import_module(f"{package}.{name}")
@@ -227,6 +252,7 @@ def lazy_api(package: str, submodules, api: str) -> Callable:
             return getattr(importlib.import_module(f"{package}.{api}"), name)
         except AttributeError:
             raise AttributeError(f"module {package!r} has no attribute {name!r}") from None
+
     return __getattr__
 
 
@@ -245,8 +271,10 @@ def names() -> list[str]:
     external = _external()
     clash = sorted(set(external) & set(BUILTIN))
     if clash:
-        raise ValueError(f"plug-in {clash[0]!r} ({external[clash[0]].value}) clashes with "
-                         "jaxbof's own experiment of that name; rename it")
+        raise ValueError(
+            f"plug-in {clash[0]!r} ({external[clash[0]].value}) clashes with "
+            "jaxbof's own experiment of that name; rename it"
+        )
     return list(BUILTIN) + sorted(external)
 
 
@@ -265,12 +293,15 @@ def plugin(name: str) -> Plugin:
         try:
             found = ep.load()
         except Exception as e:  # noqa: BLE001 - another package's code: name it, one line
-            raise ValueError(f"plug-in {name!r} ({ep.value}) failed to load: "
-                             f"{type(e).__name__}: {e}") from None
+            raise ValueError(
+                f"plug-in {name!r} ({ep.value}) failed to load: {type(e).__name__}: {e}"
+            ) from None
         found = getattr(found, "PLUGIN", found)  # a module, or the Plugin itself
     if not isinstance(found, Plugin) or found.name != name:
-        raise ValueError(f"plug-in {name!r} must be a jaxbof.experiments.Plugin named {name!r}, "
-                         f"got {type(found).__name__}")
+        raise ValueError(
+            f"plug-in {name!r} must be a jaxbof.experiments.Plugin named {name!r}, "
+            f"got {type(found).__name__}"
+        )
     _LOADED[name] = found
     return found
 
@@ -295,8 +326,9 @@ def reproducible() -> dict[str, tuple[Plugin, Reproduce]]:
     for p in plugins():
         for r in p.reproduce:
             if r.name in out:
-                raise ValueError(f"reproduce {r.name!r} is defined by both {out[r.name][0].name}"
-                                 f" and {p.name}")
+                raise ValueError(
+                    f"reproduce {r.name!r} is defined by both {out[r.name][0].name} and {p.name}"
+                )
             out[r.name] = (p, r)
     return out
 
@@ -304,12 +336,15 @@ def reproducible() -> dict[str, tuple[Plugin, Reproduce]]:
 def kind_of(config: Mapping | None, directory="results") -> str:
     """The experiment kind stored at config["experiment"]["kind"]; ValueError without one."""
     if config is None:
-        raise ValueError(f"no config.json in {directory}: cannot tell which experiment its "
-                         "results hold")
+        raise ValueError(
+            f"no config.json in {directory}: cannot tell which experiment its results hold"
+        )
     experiment = config.get("experiment")
     kind = experiment.get("kind") if isinstance(experiment, Mapping) else None
     if not kind:
-        raise ValueError(f"{directory}/config.json names no experiment kind "
-                         "(experiment.kind); known: " + ", ".join(names()))
+        raise ValueError(
+            f"{directory}/config.json names no experiment kind "
+            "(experiment.kind); known: " + ", ".join(names())
+        )
     plugin(kind)  # unknown: ValueError naming the known kinds
     return kind

@@ -16,8 +16,18 @@ from jaxbof.experiments import Plugin, Reproduce, deferred, lazy_api
 from jaxbof.experiments.classification import claims as _claims
 from jaxbof.experiments.classification import cli as _cli
 
-_SUBMODULES = ("program", "grid", "data", "metrics", "presets", "cells", "figures", "cli",
-               "step", "claims")
+_SUBMODULES = (
+    "program",
+    "grid",
+    "data",
+    "metrics",
+    "presets",
+    "cells",
+    "figures",
+    "cli",
+    "step",
+    "claims",
+)
 _figures = deferred("jaxbof.experiments.classification.figures:figures")  # matplotlib: on use
 
 
@@ -25,14 +35,25 @@ PLUGIN = Plugin(
     name="classification",
     description="leaky-ReLU networks trained by GD on the hinge loss of noisy labels",
     paper="Karhadkar et al., NeurIPS 2024",
-    add_arguments=_cli.add_arguments, from_args=_cli.from_args, experiment=_cli.experiment,
+    add_arguments=_cli.add_arguments,
+    from_args=_cli.from_args,
+    experiment=_cli.experiment,
     reproduce=(
-        Reproduce("karhadkar-fig1", "Figure 1: test error over (n, d/n), 550 trainings",
-                  study=_cli.preset_study("karhadkar-fig1")),
-        Reproduce("karhadkar-fig2", "Figure 2: test error against gamma at d = 2n",
-                  study=_cli.preset_study("karhadkar-fig2")),
+        Reproduce(
+            "karhadkar-fig1",
+            "Figure 1: test error over (n, d/n), 550 trainings",
+            study=_cli.preset_study("karhadkar-fig1"),
+        ),
+        Reproduce(
+            "karhadkar-fig2",
+            "Figure 2: test error against gamma at d = 2n",
+            study=_cli.preset_study("karhadkar-fig2"),
+        ),
     ),
-    table=_cli.table, figures=_figures, claims=_claims.CLAIMS)
+    table=_cli.table,
+    figures=_figures,
+    claims=_claims.CLAIMS,
+)
 
 
 __getattr__ = lazy_api(__name__, _SUBMODULES, "program")  # the API, on first use

@@ -69,8 +69,12 @@ def benign_in_d_over_n(rows, config, level):
 
 def _n_slope(units) -> float:
     """Slope of test error against n with one intercept per d/n (least squares)."""
-    return stats.within_slope((r["d_over_n"], r["n"], r["test_error"])
-                              for u in units for r in u if r["d_over_n"] in (1.0, 2.0, 3.0))
+    return stats.within_slope(
+        (r["d_over_n"], r["n"], r["test_error"])
+        for u in units
+        for r in u
+        if r["d_over_n"] in (1.0, 2.0, 3.0)
+    )
 
 
 def depends_on_d_over_n_only(rows, config, level):
@@ -87,9 +91,17 @@ def harmful_without_signal(rows, config, level):
 
     def mean_error(units):
         return float(np.mean([r["test_error"] for u in units for r in u]))
-    return [_estimate(stats.unit_interval(stats.units_by([r for r in rows if r["n"] == n],
-                                                         ("seed",)), mean_error, each),
-                      each, f"n={n}") for n in ns]
+
+    return [
+        _estimate(
+            stats.unit_interval(
+                stats.units_by([r for r in rows if r["n"] == n], ("seed",)), mean_error, each
+            ),
+            each,
+            f"n={n}",
+        )
+        for n in ns
+    ]
 
 
 def beats_linear(rows, config, level):
@@ -97,24 +109,54 @@ def beats_linear(rows, config, level):
     rows = [r for r in _valid(rows, config) if r["d_over_n"] <= 4]
 
     def gap(units):
-        return float(np.mean([r["linear_test_error"] - r["test_error"]
-                              for u in units for r in u]))
+        return float(np.mean([r["linear_test_error"] - r["test_error"] for u in units for r in u]))
+
     return _estimate(stats.unit_interval(stats.units_by(rows, ("seed",)), gap, level), level)
 
 
 CLAIMS = (
-    Claim("K1", "GD on the hinge loss reaches zero training error, fitting every noisy label",
-          f"{SOURCE}, Theorem 3.1", "karhadkar-fig1", overfits, Criterion(low=0.98)),
-    Claim("K2", "the test error decays exponentially in d/n: the slope of log(test error) "
-          "against d/n is negative", f"{SOURCE}, Corollary 3.2.1", "karhadkar-fig1",
-          benign_in_d_over_n, Criterion(high=0.0)),
-    Claim("K3", "the test error depends on d/n, not on n: at fixed d/n its slope in n is "
-          "within +-0.0005 per unit n", f"{SOURCE}, Figure 1", "karhadkar-fig1",
-          depends_on_d_over_n_only, Criterion(-0.0005, 0.0005)),
-    Claim("K4", "without signal (gamma = 0) the network overfits harmfully: test error within "
-          "[0.45, 0.55] for every n", f"{SOURCE}, Theorem 3.4 and Figure 2", "karhadkar-fig2",
-          harmful_without_signal, Criterion(0.45, 0.55)),
-    Claim("K5", "the network's test error is below the max-margin linear classifier's on the "
-          "same data (d/n <= 4)", f"{SOURCE}, Section 3", "karhadkar-fig1", beats_linear,
-          Criterion(low=0.0)),
+    Claim(
+        "K1",
+        "GD on the hinge loss reaches zero training error, fitting every noisy label",
+        f"{SOURCE}, Theorem 3.1",
+        "karhadkar-fig1",
+        overfits,
+        Criterion(low=0.98),
+    ),
+    Claim(
+        "K2",
+        "the test error decays exponentially in d/n: the slope of log(test error) "
+        "against d/n is negative",
+        f"{SOURCE}, Corollary 3.2.1",
+        "karhadkar-fig1",
+        benign_in_d_over_n,
+        Criterion(high=0.0),
+    ),
+    Claim(
+        "K3",
+        "the test error depends on d/n, not on n: at fixed d/n its slope in n is "
+        "within +-0.0005 per unit n",
+        f"{SOURCE}, Figure 1",
+        "karhadkar-fig1",
+        depends_on_d_over_n_only,
+        Criterion(-0.0005, 0.0005),
+    ),
+    Claim(
+        "K4",
+        "without signal (gamma = 0) the network overfits harmfully: test error within "
+        "[0.45, 0.55] for every n",
+        f"{SOURCE}, Theorem 3.4 and Figure 2",
+        "karhadkar-fig2",
+        harmful_without_signal,
+        Criterion(0.45, 0.55),
+    ),
+    Claim(
+        "K5",
+        "the network's test error is below the max-margin linear classifier's on the "
+        "same data (d/n <= 4)",
+        f"{SOURCE}, Section 3",
+        "karhadkar-fig1",
+        beats_linear,
+        Criterion(low=0.0),
+    ),
 )

@@ -30,16 +30,18 @@ def add_arguments(s) -> None:
 def from_args(args) -> Study:
     from jaxbof.experiments.classification.data import Corruption, Signal
     from jaxbof.experiments.classification.grid import Grid, Protocol
-    from jaxbof.model import Outer
     from jaxbof.experiments.classification.step import Stop
+    from jaxbof.model import Outer
 
-    grid = Grid(n=parse_values(args.n, int, "n"),
-                d_over_n=parse_values(args.d_over_n, float, "d-over-n"),
-                gamma=parse_values(args.gamma, float, "gamma", allow_per_n=True),
-                alpha=parse_values(args.alpha, float, "alpha"),
-                noise_rate=parse_values(args.noise_rate, float, "noise-rate"),
-                width=parse_values(args.width, int, "width"),
-                seeds=number(args.seeds, int, "seeds"))
+    grid = Grid(
+        n=parse_values(args.n, int, "n"),
+        d_over_n=parse_values(args.d_over_n, float, "d-over-n"),
+        gamma=parse_values(args.gamma, float, "gamma", allow_per_n=True),
+        alpha=parse_values(args.alpha, float, "alpha"),
+        noise_rate=parse_values(args.noise_rate, float, "noise-rate"),
+        width=parse_values(args.width, int, "width"),
+        seeds=number(args.seeds, int, "seeds"),
+    )
     protocol = Protocol(
         corruption=enum_choice(Corruption, args.corruption, "corruption"),
         outer=enum_choice(Outer, args.outer, "outer"),
@@ -49,19 +51,29 @@ def from_args(args) -> Study:
         lr_scale=number(args.lr_scale, float, "lr-scale"),
         max_steps=number(args.max_steps, int, "max-steps"),
         n_test=number(args.n_test, int, "n-test"),
-        seed=number(args.seed, int, "seed"))
-    return Study("classification", "classification-sweep", "custom classification grid", grid,
-                 protocol, tuple(grid.cells()))
+        seed=number(args.seed, int, "seed"),
+    )
+    return Study(
+        "classification",
+        "classification-sweep",
+        "custom classification grid",
+        grid,
+        protocol,
+        tuple(grid.cells()),
+    )
 
 
 def preset_study(name: str):
     """`quick -> Study` of a published preset (presets.PRESETS)."""
+
     def study(quick: bool) -> Study:
         from jaxbof.experiments.classification.presets import preset
 
         p = preset(name, quick)
-        return Study("classification", p.name, p.description, p.grid, p.protocol,
-                     tuple(p.grid.cells()))
+        return Study(
+            "classification", p.name, p.description, p.grid, p.protocol, tuple(p.grid.cells())
+        )
+
     return study
 
 

@@ -32,7 +32,7 @@ class Corruption(enum.IntEnum):
 
 
 class Signal(enum.IntEnum):
-    """How the unit signal vector v is chosen (equivalent in distribution by rotation invariance)."""
+    """How the unit signal vector v is chosen (equal in distribution by rotation invariance)."""
 
     E1 = 0  # v = e_1
     RANDOM = 1  # v uniform on the sphere S^{d-1}, drawn per data set
@@ -67,7 +67,9 @@ def along(A_rxd, v_d, signal) -> jax.Array:
 
 
 def signal_vector(key, d, *, d_pad: int, signal) -> jax.Array:
-    """Unit signal vector v of dimension d, zero-padded to d_pad. `signal` is a Signal (traceable)."""
+    """Unit signal vector v of dimension d, zero-padded to d_pad.
+
+    `signal` is a Signal (traceable)."""
     col_mask = jnp.arange(d_pad) < d
     g = jax.random.normal(key, (d_pad,)) * col_mask
     e1 = (jnp.arange(d_pad) == 0).astype(g.dtype)
@@ -93,9 +95,19 @@ def _sample_rows(key, idx, d, v_d, d_pad: int, signal=None):
     return y, u, (W - proj[:, None] * v_d[None, :]) / jnp.sqrt(d).astype(W.dtype)
 
 
-def sample_train(key, n, d, gamma, noise_rate, *, n_pad: int, d_pad: int,
-                 corruption=Corruption.BERNOULLI, signal=Signal.E1) -> TrainData:
-    """Training set of Definition 2.1 with n samples in dimension d (traced), padded to (n_pad, d_pad).
+def sample_train(
+    key,
+    n,
+    d,
+    gamma,
+    noise_rate,
+    *,
+    n_pad: int,
+    d_pad: int,
+    corruption=Corruption.BERNOULLI,
+    signal=Signal.E1,
+) -> TrainData:
+    """Training set of Definition 2.1: n samples in dimension d (traced), padded to (n_pad, d_pad).
 
     corruption=EXACT flips exactly k = round(noise_rate * n) labels, the k samples with the
     smallest u_i (a uniformly random k-set); BERNOULLI flips sample i when u_i < noise_rate.
@@ -114,7 +126,9 @@ def sample_train(key, n, d, gamma, noise_rate, *, n_pad: int, d_pad: int,
     k = jnp.floor(noise_rate * n + 0.5)
     # rank of u_i among the real samples; ties (possible in float32) broken by index, so that
     # exactly k samples have rank < k
-    before = (u[None, :] < u[:, None]) | ((u[None, :] == u[:, None]) & (idx[None, :] < idx[:, None]))
+    before = (u[None, :] < u[:, None]) | (
+        (u[None, :] == u[:, None]) & (idx[None, :] < idx[:, None])
+    )
     rank = jnp.sum(before, axis=1)
     corrupt = jnp.where(corruption == Corruption.EXACT, rank < k, u < noise_rate) & mask_n
     y_obs = jnp.where(corrupt, -y_true, y_true)

@@ -60,8 +60,9 @@ def heatmap_table(rows, value: str = "test_error") -> HeatmapTable:
     return HeatmapTable(n_x, dn_y, mean, count, flagged, labels)
 
 
-def heatmap_figure(table: HeatmapTable, *, value: str = "test_error",
-                   title: str | None = None) -> Figure:
+def heatmap_figure(
+    table: HeatmapTable, *, value: str = "test_error", title: str | None = None
+) -> Figure:
     """Figure 1: n across, d/n up, mean per cell on a log colour scale.
 
     Exact zeros (a log scale has no place for them) are drawn in draw.ZERO_COLOUR with the label
@@ -82,40 +83,65 @@ def heatmap_figure(table: HeatmapTable, *, value: str = "test_error",
     if positive.any():
         lo, hi = mean[positive].min(), mean[positive].max()
         norm = LogNorm(vmin=lo if lo < hi else hi / 10, vmax=hi)
-        mesh = ax.pcolormesh(xe, ye, np.ma.masked_where(~positive, mean), cmap=draw.CMAP, norm=norm,
-                             **edge)
+        mesh = ax.pcolormesh(
+            xe, ye, np.ma.masked_where(~positive, mean), cmap=draw.CMAP, norm=norm, **edge
+        )
         mesh.set_gid("positive_cells")
         fig.colorbar(mesh, ax=ax, label=f"mean {value} (log scale; white = exactly 0)")
-    for gid, mask, colour in (("zero_cells", table.zero_yx, draw.ZERO_COLOUR),
-                              ("missing_cells", missing, draw.MISSING_COLOUR)):
+    for gid, mask, colour in (
+        ("zero_cells", table.zero_yx, draw.ZERO_COLOUR),
+        ("missing_cells", missing, draw.MISSING_COLOUR),
+    ):
         if mask.any():
-            layer = ax.pcolormesh(xe, ye, np.ma.masked_where(~mask, np.ones_like(mean)),
-                                  cmap=ListedColormap([colour]), **edge)
+            layer = ax.pcolormesh(
+                xe,
+                ye,
+                np.ma.masked_where(~mask, np.ones_like(mean)),
+                cmap=ListedColormap([colour]),
+                **edge,
+            )
             layer.set_gid(gid)
     lut = colormaps[draw.CMAP]
     for i in range(ny):
         for j in range(nx):
             colour = "black"
             if positive[i, j]:
-                rgb = lut(norm(mean[i, j]))[:3]
+                rgb = lut(norm(mean[i, j]))[:3]  # pyright: ignore[reportOptionalCall] - a colormap
                 luma = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
                 colour = "black" if luma > 0.5 else "white"
-            ax.text(j + 0.5, i + 0.5, table.labels_yx[i][j], ha="center", va="center",
-                    fontsize=7, color=colour)
+            ax.text(
+                j + 0.5,
+                i + 0.5,
+                table.labels_yx[i][j],
+                ha="center",
+                va="center",
+                fontsize=7,
+                color=colour,
+            )
     ax.set_xticks(np.arange(nx) + 0.5, [f"{n:g}" for n in table.n_x])
     ax.set_yticks(np.arange(ny) + 0.5, [f"{r:g}" for r in table.dn_y])
     ax.set_xlabel("n (training samples)")
     ax.set_ylabel("d / n")
     ax.set_xlim(0, nx)
     ax.set_ylim(0, ny)
-    handles = [Patch(facecolor=draw.ZERO_COLOUR, edgecolor="0.4", label="0: no test error in any trial")]
+    handles = [
+        Patch(facecolor=draw.ZERO_COLOUR, edgecolor="0.4", label="0: no test error in any trial")
+    ]
     if missing.any():
         handles.append(Patch(facecolor=draw.MISSING_COLOUR, label="n/a: no converged run"))
     k = int(table.flagged_yx.sum())
     if k:
-        handles.append(Line2D([], [], ls="none", marker="$*$", color="black",
-                              label=f"*: cell has runs not converged/diverged ({k} in all), "
-                                    "excluded from its mean"))
+        handles.append(
+            Line2D(
+                [],
+                [],
+                ls="none",
+                marker="$*$",
+                color="black",
+                label=f"*: cell has runs not converged/diverged ({k} in all), "
+                "excluded from its mean",
+            )
+        )
     fig.legend(handles=handles, loc="outside lower center", fontsize=8, frameon=False)
     trials = set((table.count_yx + table.flagged_yx).ravel().tolist())
     per_cell = f"{trials.pop()} trials per cell" if len(trials) == 1 else "trials per cell vary"
@@ -127,7 +153,9 @@ def heatmap_figure(table: HeatmapTable, *, value: str = "test_error",
 def heatmap(rows, path, value: str = "test_error", title: str | None = None) -> str:
     """Figure 1 of the paper as a PNG at `path`; `title` adds a line (e.g. the MC precision)."""
     sub = draw.subtitle(title, rows, ("n", "d_over_n"), axes=POOLABLE)
-    return draw.save(heatmap_figure(heatmap_table(rows, value), value=value, title=sub or None), path)
+    return draw.save(
+        heatmap_figure(heatmap_table(rows, value), value=value, title=sub or None), path
+    )
 
 
 # ----------------------------------------------------------------------------- Figure 2
@@ -155,8 +183,9 @@ def gamma_curve(rows, path, title: str | None = None) -> str:
     ax.legend(fontsize=8)
     draw.footnote(fig, [draw.flag_note(rows)])
     main = "Test error vs signal strength; error bars: standard error over trials"
-    ax.set_title(draw.heading(main, title, rows, ("n", "d_over_n", "gamma"),
-                              axes=POOLABLE), fontsize=9)
+    ax.set_title(
+        draw.heading(main, title, rows, ("n", "d_over_n", "gamma"), axes=POOLABLE), fontsize=9
+    )
     return draw.save(fig, path)
 
 
@@ -186,28 +215,53 @@ def error_vs_dn(rows, path, title: str | None = None, floor: float | None = None
         ax.set_ylim(shown.min() / 3, shown.max() * 3)
         ax.set_autoscaley_on(False)
     if pos.any():
-        ax.errorbar(x[pos], m[pos], yerr=e[pos], marker="o", ls="none", capsize=3,
-                    label="mean test error (± s.e.)")
+        ax.errorbar(
+            x[pos],
+            m[pos],
+            yerr=e[pos],
+            marker="o",
+            ls="none",
+            capsize=3,
+            label="mean test error (± s.e.)",
+        )
     if zero.any():
-        ax.plot(x[zero], np.full(zero.sum(), floor), marker="v", ls="none", color="tab:red",
-                label=f"mean error exactly 0: drawn at {floor:.2g}, excluded from the fit")
+        ax.plot(
+            x[zero],
+            np.full(zero.sum(), floor),
+            marker="v",
+            ls="none",
+            color="tab:red",
+            label=f"mean error exactly 0: drawn at {floor:.2g}, excluded from the fit",
+        )
     from jaxbof.experiments.classification.metrics import fit_exponential_rate  # JAX: lazily
 
     C, A, k = fit_exponential_rate(x, m)
     if math.isfinite(C):
         xs = np.linspace(x.min(), x.max(), 200)
-        ax.plot(xs, A * np.exp(-C * xs), color="black", lw=1,
-                label=f"fit $A e^{{-C d/n}}$: C = {C:.3g}, A = {A:.3g} ({k} nonzero points)")
+        ax.plot(
+            xs,
+            A * np.exp(-C * xs),
+            color="black",
+            lw=1,
+            label=f"fit $A e^{{-C d/n}}$: C = {C:.3g}, A = {A:.3g} ({k} nonzero points)",
+        )
     else:
         ax.plot([], [], ls="none", label="no fit: needs 2 nonzero means at distinct d/n")
     ax.set_xlabel("d / n")
     ax.set_ylabel("test error (log scale)")
     ax.legend(fontsize=8)
-    draw.footnote(fig, ["Theory (Cor. 3.2.1, Thm 3.3): error ~ exp(-C d/n) with unspecified "
-                    "constants; C is fitted, not predicted.", draw.flag_note(rows)])
+    draw.footnote(
+        fig,
+        [
+            "Theory (Cor. 3.2.1, Thm 3.3): error ~ exp(-C d/n) with unspecified "
+            "constants; C is fitted, not predicted.",
+            draw.flag_note(rows),
+        ],
+    )
     main = "Test error vs d/n (mean over trials and n)"
-    ax.set_title(draw.heading(main, title, rows, ("d_over_n",), ignore=("n",),
-                              axes=POOLABLE), fontsize=9)
+    ax.set_title(
+        draw.heading(main, title, rows, ("d_over_n",), ignore=("n",), axes=POOLABLE), fontsize=9
+    )
     return draw.save(fig, path)
 
 
@@ -229,8 +283,14 @@ def snr_vs_error(rows, path, title: str | None = None) -> str:
     else:
         ax.scatter(snr[good], err[good], s=12, label="runs")
     if (ok & bad).any():
-        ax.scatter(snr[ok & bad], err[ok & bad], marker="x", color="tab:red", s=20,
-                   label="not converged / diverged")
+        ax.scatter(
+            snr[ok & bad],
+            err[ok & bad],
+            marker="x",
+            color="tab:red",
+            s=20,
+            label="not converged / diverged",
+        )
     if ok.any() and np.all(snr[ok] > 0):  # A_min < 0 (harmful regime) forces a linear axis
         ax.set_xscale("log")
     ax.set_xlabel(r"network SNR $A_{\min} / \|Z\|_F$")
@@ -238,14 +298,15 @@ def snr_vs_error(rows, path, title: str | None = None) -> str:
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     dropped = int((~ok).sum())
-    draw.footnote(fig, [f"{dropped} runs with non-finite SNR or error not shown" if dropped else None])
+    draw.footnote(
+        fig, [f"{dropped} runs with non-finite SNR or error not shown" if dropped else None]
+    )
     main = "Network SNR (Lemma D.2) vs test error, one point per run"
     ax.set_title(main + (f"\n{title}" if title else ""), fontsize=9)
     return draw.save(fig, path)
 
 
 # ----------------------------------------------------------------------------- a results dir
-
 
 
 def figures(directory, config, out) -> list[str]:

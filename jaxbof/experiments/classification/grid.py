@@ -14,9 +14,9 @@ import numpy as np
 
 from jaxbof import optim
 from jaxbof.experiments.classification.data import Corruption, Signal
+from jaxbof.experiments.classification.step import Param, Stop
 from jaxbof.model import Outer
 from jaxbof.numerics import float32_bits
-from jaxbof.experiments.classification.step import Param, Stop
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,8 +39,10 @@ class Protocol:
     def __post_init__(self):
         object.__setattr__(self, "optimizer", optim.as_optimizer(self.optimizer))
         if self.param == Param.GRAM and not self.optimizer.linear:
-            raise ValueError(f"param=GRAM needs an optimizer linear in past gradients (sgd, "
-                             f"momentum, nesterov), not {self.optimizer.spec!r}")
+            raise ValueError(
+                f"param=GRAM needs an optimizer linear in past gradients (sgd, "
+                f"momentum, nesterov), not {self.optimizer.spec!r}"
+            )
         for name in ("init_scale", "lr_scale"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be > 0")
@@ -101,8 +103,18 @@ class Grid:
                         for a in self.alpha:
                             for m in self.width:
                                 for s in range(self.seeds):
-                                    out.append(Cell(int(n), int(d), float(r), resolve_gamma(g, n),
-                                                    float(a), float(q), int(m), s))
+                                    out.append(
+                                        Cell(
+                                            int(n),
+                                            int(d),
+                                            float(r),
+                                            resolve_gamma(g, n),
+                                            float(a),
+                                            float(q),
+                                            int(m),
+                                            s,
+                                        )
+                                    )
         return out
 
 
@@ -130,10 +142,20 @@ class Cell(NamedTuple):
 
 
 def cell_coords(cell: Cell) -> np.ndarray:
-    """uint32 coordinates folded into the keys: data (n, d, gamma, rate, seed), init (d, M, seed)."""
-    return np.array([cell.n, cell.d, float32_bits(cell.gamma), float32_bits(cell.noise_rate),
-                     cell.seed,
-                     cell.width], np.uint32)
+    """uint32 coordinates folded into the keys.
+
+    Data (n, d, gamma, rate, seed), init (d, M, seed)."""
+    return np.array(
+        [
+            cell.n,
+            cell.d,
+            float32_bits(cell.gamma),
+            float32_bits(cell.noise_rate),
+            cell.seed,
+            cell.width,
+        ],
+        np.uint32,
+    )
 
 
 def choose_param(cell: Cell, protocol: Protocol) -> Param:

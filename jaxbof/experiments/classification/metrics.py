@@ -23,7 +23,6 @@ import scipy.optimize
 
 from jaxbof.model import leaky_relu, network_from_preacts, predict
 
-
 # ----------------------------------------------------------------------------- device side
 
 
@@ -178,10 +177,14 @@ def implied_constants(*, w_norm, wstar_norm, steps, eta, alpha, width, gamma, k,
         # Thm 3.1: T <= C ||w*||^2 / (eta alpha^2 m)
         "thm31_steps_C": steps * eta * alpha**2 * m / wstar_norm**2,
         # Lemma B.3: ||w*|| <= C sqrt(1/gamma + k/(1-gamma))
-        "lemB3_C": wstar_norm / math.sqrt(1.0 / gamma + k / (1.0 - gamma)) if gamma > 0 else math.nan,
+        "lemB3_C": wstar_norm / math.sqrt(1.0 / gamma + k / (1.0 - gamma))
+        if gamma > 0
+        else math.nan,
         # Lemma D.2: error <= eps once snr >= C sqrt((1-gamma) M log(1/eps) / (gamma d));
         # we report snr / sqrt((1-gamma) M / (gamma d)).
-        "snr_normalized": snr / math.sqrt((1.0 - gamma) * width / (gamma * d)) if gamma > 0 else math.nan,
+        "snr_normalized": snr / math.sqrt((1.0 - gamma) * width / (gamma * d))
+        if gamma > 0
+        else math.nan,
     }
     return out
 

@@ -3,7 +3,7 @@ at a time, through the generic skeleton `jaxbof.train.step` (this module gives i
 check, the stopping rules and the bookkeeping).
 
 L(W) = sum_i max(0, 1 - yhat_i f(W, x_i)) (Karhadkar et al., Section 2), only W trained.
-Two exact parameterizations of the same trajectory (performance.md):
+Two exact parameterizations of the same trajectory (docs/performance.md):
 
 * DIRECT: the state is W_mxd; a step costs two n x d x M products.
 * GRAM:   W_t = W_0 + C_t X, the state is C_t^T (stored n x M, so that neither product nor
@@ -54,7 +54,9 @@ class Hyper(NamedTuple):
 
 
 class Problem(NamedTuple):
-    """What one training run needs. For DIRECT, G_nxn and H0_nxm are None; for GRAM, X_nxd is None."""
+    """What one training run needs.
+
+    For DIRECT, G_nxn and H0_nxm are None; for GRAM, X_nxd is None."""
 
     y_n: jax.Array  # observed labels
     mask_n: jax.Array  # real samples
@@ -85,8 +87,9 @@ def direct_problem(X_nxd, y_n, mask_n, a_m, hyper: Hyper) -> Problem:
 
 def gram_problem(X_nxd, W0_mxd, y_n, mask_n, a_m, hyper: Hyper) -> Problem:
     """Gram parameterization: G = X X^T, H_0 = X W_0^T (computed once, 2 n d (n + M) FLOPs)."""
-    return Problem(y_n, mask_n, a_m, hyper, G_nxn=matmul_t(X_nxd, X_nxd),
-                   H0_nxm=matmul_t(X_nxd, W0_mxd))
+    return Problem(
+        y_n, mask_n, a_m, hyper, G_nxn=matmul_t(X_nxd, X_nxd), H0_nxm=matmul_t(X_nxd, W0_mxd)
+    )
 
 
 def init_state(problem: Problem, W0_mxd, optimizer: optim.Optimizer = optim.GD) -> TrainState:
@@ -99,14 +102,23 @@ def init_state(problem: Problem, W0_mxd, optimizer: optim.Optimizer = optim.GD) 
         theta = jnp.zeros_like(problem.H0_nxm)
     false = jnp.zeros((), bool)
     f = jnp.zeros(problem.y_n.shape, theta.dtype)
-    return TrainState(theta, jnp.zeros((), jnp.int32), false, false, false, f,
-                      optim.init(optimizer, problem.hyper.eta, theta))
+    return TrainState(
+        theta,
+        jnp.zeros((), jnp.int32),
+        false,
+        false,
+        false,
+        f,
+        optim.init(optimizer, problem.hyper.eta, theta),
+    )
 
 
 def _check_gram(optimizer: optim.Optimizer) -> None:
     if not optimizer.linear:
-        raise ValueError(f"optimizer {optimizer.spec!r} is not linear in past gradients, so the "
-                         "Gram parameterization would not be exact; use Param.DIRECT")
+        raise ValueError(
+            f"optimizer {optimizer.spec!r} is not linear in past gradients, so the "
+            "Gram parameterization would not be exact; use Param.DIRECT"
+        )
 
 
 def preacts(problem: Problem, theta) -> jax.Array:
@@ -183,7 +195,7 @@ def gd_step(problem: Problem, state: TrainState) -> TrainState:
     c = _check(problem, state)
     lr = jnp.where(c.done, 0.0, problem.hyper.eta).astype(c.dH_nxm.dtype)  # stopped: no move
     if problem.param == Param.DIRECT:
-        theta = state.theta - lr * (c.dH_nxm.T @ problem.X_nxd)
+        theta = state.theta - lr * (c.dH_nxm.T @ problem.X_nxd)  # pyright: ignore[reportOperatorIssue] - DIRECT: set
     else:
         theta = state.theta - lr * c.dH_nxm
     return _advance(state, c, theta, state.opt)
@@ -192,24 +204,26 @@ def gd_step(problem: Problem, state: TrainState) -> TrainState:
 def _train_check(problem: Problem, state: TrainState) -> train.Check:
     c = _check(problem, state)
     dH = c.dH_nxm
-    grad = dH.T @ problem.X_nxd if problem.param == Param.DIRECT else dH
+    grad = dH.T @ problem.X_nxd if problem.param == Param.DIRECT else dH  # pyright: ignore[reportOperatorIssue] - DIRECT: set
     return train.Check(state.theta, grad, c.done, c)
 
 
-def step(problem: Problem, state: TrainState,
-         optimizer: optim.Optimizer = optim.GD) -> TrainState:
+def step(problem: Problem, state: TrainState, optimizer: optim.Optimizer = optim.GD) -> TrainState:
     """One update by `optimizer` (an optax rule with step size eta, `jaxbof.optim`), or nothing
     if the run has stopped; the same stopping test and counters as `gd_step`, which it equals
     bit for bit for the default plain GD. GRAM: the rule sees the pseudo-gradient dH (n x M) and
     updates C^T, exact for linear rules only (checked at init_state)."""
     return train.step(
-        _train_check, lambda state, c, theta, opt: _advance(state, c.aux, theta, opt),
+        _train_check,
+        lambda state, c, theta, opt: _advance(state, c.aux, theta, opt),
         lambda problem, c: jnp.asarray(problem.hyper.eta, c.grads.dtype),
-        optimizer)(problem, state)
+        optimizer,
+    )(problem, state)
 
 
-def run(problem: Problem, state: TrainState, max_iters=None,
-        optimizer: optim.Optimizer = optim.GD) -> tuple[TrainState, jax.Array]:
+def run(
+    problem: Problem, state: TrainState, max_iters=None, optimizer: optim.Optimizer = optim.GD
+) -> tuple[TrainState, jax.Array]:
     """Step until the run stops (or for at most `max_iters` more steps). Returns (state, iters)."""
     limit = jnp.iinfo(jnp.int32).max if max_iters is None else max_iters
 

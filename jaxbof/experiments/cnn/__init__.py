@@ -21,13 +21,22 @@ PLUGIN = Plugin(
     name="cnn",
     description="two-layer ReLU CNN on signal and noise patches, label noise",
     paper=_cli.PAPER,
-    add_arguments=_cli.add_arguments, from_args=_cli.from_args, experiment=_cli.experiment,
+    add_arguments=_cli.add_arguments,
+    from_args=_cli.from_args,
+    experiment=_cli.experiment,
     reproduce=(
-        Reproduce("kou-cnn", "Kou et al.'s published grid: 100 x 100 cells x 10 trainings",
-                  study=_cli.kou_study),
+        Reproduce(
+            "kou-cnn",
+            "Kou et al.'s published grid: 100 x 100 cells x 10 trainings",
+            study=_cli.kou_study,
+        ),
         Reproduce("cao-cnn", "Cao et al.'s ReLU^3 CNN over (||mu||, n)", study=_cli.cao_study),
     ),
-    table=_cli.table, figures=_figures, engine=_cli.engine, claims=_claims.CLAIMS)
+    table=_cli.table,
+    figures=_figures,
+    engine=_cli.engine,
+    claims=_claims.CLAIMS,
+)
 
 
 __getattr__ = lazy_api(__name__, _SUBMODULES, "program")  # the API, on first use

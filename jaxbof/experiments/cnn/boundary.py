@@ -45,21 +45,24 @@ class Boundary(NamedTuple):
         """||mu|| on the fitted boundary at (n, d)."""
         n, d = np.asarray(n, np.float64), np.asarray(d, np.float64)
         if self.q == 1:
-            return (self.C * d * self.sigma_p ** 4 / n) ** 0.25
+            return (self.C * d * self.sigma_p**4 / n) ** 0.25
         return self.sigma_p * np.sqrt(d) * (self.C / n) ** (1 / self.q)
 
 
 def constant(c: Crossing) -> float:
     if c.q == 1:
-        return c.n * c.signal ** 4 / (c.d * c.sigma_p ** 4)
+        return c.n * c.signal**4 / (c.d * c.sigma_p**4)
     return c.n * (c.signal / (c.sigma_p * math.sqrt(c.d))) ** c.q
 
 
 def protocol_of(rows, protocol=None) -> tuple[float, float, float]:
     """(sigma_p, q, noise rate p) from a protocol dict (config.json) or the defaults."""
     protocol = protocol or {}
-    return (float(protocol.get("sigma_p", 1.0)), float(protocol.get("q", 1.0)),
-            float(protocol.get("noise_rate", 0.1)))
+    return (
+        float(protocol.get("sigma_p", 1.0)),
+        float(protocol.get("q", 1.0)),
+        float(protocol.get("noise_rate", 0.1)),
+    )
 
 
 def default_level(p: float) -> float:
@@ -76,8 +79,11 @@ def crossings(rows, level: float, protocol=None) -> list[Crossing]:
     agg = stats.aggregate(rows, by=("n", "d", "signal"), value="test_error")
     out = []
     for n, d in sorted({(k[0], k[1]) for k in agg}):
-        pts = sorted((k[2], s.mean) for k, s in agg.items() if (k[0], k[1]) == (n, d)
-                     and math.isfinite(s.mean))
+        pts = sorted(
+            (k[2], s.mean)
+            for k, s in agg.items()
+            if (k[0], k[1]) == (n, d) and math.isfinite(s.mean)
+        )
         for (s0, e0), (s1, e1) in zip(pts, pts[1:]):
             if e0 > level >= e1:
                 x = s0 + (s1 - s0) * (e0 - level) / (e0 - e1)

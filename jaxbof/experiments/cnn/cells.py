@@ -17,9 +17,13 @@ KIND = "cnn"
 VARIANTS = ("published-code", "paper")
 COORDINATES = ("n", "d", "signal", "seed")
 COLUMNS = {
-    "n": "int", "d": "int", "signal": "float", "seed": "int",
+    "n": "int",
+    "d": "int",
+    "signal": "float",
+    "seed": "int",
     "snr": "float",  # ||mu|| / (sigma_p sqrt(d)), Cao et al.'s signal-to-noise ratio
-    "steps": "int", "diverged": "bool",
+    "steps": "int",
+    "diverged": "bool",
     "final": "bool",  # the last row of a cell (its largest ||mu||): the cell is complete
     "train_loss": "float",  # final cross-entropy on the (noisy) training labels
     "train_error": "float",  # fraction of noisy training labels not fitted
@@ -42,7 +46,7 @@ class Cell(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class Protocol:
-    """Everything of a sweep that is not a grid axis (Kou et al. 2023; spec cnn_signal_noise.md).
+    """Everything of a sweep that is not a grid axis (Kou et al. 2023).
 
     variant: "published-code" (filters with a bias, outputs summed over the m filters and
         averaged over the 2 patches, PyTorch's Conv1d init U(-1/sqrt(d), 1/sqrt(d)) for weights
@@ -68,20 +72,32 @@ class Protocol:
         signals = tuple(float(x) for x in self.signals)
         object.__setattr__(self, "signals", signals)
         checks = [
-            (len(signals) >= 1 and len(set(signals)) == len(signals),
-             f"signals={signals}: need at least one ||mu||, each once"),
-            (all(x >= 0 and math.isfinite(x) for x in signals),
-             f"signal={min(signals, default=0)}: ||mu|| must be finite and >= 0"),
+            (
+                len(signals) >= 1 and len(set(signals)) == len(signals),
+                f"signals={signals}: need at least one ||mu||, each once",
+            ),
+            (
+                all(x >= 0 and math.isfinite(x) for x in signals),
+                f"signal={min(signals, default=0)}: ||mu|| must be finite and >= 0",
+            ),
             (self.filters >= 1, f"filters={self.filters} must be >= 1"),
-            (self.sigma_p > 0 and math.isfinite(self.sigma_p),
-             f"sigma_p={self.sigma_p} must be > 0"),
-            (self.sigma_0 > 0 and math.isfinite(self.sigma_0),
-             f"sigma_0={self.sigma_0} must be > 0"),
+            (
+                self.sigma_p > 0 and math.isfinite(self.sigma_p),
+                f"sigma_p={self.sigma_p} must be > 0",
+            ),
+            (
+                self.sigma_0 > 0 and math.isfinite(self.sigma_0),
+                f"sigma_0={self.sigma_0} must be > 0",
+            ),
             (0 <= self.noise_rate < 0.5, f"noise_rate={self.noise_rate} must be in [0, 0.5)"),
-            (self.q == 1 or self.q > 2,
-             f"activation relu^{self.q:g}: q must be 1 (relu) or > 2 (Cao et al.)"),
-            (self.variant in VARIANTS,
-             f"variant={self.variant!r} is not one of {', '.join(VARIANTS)}"),
+            (
+                self.q == 1 or self.q > 2,
+                f"activation relu^{self.q:g}: q must be 1 (relu) or > 2 (Cao et al.)",
+            ),
+            (
+                self.variant in VARIANTS,
+                f"variant={self.variant!r} is not one of {', '.join(VARIANTS)}",
+            ),
             (self.lr > 0 and math.isfinite(self.lr), f"lr={self.lr} must be > 0"),
             (1 <= self.steps <= 10**7, f"steps={self.steps} must be in [1, 1e7]"),
             (1 <= self.n_test <= 10**6, f"n_test={self.n_test} must be in [1, 1e6]"),
@@ -119,8 +135,7 @@ def activation_q(text: str) -> float:
     except ValueError:
         value = math.nan
     if head != "relu" or not value > 2 or not math.isfinite(value):
-        raise ValueError(f"--activation: {text!r} must be relu or relu^q with q > 2 "
-                         "(e.g. relu^3)")
+        raise ValueError(f"--activation: {text!r} must be relu or relu^q with q > 2 (e.g. relu^3)")
     return value
 
 

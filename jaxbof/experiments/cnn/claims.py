@@ -29,7 +29,7 @@ C4  the phase boundary n ||mu||^4 = C d sigma_p^4: the ||mu|| at which the mean 
     its interval within [0.20, 0.30]. Each resample recomputes every (n, d)'s mean curve from
     its resampled seeds, then the crossings and the fit (a d without a crossing in a resample
     is left out of that fit, as `boundary.fit_boundary` leaves it out). Measured on the full
-    grid (float32, CPU, 2026-12-07): 0.313 [0.292, 0.334], above the theory's 1/4 (n = 20 is
+    grid (float32, CPU): 0.313 [0.292, 0.334], above the theory's 1/4 (n = 20 is
     far from asymptotic and the theory's constants are not sharp) but not clearly outside
     [0.20, 0.30]: inconclusive, so not declared an expected failure.
 """
@@ -65,9 +65,11 @@ def _estimate(got: stats.Interval, level: float, cell: str = "") -> Estimate:
 
 def _pooled_mean(sums, counts, shift: float):
     """The statistic on a list of unit indices (with repeats): the mean over their runs."""
+
     def statistic(drawn) -> float:
         drawn = np.asarray(drawn, np.intp)
         return float(sums[drawn].sum() / counts[drawn].sum()) - shift
+
     return statistic
 
 
@@ -81,8 +83,7 @@ def _per_d(rows, level, shift: float = 0.0) -> list[Estimate]:
         units = stats.units_by([r for r in rows if r["d"] == d], UNIT)
         sums = np.array([sum(float(r["test_error"]) for r in u) for u in units])
         counts = np.array([len(u) for u in units], np.float64)
-        got = stats.unit_interval(list(range(len(units))), _pooled_mean(sums, counts, shift),
-                                  each)
+        got = stats.unit_interval(list(range(len(units))), _pooled_mean(sums, counts, shift), each)
         out.append(_estimate(got, each, f"d={d}"))
     return out
 
@@ -151,8 +152,7 @@ def _grid(rows) -> _Grid:
                 counts[i, k] += 1
             else:
                 bad[i, k] += 1
-    return _Grid(signals, np.array([g[1] for g in groups], np.float64), group, sums, counts,
-                 bad)
+    return _Grid(signals, np.array([g[1] for g in groups], np.float64), group, sums, counts, bad)
 
 
 def crossing(signals, errors, level: float) -> float:
@@ -201,12 +201,13 @@ def _exponent(grid: _Grid, level: float):
     def statistic(units) -> float:
         times = np.bincount(np.asarray(units, np.intp), minlength=len(grid.group))
         total = np.add.reduceat(times[:, None] * table_uxk, starts, axis=0)
-        sums, counts, bad = total[:, :S], total[:, S:2 * S], total[:, 2 * S:]
+        sums, counts, bad = total[:, :S], total[:, S : 2 * S], total[:, 2 * S :]
         with np.errstate(invalid="ignore", divide="ignore"):
             means = np.where((counts > 0) & (bad == 0), sums / counts, math.nan)
         x = crossings(grid.signals, means, level)
         keep = np.isfinite(x)
         return stats.fit_loglog_slope(grid.ds[keep], x[keep]).slope
+
     return statistic
 
 
@@ -214,30 +215,55 @@ def boundary_exponent(rows, config, level):
     """C4: the fitted exponent beta of the level-0.3 crossing ||mu||*(d) ~ d^beta."""
     protocol = _protocol(config)
     if float(protocol.get("q", 1.0)) != 1.0:
-        raise ValueError(f"activation relu^{protocol['q']:g}: the d^(1/4) boundary is ReLU's "
-                         "(q = 1)")
+        raise ValueError(
+            f"activation relu^{protocol['q']:g}: the d^(1/4) boundary is ReLU's (q = 1)"
+        )
     rows = _valid(rows, config)
     if len({r["n"] for r in rows}) != 1:
-        raise ValueError(f"C4 fits the exponent in d at one n; the results have n in "
-                         f"{sorted({r['n'] for r in rows})}")
+        raise ValueError(
+            f"C4 fits the exponent in d at one n; the results have n in "
+            f"{sorted({r['n'] for r in rows})}"
+        )
     grid = _grid(rows)
     units = list(range(len(grid.group)))  # each stands for its (n, d, seed) draw, resampled whole
     return _estimate(stats.unit_interval(units, _exponent(grid, LEVEL_C4), level), level)
 
 
 CLAIMS = (
-    Claim("C1", "GD on the two-layer ReLU CNN overfits: every run reaches zero training error, "
-          "fitting every noisy label (fraction of runs, exact lower bound >= 0.99)",
-          f"{SOURCE}, Theorem 4.1 (1)", "kou-cnn", overfits, Criterion(low=0.99)),
-    Claim("C2", "without signal (||mu|| = 0) the overfitted network is at chance: test error "
-          "within [0.45, 0.55] for every d", f"{SOURCE}, Theorem 4.1 (3): harmful",
-          "kou-cnn", harmful_without_signal, Criterion(0.45, 0.55)),
-    Claim("C3", "with strong signal (the grid's largest ||mu||) overfitting is benign: test "
-          "error minus the Bayes error p (the label-flip rate) <= 0.05 for every d",
-          f"{SOURCE}, Theorem 4.1 (2): benign", "kou-cnn", benign_with_signal,
-          Criterion(high=0.05)),
-    Claim("C4", "the phase boundary n ||mu||^4 = C d sigma_p^4: the ||mu|| where the mean test "
-          "error falls to 0.3 scales as d^beta with beta within [0.20, 0.30] (theory: 1/4)",
-          f"{SOURCE}, Theorem 4.1 (2, 3) and the synthetic-data figure", "kou-cnn",
-          boundary_exponent, Criterion(0.20, 0.30)),
+    Claim(
+        "C1",
+        "GD on the two-layer ReLU CNN overfits: every run reaches zero training error, "
+        "fitting every noisy label (fraction of runs, exact lower bound >= 0.99)",
+        f"{SOURCE}, Theorem 4.1 (1)",
+        "kou-cnn",
+        overfits,
+        Criterion(low=0.99),
+    ),
+    Claim(
+        "C2",
+        "without signal (||mu|| = 0) the overfitted network is at chance: test error "
+        "within [0.45, 0.55] for every d",
+        f"{SOURCE}, Theorem 4.1 (3): harmful",
+        "kou-cnn",
+        harmful_without_signal,
+        Criterion(0.45, 0.55),
+    ),
+    Claim(
+        "C3",
+        "with strong signal (the grid's largest ||mu||) overfitting is benign: test "
+        "error minus the Bayes error p (the label-flip rate) <= 0.05 for every d",
+        f"{SOURCE}, Theorem 4.1 (2): benign",
+        "kou-cnn",
+        benign_with_signal,
+        Criterion(high=0.05),
+    ),
+    Claim(
+        "C4",
+        "the phase boundary n ||mu||^4 = C d sigma_p^4: the ||mu|| where the mean test "
+        "error falls to 0.3 scales as d^beta with beta within [0.20, 0.30] (theory: 1/4)",
+        f"{SOURCE}, Theorem 4.1 (2, 3) and the synthetic-data figure",
+        "kou-cnn",
+        boundary_exponent,
+        Criterion(0.20, 0.30),
+    ),
 )

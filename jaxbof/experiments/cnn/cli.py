@@ -29,9 +29,12 @@ def add_arguments(s) -> None:
 
 
 def from_args(args) -> Study:
-    grid = dict(n=parse_values(args.n, int, "n"), d=parse_values(args.d, int, "d"),
-                signal=parse_values(args.signal, float, "signal"),
-                seeds=number(args.seeds, int, "seeds"))
+    grid = dict(
+        n=parse_values(args.n, int, "n"),
+        d=parse_values(args.d, int, "d"),
+        signal=parse_values(args.signal, float, "signal"),
+        seeds=number(args.seeds, int, "seeds"),
+    )
     protocol = C.Protocol(
         signals=grid["signal"],
         filters=number(args.filters, int, "filters"),
@@ -40,11 +43,13 @@ def from_args(args) -> Study:
         noise_rate=number(args.noise_rate, float, "noise-rate"),
         q=C.activation_q(args.activation),
         variant=choice(args.variant, C.VARIANTS, "variant"),
-        lr=number(args.lr, float, "lr"), steps=number(args.steps, int, "steps"),
-        n_test=number(args.n_test, int, "n-test"), seed=number(args.seed, int, "seed"))
+        lr=number(args.lr, float, "lr"),
+        steps=number(args.steps, int, "steps"),
+        n_test=number(args.n_test, int, "n-test"),
+        seed=number(args.seed, int, "seed"),
+    )
     cells = C.cells(grid["n"], grid["d"], grid["seeds"])
-    return Study("cnn", "cnn-sweep", "custom CNN signal-noise grid", grid, protocol,
-                 tuple(cells))
+    return Study("cnn", "cnn-sweep", "custom CNN signal-noise grid", grid, protocol, tuple(cells))
 
 
 def _inclusive(start, stop, step):
@@ -57,15 +62,18 @@ def kou_study(quick: bool) -> Study:
     {0, 0.1, ..., 9.9}, 10 trainings per cell, m = 10, sigma_p = 1, p = 0.1, lr 0.1, 100 steps,
     1000 test points; quick: every 100 in d, every 0.5 in ||mu||, 3 trainings."""
     if quick:
-        grid = dict(n=(20,), d=_inclusive(100, 1000, 100), signal=_inclusive(0, 9.5, 0.5),
-                    seeds=3)
+        grid = dict(n=(20,), d=_inclusive(100, 1000, 100), signal=_inclusive(0, 9.5, 0.5), seeds=3)
     else:
-        grid = dict(n=(20,), d=_inclusive(100, 1090, 10), signal=_inclusive(0, 9.9, 0.1),
-                    seeds=10)
+        grid = dict(n=(20,), d=_inclusive(100, 1090, 10), signal=_inclusive(0, 9.9, 0.1), seeds=10)
     name = "kou-cnn" + ("-quick" if quick else "")
-    return Study("cnn", name, "Kou et al. (ICML 2023), published code's grid: test error over "
-                 "(||mu||, d)", grid, C.Protocol(signals=grid["signal"]),
-                 tuple(C.cells(grid["n"], grid["d"], grid["seeds"])))
+    return Study(
+        "cnn",
+        name,
+        "Kou et al. (ICML 2023), published code's grid: test error over (||mu||, d)",
+        grid,
+        C.Protocol(signals=grid["signal"]),
+        tuple(C.cells(grid["n"], grid["d"], grid["seeds"])),
+    )
 
 
 def cao_study(quick: bool) -> Study:
@@ -74,12 +82,18 @@ def cao_study(quick: bool) -> Study:
     n = (10, 20, 40, 80) if quick else (10, 14, 20, 28, 40, 56, 80, 113, 160)
     signal = _inclusive(1, 15, 1) if quick else _inclusive(0.5, 15, 0.5)
     grid = dict(n=n, d=(400,), signal=signal, seeds=3 if quick else 10)
-    protocol = C.Protocol(signals=signal, q=3.0, variant="paper", noise_rate=0.0, sigma_0=0.05,
-                          lr=0.5, steps=400)
+    protocol = C.Protocol(
+        signals=signal, q=3.0, variant="paper", noise_rate=0.0, sigma_0=0.05, lr=0.5, steps=400
+    )
     name = "cao-cnn" + ("-quick" if quick else "")
-    return Study("cnn", name, "Cao et al. (NeurIPS 2022): ReLU^3 CNN, no label noise, test "
-                 "error over (||mu||, n)", grid, protocol,
-                 tuple(C.cells(grid["n"], grid["d"], grid["seeds"])))
+    return Study(
+        "cnn",
+        name,
+        "Cao et al. (NeurIPS 2022): ReLU^3 CNN, no label noise, test error over (||mu||, n)",
+        grid,
+        protocol,
+        tuple(C.cells(grid["n"], grid["d"], grid["seeds"])),
+    )
 
 
 def table(rows, config=None) -> list[str]:
@@ -92,8 +106,10 @@ def table(rows, config=None) -> list[str]:
     lines = [f"n,d,crossing_signal_at_{fit.level:.3g},C"]
     for cr in crossings(rows, fit.level, protocol):
         lines.append(f"{cr.n},{cr.d},{cr.signal:.4g},{fit.constant_of(cr):.4g}")
-    lines.append(f"# boundary {fit.law}: C = {fit.C:.4g} (median over {fit.count} crossings); "
-                 f"fitted exponent {fit.exponent:.3f} against the theory's {fit.theory:.3f}")
+    lines.append(
+        f"# boundary {fit.law}: C = {fit.C:.4g} (median over {fit.count} crossings); "
+        f"fitted exponent {fit.exponent:.3f} against the theory's {fit.theory:.3f}"
+    )
     return lines
 
 

@@ -1,6 +1,6 @@
 """The CNN experiment (Kou et al., ICML 2023; Cao et al., NeurIPS 2022) as an `engine.Experiment`.
 
-Data (Kou et al., Def. 3.1; spec cnn_signal_noise.md): mu = ||mu|| e_1; clean label y_hat = +-1
+Data (Kou et al., Def. 3.1): mu = ||mu|| e_1; clean label y_hat = +-1
 uniform; observed label y = y_hat flipped with probability p; x = (y_hat mu, xi), xi ~
 N(0, sigma_p^2 I) (published code) or N(0, sigma_p^2 (I - e_1 e_1^T)) (paper: orthogonal to mu).
 Network: f(W, x) = sum_j s_j c sum_{patches} act(<w_j, x^(p)> + b_j) over 2m filters, s_j = -1
@@ -44,8 +44,7 @@ import numpy as np
 
 from jaxbof import engine as _engine
 from jaxbof import optim, train
-from jaxbof.experiments.cnn.cells import (COLUMNS, COORDINATES, Cell, Protocol, check_cell,
-                                          snr)
+from jaxbof.experiments.cnn.cells import COLUMNS, COORDINATES, Cell, Protocol, check_cell, snr
 
 BLOCK = 128  # columns per block of the padding-invariant Gram products (d pads to a multiple)
 
@@ -115,8 +114,16 @@ class Net(NamedTuple):
 
 
 def one(data: Data, signal) -> One:
-    return One(data.G, data.P0, data.S0, signal * data.x0, signal * data.w0, signal ** 2,
-               data.y_clean, data.y)
+    return One(
+        data.G,
+        data.P0,
+        data.S0,
+        signal * data.x0,
+        signal * data.w0,
+        signal**2,
+        data.y_clean,
+        data.y,
+    )
 
 
 def d_pad(d: int) -> int:
@@ -129,8 +136,12 @@ def coords(c: Cell) -> np.ndarray:
 
 def cell_keys(base_key, c):
     """[3, 2] keys (data, init, test), each fold_in of (d, seed), not of n."""
-    return jnp.stack([jax.random.fold_in(jax.random.fold_in(k, c[1]), c[2])
-                      for k in jax.random.split(base_key, 3)])
+    return jnp.stack(
+        [
+            jax.random.fold_in(jax.random.fold_in(k, c[1]), c[2])
+            for k in jax.random.split(base_key, 3)
+        ]
+    )
 
 
 def gram(A_rxd):
@@ -142,6 +153,7 @@ def gram(A_rxd):
     def body(k, acc):
         blk = blocks[:, k, :]
         return acc + blk @ blk.T
+
     return jax.lax.fori_loop(0, d // BLOCK, body, jnp.zeros((r, r), A_rxd.dtype))
 
 
@@ -168,8 +180,9 @@ def sample(keys, d, n: int, d_pad_: int, protocol: Protocol, dtype):
     def filt(j):
         k_w, k_b = jax.random.split(jax.random.fold_in(init_key, j))
         if protocol.variant == "paper":
-            return protocol.sigma_0 * jax.random.normal(k_w, (d_pad_,), dtype) * inside, \
-                jnp.zeros((), dtype)
+            return protocol.sigma_0 * jax.random.normal(k_w, (d_pad_,), dtype) * inside, jnp.zeros(
+                (), dtype
+            )
         bound = 1.0 / jnp.sqrt(d.astype(dtype))  # PyTorch's Conv1d default, fan_in = d
         w = jax.random.uniform(k_w, (d_pad_,), dtype, -bound, bound) * inside
         return w, jax.random.uniform(k_b, (), dtype, -bound, bound)
@@ -183,12 +196,25 @@ def prepare(inp: Inputs, sh: Shape, protocol: Protocol) -> Slot:
     y_clean, y, Xi, W0, b0 = sample(inp.keys, inp.d, sh.n, sh.d_pad, protocol, dtype)
     AA = gram(jnp.concatenate([Xi, W0]))
     n, m2, S = sh.n, 2 * protocol.filters, len(protocol.signals)
-    data = Data(G=AA[:n, :n], P0=AA[n:, :n], S0=AA[n:, n:], x0=Xi[:, 0], w0=W0[:, 0],
-                signal=jnp.asarray(protocol.signals, dtype), y_clean=y_clean, y=y,
-                test_key=inp.keys[2])
-    state = State(alpha=jnp.zeros((S, m2), dtype), beta=jnp.zeros((S, m2, n), dtype),
-                  b=jnp.broadcast_to(b0, (S, m2)), steps=jnp.zeros((), jnp.int32),
-                  done=jnp.zeros((), bool), diverged=jnp.zeros((S,), bool))
+    data = Data(
+        G=AA[:n, :n],
+        P0=AA[n:, :n],
+        S0=AA[n:, n:],
+        x0=Xi[:, 0],
+        w0=W0[:, 0],
+        signal=jnp.asarray(protocol.signals, dtype),
+        y_clean=y_clean,
+        y=y,
+        test_key=inp.keys[2],
+    )
+    state = State(
+        alpha=jnp.zeros((S, m2), dtype),
+        beta=jnp.zeros((S, m2, n), dtype),
+        b=jnp.broadcast_to(b0, (S, m2)),
+        steps=jnp.zeros((), jnp.int32),
+        done=jnp.zeros((), bool),
+        diverged=jnp.zeros((S,), bool),
+    )
     return Slot(data, state)
 
 
@@ -210,7 +236,7 @@ def _scale(protocol: Protocol) -> float:
 
 def act(z, q: float):
     r = jnp.maximum(z, 0.0)
-    return r if q == 1 else r ** q
+    return r if q == 1 else r**q
 
 
 def act_grad(z, q: float):
@@ -240,8 +266,11 @@ def gradients(o: One, net: Net, protocol: Protocol) -> tuple[Net, jax.Array]:
     w = (_scale(protocol) * _signs(net.b.shape[0], net.b.dtype))[:, None] * g[None, :]
     dsig = act_grad(fw.sig, protocol.q) * w  # dL/d(pre-activation), [2m, n]
     dnoi = act_grad(fw.noi, protocol.q) * w
-    db = (jnp.sum(dsig + dnoi, axis=1) if protocol.variant == "published-code"
-          else jnp.zeros_like(net.b))  # the paper's network has no bias
+    db = (
+        jnp.sum(dsig + dnoi, axis=1)
+        if protocol.variant == "published-code"
+        else jnp.zeros_like(net.b)
+    )  # the paper's network has no bias
     return Net(dsig @ o.y_clean, dnoi, db), fw.f
 
 
@@ -277,10 +306,15 @@ def step(slot: Slot, st: State, protocol: Protocol) -> State:
         new = train.step(check, advance, lambda _, c: lr, optim.GD)(None, run)
         return new.net, new.diverged
 
-    new, diverged = jax.vmap(per_signal)(slot.data.signal, st.alpha, st.beta, st.b,
-                                         st.diverged)
-    return State(new.alpha, new.beta, new.b, st.steps + (~halt).astype(jnp.int32),
-                 halt | jnp.all(diverged), diverged)
+    new, diverged = jax.vmap(per_signal)(slot.data.signal, st.alpha, st.beta, st.b, st.diverged)
+    return State(
+        new.alpha,
+        new.beta,
+        new.b,
+        st.steps + (~halt).astype(jnp.int32),
+        halt | jnp.all(diverged),
+        diverged,
+    )
 
 
 def cholesky(C):
@@ -294,6 +328,7 @@ def cholesky(C):
         c = C[:, j] - L @ L[j, :]
         piv = jnp.sqrt(jnp.maximum(c[j], jnp.finfo(C.dtype).tiny))
         return L.at[:, j].set(jnp.where(idx > j, c / piv, jnp.where(idx == j, piv, 0.0)))
+
     return jax.lax.fori_loop(0, k, body, jnp.zeros_like(C))
 
 
@@ -303,12 +338,21 @@ def filter_covariance(o: One, net: Net, s, protocol: Protocol):
     quantities: W = W_0 + alpha mu^T + beta Xi."""
     a, B = net.alpha, net.beta
     Bv = B @ o.v
-    WWt = (o.S0 + jnp.outer(o.q0, a) + jnp.outer(a, o.q0) + o.mu2 * jnp.outer(a, a)
-           + o.P0 @ B.T + B @ o.P0.T + jnp.outer(a, Bv) + jnp.outer(Bv, a) + B @ o.G @ B.T)
+    WWt = (
+        o.S0
+        + jnp.outer(o.q0, a)
+        + jnp.outer(a, o.q0)
+        + o.mu2 * jnp.outer(a, a)
+        + o.P0 @ B.T
+        + B @ o.P0.T
+        + jnp.outer(a, Bv)
+        + jnp.outer(Bv, a)
+        + B @ o.G @ B.T
+    )
     if protocol.variant == "paper":
         safe = jnp.where(o.mu2 > 0, o.mu2, 1.0)
         WWt = WWt - jnp.where(o.mu2 > 0, jnp.outer(s, s) / safe, 0.0)
-    return protocol.sigma_p ** 2 * WWt
+    return protocol.sigma_p**2 * WWt
 
 
 class Measures(NamedTuple):
@@ -331,8 +375,9 @@ def measure(slot: Slot, protocol: Protocol) -> Measures:
     k_z, k_y, k_flip = jax.random.split(data.test_key, 3)
     z = jax.random.normal(k_z, (protocol.n_test, m2), st.b.dtype)
     yc = jnp.where(jax.random.bernoulli(k_y, shape=(protocol.n_test,)), 1.0, -1.0)
-    yo = jnp.where(jax.random.bernoulli(k_flip, protocol.noise_rate, (protocol.n_test,)),
-                   -yc, yc).astype(st.b.dtype)
+    yo = jnp.where(
+        jax.random.bernoulli(k_flip, protocol.noise_rate, (protocol.n_test,)), -yc, yc
+    ).astype(st.b.dtype)
     yc = yc.astype(st.b.dtype)
 
     def per_signal(signal, alpha, beta, b):
@@ -344,10 +389,18 @@ def measure(slot: Slot, protocol: Protocol) -> Measures:
         w = _scale(protocol) * sgn
         # the signal patch's part of f for a clean label of +1 and of -1
         f_sig = jnp.stack([act(fw.s + b, protocol.q) @ w, act(-fw.s + b, protocol.q) @ w])
-        return (Measures(
-            jnp.mean(jax.nn.softplus(-o.y * fw.f)), jnp.sum(pred != o.y, dtype=jnp.int32),
-            None, None, jnp.max(sgn * fw.s),
-            jnp.mean(jnp.max(jnp.where(own, jnp.abs(fw.N), -jnp.inf), axis=0))), L, f_sig)
+        return (
+            Measures(
+                jnp.mean(jax.nn.softplus(-o.y * fw.f)),
+                jnp.sum(pred != o.y, dtype=jnp.int32),
+                None,
+                None,
+                jnp.max(sgn * fw.s),
+                jnp.mean(jnp.max(jnp.where(own, jnp.abs(fw.N), -jnp.inf), axis=0)),
+            ),
+            L,
+            f_sig,
+        )
 
     m, L, f_sig = jax.vmap(per_signal)(data.signal, st.alpha, st.beta, st.b)
     S = L.shape[0]
@@ -360,7 +413,8 @@ def measure(slot: Slot, protocol: Protocol) -> Measures:
     pred_t = jnp.where(f_test > 0, 1.0, -1.0)
     return m._replace(
         test_mistakes=jnp.sum(pred_t != yo[:, None], axis=0, dtype=jnp.int32),
-        clean_test_mistakes=jnp.sum(pred_t != yc[:, None], axis=0, dtype=jnp.int32))
+        clean_test_mistakes=jnp.sum(pred_t != yc[:, None], axis=0, dtype=jnp.int32),
+    )
 
 
 def step_flops(b: Shape, cell: Cell | None, protocol: Protocol) -> float:
@@ -386,8 +440,9 @@ def experiment(protocol: Protocol = Protocol(), cells: Iterable[Cell] = ()) -> _
         return {b: Shape(b.n, top) for b in groups}
 
     def inputs(cs, keys, dtype) -> Inputs:
-        return Inputs(np.asarray(keys), np.array([c.d for c in cs], np.int32),
-                      np.zeros(len(cs), dtype))
+        return Inputs(
+            np.asarray(keys), np.array([c.d for c in cs], np.int32), np.zeros(len(cs), dtype)
+        )
 
     def measure_name(b: Shape, dtype) -> str:
         return f"cnn_measure_{b.n}_{len(signals)}_{jnp.dtype(dtype).name}"
@@ -397,8 +452,11 @@ def experiment(protocol: Protocol = Protocol(), cells: Iterable[Cell] = ()) -> _
 
     def programs(b: Shape, shapes: Slot, B: int):
         st = shapes.state
-        return {measure_name(b, st.b.dtype): _engine.Program(
-            jax.vmap(measure_), (shapes.data, st.alpha, st.beta, st.b))}
+        return {
+            measure_name(b, st.b.dtype): _engine.Program(
+                jax.vmap(measure_), (shapes.data, st.alpha, st.beta, st.b)
+            )
+        }
 
     def report(b: Shape, slots: Slot, idx, cells_, progs):
         st = slots.state
@@ -409,17 +467,26 @@ def experiment(protocol: Protocol = Protocol(), cells: Iterable[Cell] = ()) -> _
         for s, c in zip(idx, cells_):
             rows = []
             for i, signal in enumerate(signals):
-                rows.append({
-                    "n": c.n, "d": c.d, "signal": signal, "seed": c.seed,
-                    "snr": snr(signal, c.d, protocol.sigma_p), "steps": int(steps[s]),
-                    "diverged": bool(div[s, i]), "final": i == last,
-                    "train_loss": float(vals["train_loss"][s, i]),
-                    "train_error": float(vals["train_mistakes"][s, i]) / c.n,
-                    "test_error": float(vals["test_mistakes"][s, i]) / protocol.n_test,
-                    "clean_test_error": (float(vals["clean_test_mistakes"][s, i])
-                                         / protocol.n_test),
-                    "signal_learning": float(vals["signal_learning"][s, i]),
-                    "noise_memorization": float(vals["noise_memorization"][s, i])})
+                rows.append(
+                    {
+                        "n": c.n,
+                        "d": c.d,
+                        "signal": signal,
+                        "seed": c.seed,
+                        "snr": snr(signal, c.d, protocol.sigma_p),
+                        "steps": int(steps[s]),
+                        "diverged": bool(div[s, i]),
+                        "final": i == last,
+                        "train_loss": float(vals["train_loss"][s, i]),
+                        "train_error": float(vals["train_mistakes"][s, i]) / c.n,
+                        "test_error": float(vals["test_mistakes"][s, i]) / protocol.n_test,
+                        "clean_test_error": (
+                            float(vals["clean_test_mistakes"][s, i]) / protocol.n_test
+                        ),
+                        "signal_learning": float(vals["signal_learning"][s, i]),
+                        "noise_memorization": float(vals["noise_memorization"][s, i]),
+                    }
+                )
             rows.append(rows.pop(last))  # the final row last: a cut-short write is redone
             reports.append(_engine.Report(rows, True))
         return reports
@@ -428,14 +495,23 @@ def experiment(protocol: Protocol = Protocol(), cells: Iterable[Cell] = ()) -> _
         init=lambda inp, sh: prepare(inp, sh, static),
         step=lambda slot, st: step(slot, st, static),
         report=lambda h: report(h.bucket, h.slots, h.index, h.cells, h.programs),
-        schema=_engine.Schema(dict(COLUMNS), COORDINATES, final="final",
-                              flags={"diverged": True}),
-        protocol=static, seed=int(protocol.seed),
-        batching=_engine.Batching(shape=shape, prep_shapes=prep_shapes, programs=programs,
-                                  step_flops=lambda b, c: step_flops(b, c, static)),
-        cells=_engine.Cells(coords=coords, keys=cell_keys, cell_of=cell_of,
-                            example_cell=lambda b: Cell(b.n, b.d_pad, 0),
-                            inputs=lambda cs, keys, dtype: (inputs(cs, keys, dtype),)))
+        schema=_engine.Schema(dict(COLUMNS), COORDINATES, final="final", flags={"diverged": True}),
+        protocol=static,
+        seed=int(protocol.seed),
+        batching=_engine.Batching(
+            shape=shape,
+            prep_shapes=prep_shapes,
+            programs=programs,
+            step_flops=lambda b, c: step_flops(b, c, static),
+        ),
+        cells=_engine.Cells(
+            coords=coords,
+            keys=cell_keys,
+            cell_of=cell_of,
+            example_cell=lambda b: Cell(b.n, b.d_pad, 0),
+            inputs=lambda cs, keys, dtype: (inputs(cs, keys, dtype),),
+        ),
+    )
 
 
 def cell_of(row: Mapping) -> Cell:
@@ -447,9 +523,9 @@ def default_engine() -> _engine.Engine:
     return _engine.Engine(slots=64 if jax.default_backend() == "cpu" else 1024)
 
 
-def run_cells(cells, protocol: Protocol = Protocol(), engine: _engine.Engine | None = None,
-              dtype=jnp.float32):
+def run_cells(
+    cells, protocol: Protocol = Protocol(), engine: _engine.Engine | None = None, dtype=jnp.float32
+):
     """Train `cells` under `protocol`; returns (rows, stats) like engine.run."""
     cells = list(cells)
-    return _engine.run(experiment(protocol, cells), cells, engine or default_engine(),
-                       dtype=dtype)
+    return _engine.run(experiment(protocol, cells), cells, engine or default_engine(), dtype=dtype)

@@ -34,27 +34,35 @@ _K = "jaxbof.experiments.haas_spikes.kernels:"
 KERNEL = Plugin(
     name="spiky-kernel",
     description="ridgeless spiky-smooth kernel regression on the sphere against eigenlearning "
-                "(float64)",
+    "(float64)",
     paper=PAPER,
-    add_arguments=deferred(_K + "add_arguments"), from_args=deferred(_K + "from_args"),
+    add_arguments=deferred(_K + "add_arguments"),
+    from_args=deferred(_K + "from_args"),
     table=deferred(_K + "table"),
     figures=deferred("jaxbof.experiments.haas_spikes.kernel_figures:figures"),
-    claims=_kernel_claims.CLAIMS)
+    claims=_kernel_claims.CLAIMS,
+)
 
 ACTIVATION = Command(
-    "activation", "the Hermite coefficients of the activation whose NNGP kernel (or two-layer "
+    "activation",
+    "the Hermite coefficients of the activation whose NNGP kernel (or two-layer "
     "NTK) is a given dot-product kernel; writes coefficients.csv and activation.png",
     deferred("jaxbof.experiments.haas_spikes.activation_command:add_arguments"),
-    deferred("jaxbof.experiments.haas_spikes.activation_command:run"))
+    deferred("jaxbof.experiments.haas_spikes.activation_command:run"),
+)
 
 NET = Plugin(
     name="spiky-net",
-    description="ReLU against spiky-smooth two-layer networks, SGD with batch size 1 on the "
-                "circle",
+    description="ReLU against spiky-smooth two-layer networks, SGD with batch size 1 on the circle",
     paper=PAPER,
-    experiment=deferred("jaxbof.experiments.haas_spikes.net:experiment"), cell=Cell,
-    add_arguments=_cli.add_arguments, from_args=_cli.from_args,
+    experiment=deferred("jaxbof.experiments.haas_spikes.net:experiment"),
+    cell=Cell,
+    add_arguments=_cli.add_arguments,
+    from_args=_cli.from_args,
     reproduce=(Reproduce("haas-spikes", _cli.REPRODUCE_HELP, study=_cli.haas_study),),
-    table=_cli.table, figures=deferred("jaxbof.experiments.haas_spikes.figures:figures"),
+    table=_cli.table,
+    figures=deferred("jaxbof.experiments.haas_spikes.figures:figures"),
     engine=deferred("jaxbof.experiments.haas_spikes.net:default_engine"),
-    commands=(ACTIVATION,), claims=_claims.CLAIMS)
+    commands=(ACTIVATION,),
+    claims=_claims.CLAIMS,
+)

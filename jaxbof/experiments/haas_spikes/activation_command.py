@@ -28,21 +28,42 @@ __all__ = ["add_arguments", "run"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of `jaxbof activation`."""
-    parser.add_argument("--kernel", choices=activations.KERNELS, default="gaussian",
-                        help="the (smooth) kernel: gaussian = exp(-||x - x'||^2 / gamma)")
-    parser.add_argument("--gamma", type=float, required=True,
-                        help="bandwidth of the (smooth) kernel, > 0")
-    parser.add_argument("--k-max", type=int, required=True,
-                        help="highest Hermite degree k (coefficients k = 0..k_max), >= 0")
-    parser.add_argument("--ntk", action="store_true",
-                        help="match the two-layer bias-free NTK (|c_k| = sqrt(a_k / (k + 1))) "
-                             "instead of the NNGP kernel (|c_k| = sqrt(a_k))")
-    parser.add_argument("--spike-gamma", type=float, default=None,
-                        help="bandwidth of a Gaussian spike kernel added with weight --rho")
-    parser.add_argument("--rho", type=float, default=None,
-                        help="weight of the spike kernel (with --spike-gamma), > 0")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the random signs of the plotted activation")
+    parser.add_argument(
+        "--kernel",
+        choices=activations.KERNELS,
+        default="gaussian",
+        help="the (smooth) kernel: gaussian = exp(-||x - x'||^2 / gamma)",
+    )
+    parser.add_argument(
+        "--gamma", type=float, required=True, help="bandwidth of the (smooth) kernel, > 0"
+    )
+    parser.add_argument(
+        "--k-max",
+        type=int,
+        required=True,
+        help="highest Hermite degree k (coefficients k = 0..k_max), >= 0",
+    )
+    parser.add_argument(
+        "--ntk",
+        action="store_true",
+        help="match the two-layer bias-free NTK (|c_k| = sqrt(a_k / (k + 1))) "
+        "instead of the NNGP kernel (|c_k| = sqrt(a_k))",
+    )
+    parser.add_argument(
+        "--spike-gamma",
+        type=float,
+        default=None,
+        help="bandwidth of a Gaussian spike kernel added with weight --rho",
+    )
+    parser.add_argument(
+        "--rho",
+        type=float,
+        default=None,
+        help="weight of the spike kernel (with --spike-gamma), > 0",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the random signs of the plotted activation"
+    )
     parser.add_argument("--out", type=Path, required=True, help="output directory")
 
 
@@ -58,13 +79,15 @@ def _log_coefficients(args) -> np.ndarray:
     if args.k_max < 0:
         raise ValueError(f"--k-max: {args.k_max} is not allowed: it must be an integer >= 0")
     if (args.spike_gamma is None) != (args.rho is None):
-        given, missing = (("--spike-gamma", "--rho") if args.rho is None
-                          else ("--rho", "--spike-gamma"))
+        given, missing = (
+            ("--spike-gamma", "--rho") if args.rho is None else ("--rho", "--spike-gamma")
+        )
         raise ValueError(f"{given}: needs {missing} too (give both or neither)")
     log_a = activations.log_power_series(args.kernel, gamma, args.k_max)
     if args.rho is not None:
-        spike = activations.log_power_series("gaussian", _positive("--spike-gamma",
-                                                                   args.spike_gamma), args.k_max)
+        spike = activations.log_power_series(
+            "gaussian", _positive("--spike-gamma", args.spike_gamma), args.k_max
+        )
         log_a = activations.spiky_smooth(log_a, spike, _positive("--rho", args.rho))
     return activations.hermite_magnitudes(log_a, ntk=args.ntk)
 

@@ -42,8 +42,18 @@ import numbers
 import numpy as np
 from scipy import special
 
-__all__ = ["KERNELS", "evaluate", "hermite_coefficients", "hermite_magnitudes",
-           "log_power_series", "nngp", "ntk", "published_nngp", "random_signs", "spiky_smooth"]
+__all__ = [
+    "KERNELS",
+    "evaluate",
+    "hermite_coefficients",
+    "hermite_magnitudes",
+    "log_power_series",
+    "nngp",
+    "ntk",
+    "published_nngp",
+    "random_signs",
+    "spiky_smooth",
+]
 
 KERNELS = ("gaussian",)  # kernels with a closed-form power series on the sphere
 
@@ -75,8 +85,10 @@ def log_power_series(kernel, gamma=None, k_max=None) -> np.ndarray:
     """
     if isinstance(kernel, str):
         if kernel not in KERNELS:
-            raise ValueError(f"kernel = {kernel!r} is not known: the known kernels are "
-                             f"{', '.join(KERNELS)} (or pass an array of coefficients a_k)")
+            raise ValueError(
+                f"kernel = {kernel!r} is not known: the known kernels are "
+                f"{', '.join(KERNELS)} (or pass an array of coefficients a_k)"
+            )
         if gamma is None or k_max is None:
             raise ValueError(f"kernel = {kernel!r} needs gamma and k_max")
         g = _check_gamma(gamma)
@@ -91,8 +103,9 @@ def log_power_series(kernel, gamma=None, k_max=None) -> np.ndarray:
     bad = ~(np.isfinite(a) & (a >= 0))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"coefficient a_{i} = {a[i]!r} is not allowed: every a_k must be finite "
-                         f"and >= 0")
+        raise ValueError(
+            f"coefficient a_{i} = {a[i]!r} is not allowed: every a_k must be finite and >= 0"
+        )
     if k_max is not None:
         n = _check_k_max(k_max) + 1
         a = np.concatenate([a[:n], np.zeros(max(0, n - a.size))])
@@ -105,8 +118,10 @@ def _check_log(log_x, name: str) -> np.ndarray:
     if x.ndim != 1 or x.size == 0:
         raise ValueError(f"{name} must be a non-empty 1-D array, got shape {x.shape}")
     if np.isnan(x).any() or np.isposinf(x).any():
-        raise ValueError(f"{name} must hold finite values or -inf (a zero coefficient), "
-                         f"got {x[np.isnan(x) | np.isposinf(x)][0]!r}")
+        raise ValueError(
+            f"{name} must hold finite values or -inf (a zero coefficient), "
+            f"got {x[np.isnan(x) | np.isposinf(x)][0]!r}"
+        )
     return x
 
 
@@ -121,8 +136,9 @@ def spiky_smooth(log_smooth, log_spike, rho) -> np.ndarray:
     s = _check_log(log_smooth, "log_smooth")
     p = _check_log(log_spike, "log_spike")
     if s.shape != p.shape:
-        raise ValueError(f"log_smooth and log_spike must have the same length, got {s.size} "
-                         f"and {p.size}")
+        raise ValueError(
+            f"log_smooth and log_spike must have the same length, got {s.size} and {p.size}"
+        )
     r = float(rho)
     if not (np.isfinite(r) and r > 0):
         raise ValueError(f"rho = {rho!r} is not allowed: it must be > 0 and finite")
@@ -249,8 +265,8 @@ def published_nngp(t, w: float = 100.0) -> np.ndarray:
     relu = (np.sqrt(s2) + t * (np.pi - np.arccos(t))) / (2.0 * np.pi)
     spike = np.exp(-w * w * (1.0 - t)) / (w * w)
     a = w * t
-    half_line = (0.5 * a * np.exp(-0.5 * a * a)
-                 + (1.0 - np.sqrt(2.0) * a * special.dawsn(a / np.sqrt(2.0)))
-                 / np.sqrt(2.0 * np.pi))
+    half_line = 0.5 * a * np.exp(-0.5 * a * a) + (
+        1.0 - np.sqrt(2.0) * a * special.dawsn(a / np.sqrt(2.0))
+    ) / np.sqrt(2.0 * np.pi)
     cross = 2.0 / w * np.exp(-0.5 * w * w * s2) * half_line
     return relu + spike + cross

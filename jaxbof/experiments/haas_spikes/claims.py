@@ -32,17 +32,20 @@ READS = "haas-spikes/net"
 
 def _last(rows, activation: str) -> dict:
     """{seed: last-epoch row} of one activation, diverged runs left out."""
-    return {r["seed"]: r for r in rows
-            if r["final"] and r["activation"] == activation and not r["diverged"]}
+    return {
+        r["seed"]: r
+        for r in rows
+        if r["final"] and r["activation"] == activation and not r["diverged"]
+    }
 
 
 def _mean_over_seeds(rows, activation: str, column: str, level: float, what: str) -> Estimate:
     last = _last(rows, activation)
     units = [[last[s]] for s in sorted(last)]
-    got = stats.unit_interval(units, lambda us: float(np.mean([u[0][column] for u in us])),
-                              level)
-    return Estimate(got.value, got.low, got.high, f"{got.method} ({what}; unit: one seed)", "",
-                    level)
+    got = stats.unit_interval(units, lambda us: float(np.mean([u[0][column] for u in us])), level)
+    return Estimate(
+        got.value, got.low, got.high, f"{got.method} ({what}; unit: one seed)", "", level
+    )
 
 
 def relu_test_rmse(rows, config, level) -> Estimate:
@@ -52,8 +55,7 @@ def relu_test_rmse(rows, config, level) -> Estimate:
 
 def spiky_train_rmse(rows, config, level) -> Estimate:
     """H2a: the mean last-epoch train RMSE of the spiky-smooth networks."""
-    return _mean_over_seeds(rows, "spiky-smooth", "train_rmse", level,
-                            "spiky-smooth train RMSE")
+    return _mean_over_seeds(rows, "spiky-smooth", "train_rmse", level, "spiky-smooth train RMSE")
 
 
 def paired_test_gain(rows, config, level) -> Estimate:
@@ -62,18 +64,39 @@ def paired_test_gain(rows, config, level) -> Estimate:
     seeds = sorted(set(relu) & set(spiky))
     units = [[relu[s]["test_rmse"] - spiky[s]["test_rmse"]] for s in seeds]
     got = stats.unit_interval(units, lambda us: float(np.mean([u[0] for u in us])), level)
-    return Estimate(got.value, got.low, got.high,
-                    f"{got.method} (paired by seed; unit: one seed)", "", level)
+    return Estimate(
+        got.value, got.low, got.high, f"{got.method} (paired by seed; unit: one seed)", "", level
+    )
 
 
 CLAIMS = (
-    Claim("H1", "ReLU networks trained by SGD to (near) interpolation on noisy data in fixed "
-          "dimension overfit harmfully: at the last epoch the mean test RMSE is >= 0.6 (noise "
-          "floor 0.5)", SOURCE, READS, relu_test_rmse, Criterion(low=0.6)),
-    Claim("H2a", "spiky-smooth networks interpolate the noisy training data: at the last epoch "
-          "the mean train RMSE is <= 0.05", SOURCE, READS, spiky_train_rmse,
-          Criterion(high=0.05)),
-    Claim("H2b", "spiky-smooth networks generalise better than ReLU networks on the same data: "
-          "the mean paired difference of last-epoch test RMSE (ReLU minus spiky-smooth, same "
-          "seed) is >= 0", SOURCE, READS, paired_test_gain, Criterion(low=0.0)),
+    Claim(
+        "H1",
+        "ReLU networks trained by SGD to (near) interpolation on noisy data in fixed "
+        "dimension overfit harmfully: at the last epoch the mean test RMSE is >= 0.6 (noise "
+        "floor 0.5)",
+        SOURCE,
+        READS,
+        relu_test_rmse,
+        Criterion(low=0.6),
+    ),
+    Claim(
+        "H2a",
+        "spiky-smooth networks interpolate the noisy training data: at the last epoch "
+        "the mean train RMSE is <= 0.05",
+        SOURCE,
+        READS,
+        spiky_train_rmse,
+        Criterion(high=0.05),
+    ),
+    Claim(
+        "H2b",
+        "spiky-smooth networks generalise better than ReLU networks on the same data: "
+        "the mean paired difference of last-epoch test RMSE (ReLU minus spiky-smooth, same "
+        "seed) is >= 0",
+        SOURCE,
+        READS,
+        paired_test_gain,
+        Criterion(low=0.0),
+    ),
 )

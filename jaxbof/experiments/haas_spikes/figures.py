@@ -58,14 +58,20 @@ def rmse_curves(ax, rows, floor: float) -> None:
         for col, style in (("train_rmse", "-"), ("test_rmse", "--")):
             m, s = _band(mine, epochs, col)
             x = np.maximum(epochs, 0.5)  # epoch 0 on the log axis
-            ax.plot(x, m, style, color=COLORS[act],
-                    label=f"{act} {col.split('_')[0]}")
+            ax.plot(x, m, style, color=COLORS[act], label=f"{act} {col.split('_')[0]}")
             ax.fill_between(x, m - s, m + s, color=COLORS[act], alpha=0.15, lw=0)
         if act == "spiky-smooth":
             last = [r["signal_test_rmse"] for r in mine if r["final"]]
             if last:
-                ax.errorbar([max(epochs)], [np.mean(last)], yerr=[np.std(last)], fmt="o",
-                            color=COLORS["signal"], ms=4, label="signal network test")
+                ax.errorbar(
+                    [max(epochs)],
+                    [np.mean(last)],
+                    yerr=[np.std(last)],
+                    fmt="o",
+                    color=COLORS["signal"],
+                    ms=4,
+                    label="signal network test",
+                )
     ax.axhline(floor, color="k", lw=0.8, ls=":", label=f"noise floor {floor:g}")
     seeds = len({r["seed"] for r in rows})
     ax.set_xscale("log")
@@ -77,8 +83,7 @@ def rmse_curves(ax, rows, floor: float) -> None:
 
 def _band(rows, epochs, col):
     by = {e: [r[col] for r in rows if r["epoch"] == e] for e in epochs}
-    return (np.array([np.mean(by[e]) for e in epochs]),
-            np.array([np.std(by[e]) for e in epochs]))
+    return (np.array([np.mean(by[e]) for e in epochs]), np.array([np.std(by[e]) for e in epochs]))
 
 
 def circle(ax, rows) -> bool:
@@ -89,13 +94,24 @@ def circle(ax, rows) -> bool:
         return False
     seed = min(r["seed"] for r in stored)
     angle = np.linspace(-math.pi, math.pi, CIRCLE_POINTS, endpoint=False)
-    for r in sorted((r for r in stored if r["seed"] == seed),
-                    key=lambda r: ACTIVATIONS.index(r["activation"])):
-        ax.plot(angle, _numbers(r["circle"]), color=COLORS[r["activation"]], lw=1,
-                label=f"{r['activation']} (test RMSE {r['test_rmse']:.3f})")
+    for r in sorted(
+        (r for r in stored if r["seed"] == seed), key=lambda r: ACTIVATIONS.index(r["activation"])
+    ):
+        ax.plot(
+            angle,
+            _numbers(r["circle"]),
+            color=COLORS[r["activation"]],
+            lw=1,
+            label=f"{r['activation']} (test RMSE {r['test_rmse']:.3f})",
+        )
         if r["activation"] == "spiky-smooth":
-            ax.plot(angle, _numbers(r["signal_circle"]), color=COLORS["signal"], lw=1.2,
-                    label=f"signal network (test RMSE {r['signal_test_rmse']:.3f})")
+            ax.plot(
+                angle,
+                _numbers(r["signal_circle"]),
+                color=COLORS["signal"],
+                lw=1.2,
+                label=f"signal network (test RMSE {r['signal_test_rmse']:.3f})",
+            )
         ta, ty = _numbers(r["train_angle"]), _numbers(r["train_y"])
     ax.plot(angle, np.cos(angle), "k--", lw=0.8, label="f*(x) = x_1")
     ax.plot(ta, ty, "kx", ms=6, label="training points")
@@ -114,9 +130,13 @@ def activations(ax, frequency: float = 100.0) -> None:
     """relu and relu(z) + (sin(w z) + cos(w z)) / w on [-1, 1]."""
     z = np.linspace(-1, 1, 4001)
     ax.plot(z, np.maximum(z, 0), color=COLORS["relu"], label="relu")
-    ax.plot(z, np.maximum(z, 0) + (np.sin(frequency * z) + np.cos(frequency * z)) / frequency,
-            color=COLORS["spiky-smooth"], lw=0.7,
-            label=f"relu + (sin({frequency:g}z) + cos({frequency:g}z))/{frequency:g}")
+    ax.plot(
+        z,
+        np.maximum(z, 0) + (np.sin(frequency * z) + np.cos(frequency * z)) / frequency,
+        color=COLORS["spiky-smooth"],
+        lw=0.7,
+        label=f"relu + (sin({frequency:g}z) + cos({frequency:g}z))/{frequency:g}",
+    )
     ax.set_xlabel("z")
     ax.set_title("the two activations", fontsize=9)
     ax.legend(fontsize=7)
@@ -136,6 +156,7 @@ def overview(root: Path, path: Path) -> list[str]:
         axes[0].set_visible(False)
     rmse_curves(axes[1], rows, math.sqrt(float(protocol.get("noise_var", 0.25))))
     activations(axes[2], float(protocol.get("frequency", 100.0)))
-    fig.suptitle(f"Haas et al. (2023): benign overfitting in fixed dimension ({root.name})",
-                 fontsize=10)
+    fig.suptitle(
+        f"Haas et al. (2023): benign overfitting in fixed dimension ({root.name})", fontsize=10
+    )
     return [draw.save(fig, path)]

@@ -57,8 +57,15 @@ class Protocol(NamedTuple):
 
     def check(self) -> Protocol:
         """ValueError naming a bad value and what is allowed."""
-        for name, low in (("n", 1), ("width", 1), ("epochs", 1), ("n_test", 1),
-                          ("n_curve", 1), ("records", 2), ("circle_seeds", 0)):
+        for name, low in (
+            ("n", 1),
+            ("width", 1),
+            ("epochs", 1),
+            ("n_test", 1),
+            ("n_curve", 1),
+            ("records", 2),
+            ("circle_seeds", 0),
+        ):
             v = getattr(self, name)
             if not (isinstance(v, (int, np.integer)) and v >= low):
                 raise ValueError(f"{name.replace('_', '-')}: {v!r} must be an integer >= {low}")
@@ -86,8 +93,19 @@ def record_epochs(epochs: int, records: int) -> tuple[int, ...]:
     return tuple(sorted({0, *(round(e) for e in log), int(epochs)}))
 
 
-SCHEMA = {"seed": "int", "activation": "str", "epoch": "int", "train_rmse": "float",
-          "test_rmse": "float", "test_points": "int", "signal_test_rmse": "float",
-          "final": "bool", "diverged": "bool", "circle": "str", "signal_circle": "str",
-          "train_angle": "str", "train_y": "str"}
+SCHEMA = {
+    "seed": "int",
+    "activation": "str",
+    "epoch": "int",
+    "train_rmse": "float",
+    "test_rmse": "float",
+    "test_points": "int",
+    "signal_test_rmse": "float",
+    "final": "bool",
+    "diverged": "bool",
+    "circle": "str",
+    "signal_circle": "str",
+    "train_angle": "str",
+    "train_y": "str",
+}
 KEYS = ("seed", "activation", "epoch")

@@ -46,13 +46,13 @@ import numpy as np
 from jaxbof import stats
 from jaxbof.contract import Claim, Criterion, Estimate
 
-__all__ = ["CLAIMS", "H3", "H4A", "H4B", "laplace_noise_amplification", "ridge_gap",
-           "spiky_slope"]
+__all__ = ["CLAIMS", "H3", "H4A", "H4B", "laplace_noise_amplification", "ridge_gap", "spiky_slope"]
 
-SOURCE = ("Haas, Holzmueller, von Luxburg and Steinwart, NeurIPS 2023 (Thm. 5-6, the kernel "
-          "heatmap)")
-TEMPERED_SOURCE = (SOURCE + "; Mallinar, Simon, Abedsoltan, Pandit, Belkin and Nakkiran, "
-                   "NeurIPS 2022 (tempered overfitting)")
+SOURCE = "Haas, Holzmueller, von Luxburg and Steinwart, NeurIPS 2023 (Thm. 5-6, the kernel heatmap)"
+TEMPERED_SOURCE = (
+    SOURCE + "; Mallinar, Simon, Abedsoltan, Pandit, Belkin and Nakkiran, "
+    "NeurIPS 2022 (tempered overfitting)"
+)
 GAMMA_MAX = 0.01  # H3 covers the spikes at most this wide
 FLAGS = {"converged": False}
 
@@ -66,10 +66,14 @@ def ridge_gap(rows, config=None, level: float = 0.95, gamma_max: float = GAMMA_M
     excess risk - mean smooth-ridge excess risk at ridge rho) / mean smooth-ridge excess risk
     over the seeds that have both, one Estimate per cell at the Bonferroni level."""
     rows = _valid(rows)
-    ridge = {(r["rho"], r["seed"]): r["excess_risk"] for r in rows
-             if r["kernel"] == "smooth-ridge"}
-    cells = sorted({(r["gamma_spike"], r["rho"]) for r in rows if r["kernel"] == "spiky-smooth"
-                    and r["gamma_spike"] <= gamma_max * (1 + 1e-9)})
+    ridge = {(r["rho"], r["seed"]): r["excess_risk"] for r in rows if r["kernel"] == "smooth-ridge"}
+    cells = sorted(
+        {
+            (r["gamma_spike"], r["rho"])
+            for r in rows
+            if r["kernel"] == "spiky-smooth" and r["gamma_spike"] <= gamma_max * (1 + 1e-9)
+        }
+    )
     if not cells:
         raise ValueError(f"no spiky-smooth rows with gamma_spike <= {gamma_max:g}")
     each = stats.bonferroni(level, len(cells))
@@ -77,26 +81,38 @@ def ridge_gap(rows, config=None, level: float = 0.95, gamma_max: float = GAMMA_M
     def gap(units) -> float:
         spiky = [p[0] for u in units for p in u]
         base = [p[1] for u in units for p in u]
-        return (np.mean(spiky) - np.mean(base)) / np.mean(base) if base else math.nan
+        return (np.mean(spiky) - np.mean(base)) / np.mean(base) if base else math.nan  # pyright: ignore[reportReturnType] - np.float64 is a float
 
     out = []
     for g, rho in cells:
         pairs = {}
         for r in rows:
-            if (r["kernel"] == "spiky-smooth" and r["gamma_spike"] == g and r["rho"] == rho
-                    and (rho, r["seed"]) in ridge):
+            if (
+                r["kernel"] == "spiky-smooth"
+                and r["gamma_spike"] == g
+                and r["rho"] == rho
+                and (rho, r["seed"]) in ridge
+            ):
                 pairs[r["seed"]] = [(r["excess_risk"], ridge[(rho, r["seed"])])]
         if not pairs:
             raise ValueError(f"no smooth-ridge rows at rho = {rho:g} to pair with")
         got = stats.unit_interval([pairs[s] for s in sorted(pairs)], gap, each)
-        out.append(Estimate(got.value, got.low, got.high, got.method + " (unit: a training "
-                            "set, spiky-smooth and smooth-ridge paired on it)",
-                            f"gamma_spike={g:g} rho={rho:g}", each))
+        out.append(
+            Estimate(
+                got.value,
+                got.low,
+                got.high,
+                got.method + " (unit: a training set, spiky-smooth and smooth-ridge paired on it)",
+                f"gamma_spike={g:g} rho={rho:g}",
+                each,
+            )
+        )
     return out
 
 
-def laplace_noise_amplification(rows, config=None, level: float = 0.95,
-                                kernel: str = "laplace") -> list:
+def laplace_noise_amplification(
+    rows, config=None, level: float = 0.95, kernel: str = "laplace"
+) -> list:
     """H4a: per n, the mean measured noise amplification E_0 - 1 of the ridgeless `kernel`
     with its t-interval over seeds (Bonferroni over the n)."""
     rows = [r for r in _valid(rows) if r["kernel"] == kernel]
@@ -106,12 +122,21 @@ def laplace_noise_amplification(rows, config=None, level: float = 0.95,
     each = stats.bonferroni(level, len(ns))
     out = []
     for n in ns:
-        got = stats.unit_interval(stats.units_by([r for r in rows if r["n"] == n], ("seed",)),
-                                  lambda units: float(np.mean([r["noise_amplification"]
-                                                               for u in units for r in u])),
-                                  each)
-        out.append(Estimate(got.value, got.low, got.high, got.method + " (unit: a training "
-                            "set)", f"{kernel} n={n}", each))
+        got = stats.unit_interval(
+            stats.units_by([r for r in rows if r["n"] == n], ("seed",)),
+            lambda units: float(np.mean([r["noise_amplification"] for u in units for r in u])),
+            each,
+        )
+        out.append(
+            Estimate(
+                got.value,
+                got.low,
+                got.high,
+                got.method + " (unit: a training set)",
+                f"{kernel} n={n}",
+                each,
+            )
+        )
     return out
 
 
@@ -132,25 +157,50 @@ def spiky_slope(rows, config=None, level: float = 0.95, kernel: str = "spiky-smo
     if len({r["n"] for r in rows}) < 2:
         raise ValueError(f"the {kernel} kernel has fewer than two n")
     got = stats.unit_interval(stats.units_by(rows, ("seed",)), _slope, level)
-    return Estimate(got.value, got.low, got.high, got.method + " (unit: a seed, its training "
-                    "sets at every n)", f"{kernel} slope", level)
+    return Estimate(
+        got.value,
+        got.low,
+        got.high,
+        got.method + " (unit: a seed, its training sets at every n)",
+        f"{kernel} slope",
+        level,
+    )
 
 
-H3 = Claim("H3", "the spikes act as a ridge: for spike widths gamma_spike <= 0.01 (below the "
-           "points' spacing) the ridgeless spiky-smooth interpolant's excess risk is within 10% "
-           "of kernel ridge regression with the smooth kernel and ridge rho, for every rho of "
-           "the grid", SOURCE, "haas-spikes/kernel", ridge_gap, Criterion(-0.10, 0.10),
-           expected="fails",
-           reason="at n = 1000 a spike of width 0.01 is not yet a ridge: its own L2 mass "
-           "(about n gamma^2 E[residual^2] / 8) adds 9-15% at rho = 0.1 to 1; every cell with "
-           "gamma_spike <= 0.005 holds")
-H4A = Claim("H4a", "tempered in fixed dimension: ridgeless Laplace kernel regression keeps a "
-            "noise amplification E_0 - 1 (excess risk minus the clean-label excess risk, over "
-            "the noise variance) of at least 0.1 at every n", TEMPERED_SOURCE,
-            "haas-spikes/tempered", laplace_noise_amplification, Criterion(0.1, None))
-H4B = Claim("H4b", "benign with spikes: the ridgeless spiky-smooth interpolant (spike width "
-            "1 / n, weight 0.5 (n / 1000)^0.6) has an excess risk falling with n, a log-log "
-            "slope against n of at most -0.2", SOURCE, "haas-spikes/tempered", spiky_slope,
-            Criterion(None, -0.2))
+H3 = Claim(
+    "H3",
+    "the spikes act as a ridge: for spike widths gamma_spike <= 0.01 (below the "
+    "points' spacing) the ridgeless spiky-smooth interpolant's excess risk is within 10% "
+    "of kernel ridge regression with the smooth kernel and ridge rho, for every rho of "
+    "the grid",
+    SOURCE,
+    "haas-spikes/kernel",
+    ridge_gap,
+    Criterion(-0.10, 0.10),
+    expected="fails",
+    reason="at n = 1000 a spike of width 0.01 is not yet a ridge: its own L2 mass "
+    "(about n gamma^2 E[residual^2] / 8) adds 9-15% at rho = 0.1 to 1; every cell with "
+    "gamma_spike <= 0.005 holds",
+)
+H4A = Claim(
+    "H4a",
+    "tempered in fixed dimension: ridgeless Laplace kernel regression keeps a "
+    "noise amplification E_0 - 1 (excess risk minus the clean-label excess risk, over "
+    "the noise variance) of at least 0.1 at every n",
+    TEMPERED_SOURCE,
+    "haas-spikes/tempered",
+    laplace_noise_amplification,
+    Criterion(0.1, None),
+)
+H4B = Claim(
+    "H4b",
+    "benign with spikes: the ridgeless spiky-smooth interpolant (spike width "
+    "1 / n, weight 0.5 (n / 1000)^0.6) has an excess risk falling with n, a log-log "
+    "slope against n of at most -0.2",
+    SOURCE,
+    "haas-spikes/tempered",
+    spiky_slope,
+    Criterion(None, -0.2),
+)
 
 CLAIMS = (H3, H4A, H4B)

@@ -38,8 +38,9 @@ def _grid(rows):
 
     spiky = [r for r in rows if r["kernel"] == "spiky-smooth"]
     gammas = sorted({r["gamma_spike"] for r in spiky})
-    rhos = sorted({r["rho"] for r in rows if r["kernel"] in ("spiky-smooth", "smooth-ridge")},
-                  reverse=True)
+    rhos = sorted(
+        {r["rho"] for r in rows if r["kernel"] in ("spiky-smooth", "smooth-ridge")}, reverse=True
+    )
     shape = (len(gammas) + 1, len(rhos))
     mean, sem, pred = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
     limit = np.zeros(shape, bool)
@@ -69,8 +70,10 @@ def heatmap(rows, path, title: str = "") -> str:
     both = np.concatenate([mean[np.isfinite(mean)], pred[np.isfinite(pred)]])
     vmin, vmax = (float(both.min()), float(both.max())) if both.size else (0.0, 1.0)
     labels = [f"{g:g}" for g in gammas] + ["KRR, ridge rho"]
-    for ax, values, name in ((axes[0], mean, "measured (mean over seeds, +- s.e.)"),
-                             (axes[1], pred, "eigenlearning prediction ((r): ridge limit)")):
+    for ax, values, name in (
+        (axes[0], mean, "measured (mean over seeds, +- s.e.)"),
+        (axes[1], pred, "eigenlearning prediction ((r): ridge limit)"),
+    ):
         im = ax.imshow(values, cmap="viridis_r", vmin=vmin, vmax=vmax, aspect="auto")
         for i in range(values.shape[0]):
             for j in range(values.shape[1]):
@@ -82,16 +85,26 @@ def heatmap(rows, path, title: str = "") -> str:
                 if values is pred and limit[i, j]:
                     text += " (r)"
                 dark = values[i, j] > (vmin + vmax) / 2
-                ax.text(j, i, text, ha="center", va="center", fontsize=7,
-                        color="white" if dark else "black")
+                ax.text(
+                    j,
+                    i,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if dark else "black",
+                )
         ax.axhline(len(gammas) - 0.5, color="w", lw=2)
         ax.set_xticks(range(len(rhos)), [f"{r:g}" for r in rhos])
         ax.set_yticks(range(len(labels)), labels)
         ax.set(xlabel="spike weight rho (quasi-regularisation)", ylabel="spike bandwidth gamma")
         ax.set_title(name, fontsize=9)
         fig.colorbar(im, ax=ax, label="excess risk ||f - f*||^2")
-    fig.suptitle("Ridgeless spiky-smooth kernel regression on S^2 (Haas et al. 2023)"
-                 + (f"\n{title}" if title else ""), fontsize=10)
+    fig.suptitle(
+        "Ridgeless spiky-smooth kernel regression on S^2 (Haas et al. 2023)"
+        + (f"\n{title}" if title else ""),
+        fontsize=10,
+    )
     return _save(fig, path)
 
 
@@ -103,9 +116,15 @@ def _series(rows, value):
     first = {(r["kernel"], r["n"]): r for r in rows}
     for (kernel, n), s in stats.aggregate(rows, ("kernel", "n"), value, FLAGS).items():
         out.setdefault(kernel, []).append((n, s.mean, s.sem, first[(kernel, n)]))
-    return {k: (np.array([p[0] for p in v], float), np.array([p[1] for p in v]),
-                np.nan_to_num(np.array([p[2] for p in v])), [p[3] for p in v])
-            for k, v in out.items()}
+    return {
+        k: (
+            np.array([p[0] for p in v], float),
+            np.array([p[1] for p in v]),
+            np.nan_to_num(np.array([p[2] for p in v])),
+            [p[3] for p in v],
+        )
+        for k, v in out.items()
+    }
 
 
 def tempered(rows, path, title: str = "") -> str:
@@ -116,25 +135,40 @@ def tempered(rows, path, title: str = "") -> str:
     ax, bx = fig.subplots(1, 2)
     for i, (kernel, (n, m, e, first)) in enumerate(sorted(_series(rows, "excess_risk").items())):
         ax.errorbar(n, m, yerr=e, fmt="o", ms=4, color=f"C{i}", label=f"{kernel}: measured")
-        ax.plot(n, [r["predicted_excess_risk"] for r in first], "--", color=f"C{i}", lw=1.2,
-                label=f"{kernel}: eigenlearning")
+        ax.plot(
+            n,
+            [r["predicted_excess_risk"] for r in first],
+            "--",
+            color=f"C{i}",
+            lw=1.2,
+            label=f"{kernel}: eigenlearning",
+        )
     ax.set(xscale="log", yscale="log", xlabel="n", ylabel="excess risk ||f - f*||^2")
     ax.legend(fontsize=7)
     for i, (kernel, (n, m, e, first)) in enumerate(
-            sorted(_series(rows, "noise_amplification").items())):
+        sorted(_series(rows, "noise_amplification").items())
+    ):
         bx.errorbar(n, m, yerr=e, fmt="o", ms=4, color=f"C{i}", label=f"{kernel}: measured")
-        bx.plot(n, [r["predicted_e0_minus_1"] for r in first], "--", color=f"C{i}", lw=1.2,
-                label=f"{kernel}: eigenlearning E_0 - 1")
+        bx.plot(
+            n,
+            [r["predicted_e0_minus_1"] for r in first],
+            "--",
+            color=f"C{i}",
+            lw=1.2,
+            label=f"{kernel}: eigenlearning E_0 - 1",
+        )
         mallinar = np.array([r["mallinar_e0_minus_1"] for r in first], float)
         if np.isfinite(mallinar).any():
-            bx.plot(n, mallinar, ":", color=f"C{i}", lw=1.2,
-                    label=f"{kernel}: Mallinar alpha - 1")
+            bx.plot(n, mallinar, ":", color=f"C{i}", lw=1.2, label=f"{kernel}: Mallinar alpha - 1")
     bx.axhline(0.0, color="k", lw=0.6)
     bx.set(xscale="log", xlabel="n", ylabel="noise amplification E_0 - 1")
     bx.set_title("(excess risk - clean-label excess risk) / noise variance", fontsize=8)
     bx.legend(fontsize=7)
-    fig.suptitle("Tempered against benign: ridgeless kernels on S^2, error bars 1 s.e."
-                 + (f"\n{title}" if title else ""), fontsize=10)
+    fig.suptitle(
+        "Tempered against benign: ridgeless kernels on S^2, error bars 1 s.e."
+        + (f"\n{title}" if title else ""),
+        fontsize=10,
+    )
     return _save(fig, path)
 
 

@@ -55,29 +55,89 @@ import scipy.linalg
 
 from jaxbof import eigenlearning, spectra
 
-__all__ = ["COMPONENTS", "FLAGS", "HEATMAP_QUICK", "KEYS", "KIND", "SCHEMA", "TEMPERED_KEYS",
-           "TEMPERED_QUICK", "TEMPERED_SCHEMA", "Heatmap", "KernelSpec", "Tempered",
-           "add_arguments", "component", "component_spectrum", "config_of", "from_args",
-           "funk_hecke", "gaussian", "harmonic_energy", "heatmap_rows", "heatmap_study", "laplace",
-           "mallinar_alpha", "ntk", "optimal_ridge", "predict_kernel", "run_heatmap",
-           "run_tempered", "schedule", "smooth_levels", "sphere", "spike_resolved", "spiky_smooth",
-           "table", "target", "target_energy", "tempered_rows", "tempered_study"]
+__all__ = [
+    "COMPONENTS",
+    "FLAGS",
+    "HEATMAP_QUICK",
+    "KEYS",
+    "KIND",
+    "SCHEMA",
+    "TEMPERED_KEYS",
+    "TEMPERED_QUICK",
+    "TEMPERED_SCHEMA",
+    "Heatmap",
+    "KernelSpec",
+    "Tempered",
+    "add_arguments",
+    "component",
+    "component_spectrum",
+    "config_of",
+    "from_args",
+    "funk_hecke",
+    "gaussian",
+    "harmonic_energy",
+    "heatmap_rows",
+    "heatmap_study",
+    "laplace",
+    "mallinar_alpha",
+    "ntk",
+    "optimal_ridge",
+    "predict_kernel",
+    "run_heatmap",
+    "run_tempered",
+    "schedule",
+    "smooth_levels",
+    "sphere",
+    "spike_resolved",
+    "spiky_smooth",
+    "table",
+    "target",
+    "target_energy",
+    "tempered_rows",
+    "tempered_study",
+]
 
 KIND = "spiky-kernel"
 
-SCHEMA = {"kernel": "str", "gamma_spike": "float", "rho": "float", "seed": "int", "n": "int",
-          "excess_risk": "float", "test_mse": "float", "train_mse": "float",
-          "predicted_excess_risk": "float", "predicted_test_mse": "float", "prediction": "str",
-          "kappa": "float", "e0": "float", "converged": "bool", "seconds": "float"}
+SCHEMA = {
+    "kernel": "str",
+    "gamma_spike": "float",
+    "rho": "float",
+    "seed": "int",
+    "n": "int",
+    "excess_risk": "float",
+    "test_mse": "float",
+    "train_mse": "float",
+    "predicted_excess_risk": "float",
+    "predicted_test_mse": "float",
+    "prediction": "str",
+    "kappa": "float",
+    "e0": "float",
+    "converged": "bool",
+    "seconds": "float",
+}
 KEYS = ("kernel", "gamma_spike", "rho", "seed")
 
-TEMPERED_SCHEMA = {"kernel": "str", "n": "int", "seed": "int", "gamma_spike": "float",
-                   "rho": "float", "excess_risk": "float", "excess_risk_clean": "float",
-                   "noise_amplification": "float", "test_mse": "float", "train_mse": "float",
-                   "predicted_excess_risk": "float", "predicted_excess_risk_clean": "float",
-                   "predicted_e0_minus_1": "float", "mallinar_e0_minus_1": "float",
-                   "prediction": "str", "kappa": "float", "converged": "bool",
-                   "seconds": "float"}
+TEMPERED_SCHEMA = {
+    "kernel": "str",
+    "n": "int",
+    "seed": "int",
+    "gamma_spike": "float",
+    "rho": "float",
+    "excess_risk": "float",
+    "excess_risk_clean": "float",
+    "noise_amplification": "float",
+    "test_mse": "float",
+    "train_mse": "float",
+    "predicted_excess_risk": "float",
+    "predicted_excess_risk_clean": "float",
+    "predicted_e0_minus_1": "float",
+    "mallinar_e0_minus_1": "float",
+    "prediction": "str",
+    "kappa": "float",
+    "converged": "bool",
+    "seconds": "float",
+}
 TEMPERED_KEYS = ("kernel", "n", "seed")
 FLAGS = {"converged": False}  # a failed or inaccurate solve: its risks are nan, counted apart
 
@@ -85,6 +145,7 @@ ENERGY_DEGREES = 200  # ||f*_k||^2 for k <= 200: the rest of the target's energy
 
 
 # ----------------------------------------------------------------------------- kernels
+
 
 def _distance(t) -> np.ndarray:
     """||x - x'|| = sqrt(2 - 2t) on the unit sphere (t clipped to [-1, 1])."""
@@ -98,7 +159,7 @@ def laplace(t, gamma: float) -> np.ndarray:
 
 def gaussian(t, gamma: float) -> np.ndarray:
     """exp(-||x - x'||^2 / gamma) = exp(-(2 - 2t) / gamma)."""
-    return np.exp(-_distance(t) ** 2 / gamma)
+    return np.exp(-(_distance(t) ** 2) / gamma)
 
 
 COMPONENTS = {"laplace": laplace, "gaussian": gaussian}
@@ -114,8 +175,14 @@ def component(kind: str, distance, gamma: float) -> np.ndarray:
     raise ValueError(f"unknown component {kind!r}; choose from laplace, gaussian")
 
 
-def spiky_smooth(t, rho: float, gamma_spike: float, smooth: str = "laplace",
-                 spike: str = "laplace", gamma_smooth: float = 1.0) -> np.ndarray:
+def spiky_smooth(
+    t,
+    rho: float,
+    gamma_spike: float,
+    smooth: str = "laplace",
+    spike: str = "laplace",
+    gamma_smooth: float = 1.0,
+) -> np.ndarray:
     """k_smooth(t; gamma_smooth) + rho k_spike(t; gamma_spike) (Haas et al. 2023, Eq. 2)."""
     return COMPONENTS[smooth](t, gamma_smooth) + rho * COMPONENTS[spike](t, gamma_spike)
 
@@ -124,6 +191,7 @@ ntk = spectra.kernel_fn("ntk-first-layer")  # t kappa_0(t): the first-layer ReLU
 
 
 # ----------------------------------------------------------------------------- spectra
+
 
 def _width(kind: str, gamma: float) -> float:
     """The angular width of a component: gamma (Laplace), sqrt(gamma) (Gaussian)."""
@@ -245,12 +313,14 @@ def mallinar_alpha(mu: np.ndarray, d: int, k_lo: int = 20, k_hi: int | None = No
 
 # ----------------------------------------------------------------------------- target
 
+
 def target(X) -> np.ndarray:
     """f*(x) = |x_1| + x_2^2 + sin(2 pi x_3) + x_1 x_2 x_3 (Haas et al. 2023, App. kernel
     experiment); X: (m, 3) -> (m,)."""
     X = np.asarray(X, np.float64)
-    return (np.abs(X[:, 0]) + X[:, 1] ** 2 + np.sin(2 * np.pi * X[:, 2])
-            + X[:, 0] * X[:, 1] * X[:, 2])
+    return (
+        np.abs(X[:, 0]) + X[:, 1] ** 2 + np.sin(2 * np.pi * X[:, 2]) + X[:, 0] * X[:, 1] * X[:, 2]
+    )
 
 
 def harmonic_energy(f: Callable, degrees: int, nodes: int | None = None) -> tuple:
@@ -274,8 +344,10 @@ def harmonic_energy(f: Callable, degrees: int, nodes: int | None = None) -> tupl
     M = 2 * L + 2 * nz + 64
     phi = 2 * np.pi * np.arange(M) / M
     s = np.sqrt(1 - z * z)
-    X = np.stack([np.repeat(z, M), np.outer(s, np.cos(phi)).ravel(),
-                  np.outer(s, np.sin(phi)).ravel()], axis=1)
+    X = np.stack(
+        [np.repeat(z, M), np.outer(s, np.cos(phi)).ravel(), np.outer(s, np.sin(phi)).ravel()],
+        axis=1,
+    )
     F = f(X).reshape(len(z), M)
     mean_sq = float(np.sum(wz[:, None] * F * F) / (2 * M))
     Fm = np.fft.rfft(F, axis=1)[:, : L + 1] / M  # (nz, L + 1): F_m(z), m = 0..L
@@ -284,8 +356,8 @@ def harmonic_energy(f: Callable, degrees: int, nodes: int | None = None) -> tupl
     theta = np.arccos(z)
     coef = np.zeros((L + 1, L + 1), complex)  # c_lm, m >= 0
     for lo in range(0, len(z), 64):  # chunks: the table is (L + 1, 2L + 1, chunk)
-        P = sph_legendre_p_all(L, L, theta[lo:lo + 64])[0][:, : L + 1, :]  # (l, m >= 0, z)
-        coef += math.sqrt(np.pi) * np.einsum("lmz,zm->lm", P * wz[lo:lo + 64], Fm[lo:lo + 64])
+        P = sph_legendre_p_all(L, L, theta[lo : lo + 64])[0][:, : L + 1, :]  # (l, m >= 0, z)
+        coef += math.sqrt(np.pi) * np.einsum("lmz,zm->lm", P * wz[lo : lo + 64], Fm[lo : lo + 64])
     sq = np.abs(coef) ** 2
     energy = sq[:, 0] + 2 * sq[:, 1:].sum(axis=1)  # m and -m
     return energy, mean_sq
@@ -309,6 +381,7 @@ def sphere(rng, m: int, d: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- configs
 
+
 class Heatmap(NamedTuple):
     """The published kernel heatmap (Haas et al. 2023, App. Fig. "l2excessrisk heatmap"): n
     points on S^{d-1} (d = 3), noise of variance noise_var, ridgeless spiky-smooth
@@ -331,8 +404,9 @@ class Heatmap(NamedTuple):
 
 # quick: the published n (whether a spike of width 0.01 is a ridge depends on n), fewer cells,
 # seeds and test points
-HEATMAP_QUICK = Heatmap(gamma_spikes=(1e-5, 1e-2, 5e-2), rhos=(10.0, 0.5, 0.1), seeds=3,
-                        n_test=2000, k_max=1000)
+HEATMAP_QUICK = Heatmap(
+    gamma_spikes=(1e-5, 1e-2, 5e-2), rhos=(10.0, 0.5, 0.1), seeds=3, n_test=2000, k_max=1000
+)
 
 
 class Tempered(NamedTuple):
@@ -380,8 +454,14 @@ def schedule(config: Tempered, n: int) -> tuple[float, float]:
     return config.gamma_scale / n, config.rho_at_1000 * (n / 1000) ** config.rho_power
 
 
-def optimal_ridge(n: int, kind: str = "laplace", gamma: float = 1.0, d: int = 3,
-                  k_max: int = 2000, noise_var: float = 0.5) -> float:
+def optimal_ridge(
+    n: int,
+    kind: str = "laplace",
+    gamma: float = 1.0,
+    d: int = 3,
+    k_max: int = 2000,
+    noise_var: float = 0.5,
+) -> float:
     """The ridge minimising eigenlearning's predicted excess risk of the smooth kernel on n
     points (a golden-section search in log ridge over [1e-4, n])."""
     from scipy.optimize import minimize_scalar
@@ -391,12 +471,15 @@ def optimal_ridge(n: int, kind: str = "laplace", gamma: float = 1.0, d: int = 3,
 
     def risk(log_r):
         return eigenlearning.predict(n, lv, energy, noise_var, math.exp(log_r) + tail).excess_risk
-    got = minimize_scalar(risk, bounds=(math.log(1e-4), math.log(n)), method="bounded",
-                          options={"xatol": 1e-4})
+
+    got = minimize_scalar(
+        risk, bounds=(math.log(1e-4), math.log(n)), method="bounded", options={"xatol": 1e-4}
+    )
     return float(math.exp(got.x))
 
 
 # ----------------------------------------------------------------------------- measurement
+
 
 def _rng(config, n: int, seed: int):
     """The Generator of one training set: from (config.seed, n, seed), never global state."""
@@ -444,8 +527,9 @@ def _solve(K, K_test, Y, ridge: float = 0.0, tol: float = 1e-6) -> _Fit:
     ||(K + ridge I) a - y|| / ||y|| exceeds `tol` (an ill-conditioned solve)."""
     A = K + ridge * np.eye(len(K)) if ridge else K
     try:
-        a = scipy.linalg.cho_solve(scipy.linalg.cho_factor(A, lower=True, check_finite=False),
-                                   Y, check_finite=False)
+        a = scipy.linalg.cho_solve(
+            scipy.linalg.cho_factor(A, lower=True, check_finite=False), Y, check_finite=False
+        )
     except (np.linalg.LinAlgError, ValueError):
         nan = np.full((Y.shape[1], len(K_test)), np.nan)
         return _Fit(nan, np.full((Y.shape[1], len(K)), np.nan), False)
@@ -457,29 +541,40 @@ def _risks(fit: _Fit, dr: _Draw, i: int = 0) -> dict:
     """excess_risk (noiseless, fresh points), test_mse (noisy test labels), train_mse."""
     if not fit.converged:
         return {"excess_risk": math.nan, "test_mse": math.nan, "train_mse": math.nan}
-    return {"excess_risk": float(np.mean((fit.f_test[i] - dr.f_test) ** 2)),
-            "test_mse": float(np.mean((fit.f_test[i] - dr.y_test) ** 2)),
-            "train_mse": float(np.mean((fit.f_train[i] - dr.y) ** 2))}
+    return {
+        "excess_risk": float(np.mean((fit.f_test[i] - dr.f_test) ** 2)),
+        "test_mse": float(np.mean((fit.f_test[i] - dr.y_test) ** 2)),
+        "train_mse": float(np.mean((fit.f_train[i] - dr.y) ** 2)),
+    }
 
 
 def _pred(spec: KernelSpec, n: int, config) -> dict:
     p, how = predict_kernel(spec, n, config.d, config.k_max, config.noise_var)
-    return {"predicted_excess_risk": p.excess_risk, "predicted_test_mse": p.test_risk,
-            "prediction": how, "kappa": p.kappa, "e0": p.e0, "_p": p}
+    return {
+        "predicted_excess_risk": p.excess_risk,
+        "predicted_test_mse": p.test_risk,
+        "prediction": how,
+        "kappa": p.kappa,
+        "e0": p.e0,
+        "_p": p,
+    }
 
 
 def _heatmap_cells(config: Heatmap) -> list[tuple]:
     """The keys (kernel, gamma_spike, rho) of one seed, in order: the smooth kernel ridgeless,
     with ridge rho, then the spiky-smooth grid."""
     cells = [("smooth", 0.0, 0.0)] + [("smooth-ridge", 0.0, float(r)) for r in config.rhos]
-    return cells + [("spiky-smooth", float(g), float(r)) for g in config.gamma_spikes
-                    for r in config.rhos]
+    return cells + [
+        ("spiky-smooth", float(g), float(r)) for g in config.gamma_spikes for r in config.rhos
+    ]
 
 
 def _check_d(d: int) -> None:
     if d != 3:
-        raise ValueError(f"--d: {d} is not supported: the target |x_1| + x_2^2 + sin(2 pi x_3) "
-                         "+ x_1 x_2 x_3 and its harmonic energies are on S^2 (d = 3 only)")
+        raise ValueError(
+            f"--d: {d} is not supported: the target |x_1| + x_2^2 + sin(2 pi x_3) "
+            "+ x_1 x_2 x_3 and its harmonic energies are on S^2 (d = 3 only)"
+        )
 
 
 def heatmap_rows(config: Heatmap, seed: int, skip: Iterable = ()) -> list[dict]:
@@ -500,20 +595,32 @@ def heatmap_rows(config: Heatmap, seed: int, skip: Iterable = ()) -> list[dict]:
         t0 = time.perf_counter()
         if kernel == "spiky-smooth":
             if g not in spikes:  # the spike's Grams, once per width
-                spikes = {g: (component(config.spike, dr.D, g),
-                              component(config.spike, dr.D_test, g))}
+                spikes = {
+                    g: (component(config.spike, dr.D, g), component(config.spike, dr.D_test, g))
+                }
             S, S_test = spikes[g]
             fit = _solve(K_s + r * S, K_s_test + r * S_test, Y)
-            spec = KernelSpec("spiky-smooth", config.smooth, config.gamma_smooth, config.spike,
-                              g, r)
+            spec = KernelSpec(
+                "spiky-smooth", config.smooth, config.gamma_smooth, config.spike, g, r
+            )
         else:
             fit = _solve(K_s, K_s_test, Y, ridge=r)
             spec = KernelSpec("smooth", config.smooth, config.gamma_smooth, ridge=r)
         pred = _pred(spec, n, config)
         pred.pop("_p")
-        rows.append({"kernel": kernel, "gamma_spike": g, "rho": r, "seed": seed, "n": n,
-                     **_risks(fit, dr), **pred, "converged": fit.converged,
-                     "seconds": time.perf_counter() - t0})
+        rows.append(
+            {
+                "kernel": kernel,
+                "gamma_spike": g,
+                "rho": r,
+                "seed": seed,
+                "n": n,
+                **_risks(fit, dr),
+                **pred,
+                "converged": fit.converged,
+                "seconds": time.perf_counter() - t0,
+            }
+        )
     return rows
 
 
@@ -551,42 +658,62 @@ def tempered_rows(config: Tempered, n: int, seed: int, skip: Iterable = ()) -> l
         t0 = time.perf_counter()
         g, r = 0.0, 0.0
         if kernel == "ntk":
-            K = ntk(1.0 - dr.D ** 2 / 2)
+            K = ntk(1.0 - dr.D**2 / 2)
             np.fill_diagonal(K, float(ntk(np.array(1.0))))
-            K_test = ntk(1.0 - dr.D_test ** 2 / 2)
+            K_test = ntk(1.0 - dr.D_test**2 / 2)
             spec = KernelSpec("ntk")
-            alpha = mallinar_alpha(np.exp(_ntk_levels(config.d, config.k_max)[0].log_eigenvalue),
-                                   config.d)
+            alpha = mallinar_alpha(
+                np.exp(_ntk_levels(config.d, config.k_max)[0].log_eigenvalue), config.d
+            )
         elif kernel == "spiky-smooth":
             g, r = schedule(config, n)
-            K = (component(config.smooth, dr.D, config.gamma_smooth)
-                 + r * component(config.spike, dr.D, g))
-            K_test = (component(config.smooth, dr.D_test, config.gamma_smooth)
-                      + r * component(config.spike, dr.D_test, g))
-            spec = KernelSpec("spiky-smooth", config.smooth, config.gamma_smooth, config.spike,
-                              g, r)
+            K = component(config.smooth, dr.D, config.gamma_smooth) + r * component(
+                config.spike, dr.D, g
+            )
+            K_test = component(config.smooth, dr.D_test, config.gamma_smooth) + r * component(
+                config.spike, dr.D_test, g
+            )
+            spec = KernelSpec(
+                "spiky-smooth", config.smooth, config.gamma_smooth, config.spike, g, r
+            )
             alpha = math.nan  # Mallinar's rate is for a fixed kernel as n grows
         elif kernel in COMPONENTS:
             K = component(kernel, dr.D, config.gamma_smooth)
             K_test = component(kernel, dr.D_test, config.gamma_smooth)
             spec = KernelSpec("smooth", kernel, config.gamma_smooth)
-            alpha = mallinar_alpha(component_spectrum(kernel, config.gamma_smooth, config.d,
-                                                      config.k_max), config.d)
+            alpha = mallinar_alpha(
+                component_spectrum(kernel, config.gamma_smooth, config.d, config.k_max), config.d
+            )
         else:
-            raise ValueError(f"unknown kernel {kernel!r}; choose from laplace, gaussian, ntk, "
-                             "spiky-smooth")
+            raise ValueError(
+                f"unknown kernel {kernel!r}; choose from laplace, gaussian, ntk, spiky-smooth"
+            )
         fit = _solve(K, K_test, Y)
         noisy, clean = _risks(fit, dr, 0), _risks(fit, dr, 1)
         pred = _pred(spec, n, config)
         p = pred.pop("_p")
         pred.pop("predicted_test_mse"), pred.pop("e0")
-        rows.append({"kernel": kernel, "n": n, "seed": seed, "gamma_spike": g, "rho": r,
-                     **noisy, "excess_risk_clean": clean["excess_risk"],
-                     "noise_amplification": (noisy["excess_risk"] - clean["excess_risk"])
-                     / config.noise_var if config.noise_var > 0 else math.nan,
-                     **pred, "predicted_excess_risk_clean": p.bias,
-                     "predicted_e0_minus_1": p.e0 - 1.0, "mallinar_e0_minus_1": alpha - 1.0,
-                     "converged": fit.converged, "seconds": time.perf_counter() - t0})
+        rows.append(
+            {
+                "kernel": kernel,
+                "n": n,
+                "seed": seed,
+                "gamma_spike": g,
+                "rho": r,
+                **noisy,
+                "excess_risk_clean": clean["excess_risk"],
+                "noise_amplification": (noisy["excess_risk"] - clean["excess_risk"])
+                / config.noise_var
+                if config.noise_var > 0
+                else math.nan,
+                **pred,
+                "predicted_excess_risk_clean": p.bias,
+                "predicted_e0_minus_1": p.e0 - 1.0,
+                "mallinar_e0_minus_1": alpha - 1.0,
+                "converged": fit.converged,
+                "seconds": time.perf_counter() - t0,
+            }
+        )
     return [{c: row[c] for c in TEMPERED_SCHEMA} for row in rows]
 
 
@@ -607,6 +734,7 @@ def run_tempered(config: Tempered, on_rows: Callable[[list], None], skip: Iterab
 
 # ----------------------------------------------------------------------------- studies
 
+
 def heatmap_study(config: Heatmap | None = None, name: str = KIND, part: str | None = None):
     """The heatmap (default: the published protocol, `Heatmap()`) as a `contract.HostStudy`
     (kind "spiky-kernel", NumPy float64)."""
@@ -618,13 +746,20 @@ def heatmap_study(config: Heatmap | None = None, name: str = KIND, part: str | N
         run_heatmap(config, on_rows, {_key(r, KEYS) for r in stored})
 
     cells = len(_heatmap_cells(config))
-    return HostStudy(KIND, name, f"spiky-smooth kernel heatmap, n = {config.n}, {cells} "
-                     f"cells x {config.seeds} seeds, NumPy", _jsonable(config),
-                     Schema(SCHEMA, KEYS, flags=FLAGS), compute, part=part)
+    return HostStudy(
+        KIND,
+        name,
+        f"spiky-smooth kernel heatmap, n = {config.n}, {cells} cells x {config.seeds} seeds, NumPy",
+        _jsonable(config),
+        Schema(SCHEMA, KEYS, flags=FLAGS),
+        compute,
+        part=part,
+    )
 
 
-def tempered_study(config: Tempered | None = None, name: str = KIND + "-tempered",
-                   part: str | None = None):
+def tempered_study(
+    config: Tempered | None = None, name: str = KIND + "-tempered", part: str | None = None
+):
     """The tempered-against-benign study (default `Tempered()`) as a `contract.HostStudy`."""
     from jaxbof.contract import HostStudy, Schema
 
@@ -633,17 +768,26 @@ def tempered_study(config: Tempered | None = None, name: str = KIND + "-tempered
     def compute(on_rows, stored):
         run_tempered(config, on_rows, {_key(r, TEMPERED_KEYS) for r in stored})
 
-    return HostStudy(KIND, name, f"tempered against benign, n = {min(config.ns)} .. "
-                     f"{max(config.ns)}, {len(config.kernels)} kernels x {config.seeds} seeds, "
-                     "NumPy", _jsonable(config), Schema(TEMPERED_SCHEMA, TEMPERED_KEYS,
-                                                        flags=FLAGS), compute, part=part)
+    return HostStudy(
+        KIND,
+        name,
+        f"tempered against benign, n = {min(config.ns)} .. "
+        f"{max(config.ns)}, {len(config.kernels)} kernels x {config.seeds} seeds, "
+        "NumPy",
+        _jsonable(config),
+        Schema(TEMPERED_SCHEMA, TEMPERED_KEYS, flags=FLAGS),
+        compute,
+        part=part,
+    )
 
 
 def _jsonable(config) -> dict:
     """config.json's experiment.config: the fields, tuples as lists, and which study."""
     study = "tempered" if isinstance(config, Tempered) else "heatmap"
-    return {"study": study, **{k: list(v) if isinstance(v, tuple) else v
-                               for k, v in config._asdict().items()}}
+    return {
+        "study": study,
+        **{k: list(v) if isinstance(v, tuple) else v for k, v in config._asdict().items()},
+    }
 
 
 def config_of(config) -> Heatmap | Tempered:
@@ -653,11 +797,17 @@ def config_of(config) -> Heatmap | Tempered:
     if "experiment" in config:
         config = config["experiment"]["config"]
     kind = Tempered if config.get("study") == "tempered" else Heatmap
-    return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()
-                   if k in kind._fields})
+    return kind(
+        **{
+            k: tuple(v) if isinstance(v, list) else v
+            for k, v in config.items()
+            if k in kind._fields
+        }
+    )
 
 
 # ----------------------------------------------------------------------------- command line
+
 
 def add_arguments(parser) -> None:
     """`jaxbof sweep spiky-kernel`'s flags (defaults: the published protocol)."""
@@ -666,17 +816,31 @@ def add_arguments(parser) -> None:
     parser.add_argument("--d", default=str(h.d), help="input dimension: 3 (S^2) only")
     parser.add_argument("--smooth", default=h.smooth, help="smooth component: laplace, gaussian")
     parser.add_argument("--spike", default=h.spike, help="spike component: laplace, gaussian")
-    parser.add_argument("--gamma-smooth", default=str(h.gamma_smooth), dest="gamma_smooth",
-                        help="bandwidth of the smooth component (> 0)")
-    parser.add_argument("--gamma-spike", default=",".join(f"{g:g}" for g in h.gamma_spikes),
-                        dest="gamma_spike", help="spike bandwidths (comma list, > 0)")
-    parser.add_argument("--rho", default=",".join(f"{r:g}" for r in h.rhos),
-                        help="spike weights (comma list, >= 0)")
-    parser.add_argument("--noise-var", default=str(h.noise_var), dest="noise_var",
-                        help="label noise variance (>= 0)")
+    parser.add_argument(
+        "--gamma-smooth",
+        default=str(h.gamma_smooth),
+        dest="gamma_smooth",
+        help="bandwidth of the smooth component (> 0)",
+    )
+    parser.add_argument(
+        "--gamma-spike",
+        default=",".join(f"{g:g}" for g in h.gamma_spikes),
+        dest="gamma_spike",
+        help="spike bandwidths (comma list, > 0)",
+    )
+    parser.add_argument(
+        "--rho", default=",".join(f"{r:g}" for r in h.rhos), help="spike weights (comma list, >= 0)"
+    )
+    parser.add_argument(
+        "--noise-var",
+        default=str(h.noise_var),
+        dest="noise_var",
+        help="label noise variance (>= 0)",
+    )
     parser.add_argument("--seeds", default=str(h.seeds), help="training sets (>= 1)")
-    parser.add_argument("--n-test", default=str(h.n_test), dest="n_test",
-                        help="fresh test points (>= 1)")
+    parser.add_argument(
+        "--n-test", default=str(h.n_test), dest="n_test", help="fresh test points (>= 1)"
+    )
 
 
 def from_args(args):
@@ -702,18 +866,24 @@ def from_args(args):
     smooth = flags.choice(args.smooth, tuple(COMPONENTS), "smooth")
     spike = flags.choice(args.spike, tuple(COMPONENTS), "spike")
     config = Heatmap(
-        n=n, d=d, smooth=smooth, spike=spike,
-        gamma_smooth=one(args.gamma_smooth, float, "gamma-smooth", lambda v: v > 0,
-                         "a bandwidth > 0"),
+        n=n,
+        d=d,
+        smooth=smooth,
+        spike=spike,
+        gamma_smooth=one(
+            args.gamma_smooth, float, "gamma-smooth", lambda v: v > 0, "a bandwidth > 0"
+        ),
         gamma_spikes=many(args.gamma_spike, "gamma-spike", lambda v: v > 0, "bandwidths > 0"),
         rhos=many(args.rho, "rho", lambda v: v >= 0, "weights >= 0"),
         noise_var=one(args.noise_var, float, "noise-var", lambda v: v >= 0, "a variance >= 0"),
         seeds=one(args.seeds, int, "seeds", lambda v: v >= 1, "seeds >= 1"),
-        n_test=one(args.n_test, int, "n-test", lambda v: v >= 1, "n-test >= 1"))
+        n_test=one(args.n_test, int, "n-test", lambda v: v >= 1, "n-test >= 1"),
+    )
     return heatmap_study(config)
 
 
 # ----------------------------------------------------------------------------- table
+
 
 def table(rows, config=None) -> list[str]:
     """Mean and s.e. over seeds of the excess risk beside the prediction, one CSV line per
@@ -722,26 +892,37 @@ def table(rows, config=None) -> list[str]:
     from jaxbof import stats
 
     rows = list(rows)
-    tempered = bool(rows) and "excess_risk_clean" in rows[0] or (
-        config is not None and not rows and isinstance(config_of(config), Tempered))
+    tempered = (
+        bool(rows)
+        and "excess_risk_clean" in rows[0]
+        or (config is not None and not rows and isinstance(config_of(config), Tempered))
+    )
     by = ("kernel", "n") if tempered else ("kernel", "gamma_spike", "rho")
     risk = stats.aggregate(rows, by, "excess_risk", FLAGS)
     pred = {tuple(r[c] for c in by): r for r in rows}
     if tempered:
         amp = stats.aggregate(rows, by, "noise_amplification", FLAGS)
-        lines = [("kernel,n,excess_risk,sem,predicted,noise_amplification,sem,"
-                  "predicted_e0_minus_1,mallinar_e0_minus_1,prediction,seeds,flagged")]
+        lines = [
+            (
+                "kernel,n,excess_risk,sem,predicted,noise_amplification,sem,"
+                "predicted_e0_minus_1,mallinar_e0_minus_1,prediction,seeds,flagged"
+            )
+        ]
         for key, s in risk.items():
             p, a = pred[key], amp[key]
-            lines.append(f"{key[0]},{key[1]},{s.mean:.5g},{s.sem:.2g},"
-                         f"{p['predicted_excess_risk']:.5g},{a.mean:.4g},{a.sem:.2g},"
-                         f"{p['predicted_e0_minus_1']:.4g},{p['mallinar_e0_minus_1']:.4g},"
-                         f"{p['prediction']},{s.count},{s.flagged}")
+            lines.append(
+                f"{key[0]},{key[1]},{s.mean:.5g},{s.sem:.2g},"
+                f"{p['predicted_excess_risk']:.5g},{a.mean:.4g},{a.sem:.2g},"
+                f"{p['predicted_e0_minus_1']:.4g},{p['mallinar_e0_minus_1']:.4g},"
+                f"{p['prediction']},{s.count},{s.flagged}"
+            )
         return lines
     lines = ["kernel,gamma_spike,rho,excess_risk,sem,predicted,prediction,seeds,flagged"]
     for key, s in risk.items():
         p = pred[key]
-        lines.append(f"{key[0]},{key[1]:g},{key[2]:g},{s.mean:.5g},{s.sem:.2g},"
-                     f"{p['predicted_excess_risk']:.5g},{p['prediction']},{s.count},"
-                     f"{s.flagged}")
+        lines.append(
+            f"{key[0]},{key[1]:g},{key[2]:g},{s.mean:.5g},{s.sem:.2g},"
+            f"{p['predicted_excess_risk']:.5g},{p['prediction']},{s.count},"
+            f"{s.flagged}"
+        )
     return lines

@@ -48,8 +48,20 @@ from jaxbof.experiments.haas_spikes.grid import (
     record_epochs,
 )
 
-__all__ = ["Data", "Params", "Slot", "State", "activation", "default_engine", "epoch_step",
-           "experiment", "forward", "init", "predict", "sgd_step"]
+__all__ = [
+    "Data",
+    "Params",
+    "Slot",
+    "State",
+    "activation",
+    "default_engine",
+    "epoch_step",
+    "experiment",
+    "forward",
+    "init",
+    "predict",
+    "sgd_step",
+]
 
 
 class Params(NamedTuple):
@@ -109,10 +121,16 @@ def sincos(v):
     k = jnp.round(v * (1 / math.pi))
     r = (v - k * _PI_HI) - k * _PI_LO
     r2 = r * r
-    s = r * (1 + r2 * (-1 / 6 + r2 * (1 / 120 + r2 * (-1 / 5040 + r2 * (
-        1 / 362880 + r2 * (-1 / 39916800))))))
-    c = 1 + r2 * (-1 / 2 + r2 * (1 / 24 + r2 * (-1 / 720 + r2 * (1 / 40320 + r2 * (
-        -1 / 3628800 + r2 * (1 / 479001600))))))
+    s = r * (
+        1
+        + r2
+        * (-1 / 6 + r2 * (1 / 120 + r2 * (-1 / 5040 + r2 * (1 / 362880 + r2 * (-1 / 39916800)))))
+    )
+    c = 1 + r2 * (
+        -1 / 2
+        + r2
+        * (1 / 24 + r2 * (-1 / 720 + r2 * (1 / 40320 + r2 * (-1 / 3628800 + r2 * (1 / 479001600)))))
+    )
     sign = 1 - 2 * (k.astype(jnp.int32) & 1).astype(v.dtype)  # (-1)^k
     return sign * s, sign * c
 
@@ -131,6 +149,7 @@ def activation(kind: str, frequency):
             return relu, step
         s, c = sincos(frequency * z + math.pi / 4)
         return relu + (math.sqrt(2) / frequency) * s, step + math.sqrt(2) * c
+
     return fn
 
 
@@ -155,8 +174,13 @@ def sgd_step(params: Params, x, y, lr, phi) -> tuple[Params, jax.Array]:
     f = c * jnp.dot(params.a, p) + params.beta
     r = lr * 2.0 * (f - y)  # lr * dL/df
     back = (r * c) * params.a * q  # lr * dL/dz_j
-    return Params(params.w0 - g * x[0] * back, params.w1 - g * x[1] * back, params.b - back,
-                  params.a - (r * c) * p, params.beta - r), f
+    return Params(
+        params.w0 - g * x[0] * back,
+        params.w1 - g * x[1] * back,
+        params.b - back,
+        params.a - (r * c) * p,
+        params.beta - r,
+    ), f
 
 
 def epoch_step(slot: Slot, state: State, *, kind: str, lr: float, frequency: float) -> State:
@@ -171,6 +195,7 @@ def epoch_step(slot: Slot, state: State, *, kind: str, lr: float, frequency: flo
         j = order[i]
         params, f = sgd_step(params, X[j], y[j], lr, phi)
         return params, bad | ~jnp.isfinite(f)
+
     params, bad = jax.lax.fori_loop(0, n, body, (state.params, state.diverged))
     epoch = state.epoch + 1
     rec_epochs = slot.data.rec_epochs
@@ -188,6 +213,7 @@ def init(key, shape, *, protocol: Protocol, dtype) -> Slot:
     def circle(k, m):
         u = jax.random.normal(k, (m, d), dtype)
         return u / jnp.linalg.norm(u, axis=1, keepdims=True)
+
     X, X_test = circle(k_data, n), circle(k_test, protocol.n_test)
     y = X[:, 0] + sd * jax.random.normal(k_noise, (n,), dtype)
     y_test = X_test[:, 0] + sd * jax.random.normal(k_test_noise, (protocol.n_test,), dtype)
@@ -195,8 +221,13 @@ def init(key, shape, *, protocol: Protocol, dtype) -> Slot:
     W = jax.random.normal(kw, (M, d), dtype)
     a = jax.random.normal(ka, (M,), dtype)
     zeros = jnp.zeros((2 * M,), dtype)
-    params = Params(jnp.concatenate([W[:, 0], W[:, 0]]), jnp.concatenate([W[:, 1], W[:, 1]]),
-                    zeros, jnp.concatenate([a, -a]), jnp.zeros((), dtype))
+    params = Params(
+        jnp.concatenate([W[:, 0], W[:, 0]]),
+        jnp.concatenate([W[:, 1], W[:, 1]]),
+        zeros,
+        jnp.concatenate([a, -a]),
+        jnp.zeros((), dtype),
+    )
     rec = jnp.asarray(record_epochs(protocol.epochs, protocol.records), jnp.int32)
     zero = jnp.zeros((), jnp.int32)
     state = State(params, zero, zero, jnp.asarray(rec[0] == 0), zero, jnp.zeros((), bool))
@@ -236,12 +267,23 @@ def _programs(protocol: Protocol):
         f_test = predict(params, X_test, kind, protocol.frequency)
         on_circle = predict(params, circle.astype(X.dtype), kind, protocol.frequency)
         if kind == "relu":  # the signal network of a ReLU network is the network itself
-            return _rmse(f_train, y), _rmse(f_test, y_test), _rmse(f_test, y_test), on_circle, \
-                on_circle
+            return (
+                _rmse(f_train, y),
+                _rmse(f_test, y_test),
+                _rmse(f_test, y_test),
+                on_circle,
+                on_circle,
+            )
         s_test = predict(params, X_test, "relu", protocol.frequency)
         s_circle = predict(params, circle.astype(X.dtype), "relu", protocol.frequency)
-        return (_rmse(f_train, y), _rmse(f_test, y_test), _rmse(s_test, y_test), on_circle,
-                s_circle)
+        return (
+            _rmse(f_train, y),
+            _rmse(f_test, y_test),
+            _rmse(s_test, y_test),
+            on_circle,
+            s_circle,
+        )
+
     return curve, last
 
 
@@ -251,8 +293,11 @@ def default_engine() -> _engine.Engine:
     1 / 2 / 4 / 8 / 16 / 32 networks per batch on the 2-core CPU (16 networks' parameters,
     5 MB, stay in its 32 MB L3 cache; `benchmarks/spiky_net.py --slots`). Epochs between host
     checks: 16, so a run halts for its next record within 16 epochs of it."""
-    return _engine.Engine(slots=16, chunk=16) if jax.default_backend() == "cpu" \
+    return (
+        _engine.Engine(slots=16, chunk=16)
+        if jax.default_backend() == "cpu"
         else _engine.Engine(chunk=16)
+    )
 
 
 def experiment(protocol: Protocol = Protocol(), cells: Sequence[Cell] = ()) -> _engine.Experiment:
@@ -271,17 +316,24 @@ def experiment(protocol: Protocol = Protocol(), cells: Sequence[Cell] = ()) -> _
         return slot._replace(data=slot.data._replace(kind=_Static(kind)))
 
     def step(slot, state):
-        return epoch_step(slot, state, kind=slot.data.kind.value, lr=protocol.lr,
-                          frequency=protocol.frequency)
+        return epoch_step(
+            slot, state, kind=slot.data.kind.value, lr=protocol.lr, frequency=protocol.frequency
+        )
 
     def programs(kind, shapes, B):
-        one = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype),
-                           (shapes.state.params, *_measured(shapes.data)))
+        one = jax.tree.map(
+            lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype),
+            (shapes.state.params, *_measured(shapes.data)),
+        )
         dt = shapes.data.X.dtype.name
-        return {f"spiky-curve/{kind}/{dt}": _engine.Program(
-                    lambda *a: curve_fn(kind, *a), one, batched=False),
-                f"spiky-last/{kind}/{dt}": _engine.Program(
-                    lambda *a: last_fn(kind, *a), one, batched=False)}
+        return {
+            f"spiky-curve/{kind}/{dt}": _engine.Program(
+                lambda *a: curve_fn(kind, *a), one, batched=False
+            ),
+            f"spiky-last/{kind}/{dt}": _engine.Program(
+                lambda *a: last_fn(kind, *a), one, batched=False
+            ),
+        }
 
     def report(h):
         st = h.slots.state
@@ -294,33 +346,63 @@ def experiment(protocol: Protocol = Protocol(), cells: Sequence[Cell] = ()) -> _
             params, *data = _engine.take((st.params, *_measured(h.slots.data)), s)
             epoch, bad = int(epochs[s]), bool(diverged[s])
             final = bad or epoch >= last_epoch
-            row = dict(seed=cell.seed, activation=kind, epoch=epoch, final=final,
-                       diverged=bad, signal_test_rmse=math.nan, circle="", signal_circle="",
-                       train_angle="", train_y="")
+            row = dict(
+                seed=cell.seed,
+                activation=kind,
+                epoch=epoch,
+                final=final,
+                diverged=bad,
+                signal_test_rmse=math.nan,
+                circle="",
+                signal_circle="",
+                train_angle="",
+                train_y="",
+            )
             if final:
                 tr, te, sig, on_c, s_c = h.programs[f"spiky-last/{kind}/{dt}"](params, *data)
-                row.update(train_rmse=float(tr), test_rmse=float(te),
-                           test_points=protocol.n_test, signal_test_rmse=float(sig))
+                row.update(
+                    train_rmse=float(tr),
+                    test_rmse=float(te),
+                    test_points=protocol.n_test,
+                    signal_test_rmse=float(sig),
+                )
                 if cell.seed < protocol.circle_seeds:
                     X, y = (np.asarray(a, np.float64) for a in data[:2])
-                    row.update(circle=_text(on_c), signal_circle=_text(s_c),
-                               train_angle=_text(np.arctan2(X[:, 1], X[:, 0])),
-                               train_y=_text(y))
+                    row.update(
+                        circle=_text(on_c),
+                        signal_circle=_text(s_c),
+                        train_angle=_text(np.arctan2(X[:, 1], X[:, 0])),
+                        train_y=_text(y),
+                    )
             else:
                 tr, te = h.programs[f"spiky-curve/{kind}/{dt}"](params, *data)
-                row.update(train_rmse=float(tr), test_rmse=float(te),
-                           test_points=min(protocol.n_curve, protocol.n_test))
+                row.update(
+                    train_rmse=float(tr),
+                    test_rmse=float(te),
+                    test_points=min(protocol.n_curve, protocol.n_test),
+                )
             out.append(_engine.Report([row], final))
         return out
 
     return _engine.Experiment(
-        init=init_, step=step, report=report,
+        init=init_,
+        step=step,
+        report=report,
         schema=_engine.Schema(SCHEMA, KEYS, final="final", flags={"diverged": True}),
-        protocol=protocol, seed=protocol.seed,
-        batching=_engine.Batching(shape=lambda c: c.activation, resume=resume,
-                                  programs=programs, step_flops=lambda b, c: _flops(b, protocol)),
-        cells=_engine.Cells(coords=lambda c: np.asarray([c.seed], np.uint32), inputs=inputs,
-                            example_cell=lambda kind: Cell(0, kind)))
+        protocol=protocol,
+        seed=protocol.seed,
+        batching=_engine.Batching(
+            shape=lambda c: c.activation,
+            resume=resume,
+            programs=programs,
+            step_flops=lambda b, c: _flops(b, protocol),
+        ),
+        cells=_engine.Cells(
+            coords=lambda c: np.asarray([c.seed], np.uint32),
+            inputs=inputs,
+            example_cell=lambda kind: Cell(0, kind),
+        ),
+    )
 
 
 def _measured(data: Data) -> tuple:

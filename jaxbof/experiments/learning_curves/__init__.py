@@ -18,7 +18,14 @@ PLUGIN = Plugin(
     name="learning-curves",
     description="kernel ridge regression on the sphere against the eigenlearning prediction",
     paper="Simon et al. 2021/2023; Bordelon, Canatar and Pehlevan 2020",
-    reproduce=(Reproduce("learning-curves", "kernel ridge regression against the eigenlearning "
-                         "prediction, n from 10 to 5120, ridges 0, 1e-4 n, 1e-2 n (float64)",
-                         study=_study),),
-    figures=_figures, claims=_claims.CLAIMS)
+    reproduce=(
+        Reproduce(
+            "learning-curves",
+            "kernel ridge regression against the eigenlearning "
+            "prediction, n from 10 to 5120, ridges 0, 1e-4 n, 1e-2 n (float64)",
+            study=_study,
+        ),
+    ),
+    figures=_figures,
+    claims=_claims.CLAIMS,
+)

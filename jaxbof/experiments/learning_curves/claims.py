@@ -32,13 +32,16 @@ import numpy as np
 from jaxbof import stats
 from jaxbof.contract import Claim, Criterion, Estimate
 
-SOURCE = ("Simon, Dickens, Karkada and DeWeese 2021/2023 (the eigenlearning equations); "
-          "Bordelon, Canatar and Pehlevan 2020")
+SOURCE = (
+    "Simon, Dickens, Karkada and DeWeese 2021/2023 (the eigenlearning equations); "
+    "Bordelon, Canatar and Pehlevan 2020"
+)
 N_MIN = 160  # the gap is claimed from here on: below it n sits among the first levels
 
 
 def _gap_cells(ridge_over_n: float):
     """The estimate of a claim on the relative gap at one ridge, one interval per n >= N_MIN."""
+
     def estimate(rows, config, level):
         ns = sorted({r["n"] for r in rows if r["n"] >= N_MIN})
         if not ns:
@@ -48,8 +51,9 @@ def _gap_cells(ridge_over_n: float):
         def gap(units) -> float:
             mine = [r for u in units for r in u if r["ridge_over_n"] == ridge_over_n]
             measured = float(np.mean([r["excess_risk"] for r in mine])) if mine else math.nan
-            predicted = float(np.mean([r["predicted_excess_risk"] for r in mine])) if mine \
-                else math.nan
+            predicted = (
+                float(np.mean([r["predicted_excess_risk"] for r in mine])) if mine else math.nan
+            )
             return (predicted - measured) / measured if measured > 0 else math.nan
 
         out = []
@@ -58,9 +62,18 @@ def _gap_cells(ridge_over_n: float):
             if not any(r["ridge_over_n"] == ridge_over_n for u in units for r in u):
                 raise ValueError(f"no rows at ridge / n = {ridge_over_n:g} for n = {n}")
             got = stats.unit_interval(units, gap, each)
-            out.append(Estimate(got.value, got.low, got.high,
-                                got.method + " (unit: a training set)", f"n={n}", each))
+            out.append(
+                Estimate(
+                    got.value,
+                    got.low,
+                    got.high,
+                    got.method + " (unit: a training set)",
+                    f"n={n}",
+                    each,
+                )
+            )
         return out
+
     estimate.__name__ = f"relative_gap_at_ridge_{ridge_over_n:g}"
     return estimate
 
@@ -69,13 +82,27 @@ with_ridge = _gap_cells(1e-2)
 ridgeless = _gap_cells(0.0)
 
 CLAIMS = (
-    Claim("S3", "with a ridge (ridge / n = 1e-2) the eigenlearning equations predict kernel "
-          "ridge regression's excess risk: the relative gap (predicted - measured) / measured "
-          "is within +-10% at every n >= 160", SOURCE, "learning-curves", with_ridge,
-          Criterion(-0.10, 0.10)),
-    Claim("S4", "without a ridge the eigenlearning equations predict the interpolating "
-          "kernel's excess risk: the relative gap (predicted - measured) / measured is within "
-          "+-5% at every n >= 160", SOURCE, "learning-curves", ridgeless, Criterion(-0.05, 0.05),
-          expected="fails", reason="tempered noise amplification on a degenerate spectrum in "
-          "fixed d: the prediction is 11 to 21% high from n = 160 to 5120"),
+    Claim(
+        "S3",
+        "with a ridge (ridge / n = 1e-2) the eigenlearning equations predict kernel "
+        "ridge regression's excess risk: the relative gap (predicted - measured) / measured "
+        "is within +-10% at every n >= 160",
+        SOURCE,
+        "learning-curves",
+        with_ridge,
+        Criterion(-0.10, 0.10),
+    ),
+    Claim(
+        "S4",
+        "without a ridge the eigenlearning equations predict the interpolating "
+        "kernel's excess risk: the relative gap (predicted - measured) / measured is within "
+        "+-5% at every n >= 160",
+        SOURCE,
+        "learning-curves",
+        ridgeless,
+        Criterion(-0.05, 0.05),
+        expected="fails",
+        reason="tempered noise amplification on a degenerate spectrum in "
+        "fixed d: the prediction is 11 to 21% high from n = 160 to 5120",
+    ),
 )

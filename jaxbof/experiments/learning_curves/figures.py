@@ -29,8 +29,10 @@ def table(rows) -> list[str]:
     for ridge, points in _curves(rows).items():
         for n, s, p in points:
             gap = (p - s.mean) / s.sem if s.sem > 0 else float("nan")
-            lines.append(f"{ridge:g},{n},{s.mean:.5g},{s.sem:.2g},{p:.5g},{gap:+.2f},"
-                         f"{(p - s.mean) / s.mean:+.4f},{s.count}")
+            lines.append(
+                f"{ridge:g},{n},{s.mean:.5g},{s.sem:.2g},{p:.5g},{gap:+.2f},"
+                f"{(p - s.mean) / s.mean:+.4f},{s.count}"
+            )
     return lines
 
 
@@ -45,15 +47,19 @@ def learning_curves(rows, path, title: str | None = None) -> str:
         label = "ridgeless" if ridge == 0 else f"ridge = {ridge:g} n"
         ax.errorbar(n, mean, yerr=sem, fmt="o", ms=4, color=f"C{i}", label=f"{label}: KRR")
         ax.plot(n, pred, "-", color=f"C{i}", lw=1.2, label=f"{label}: eigenlearning")
-        gx.errorbar(n, (pred - mean) / mean, yerr=sem / mean, fmt="o-", ms=4, color=f"C{i}",
-                    label=label)
+        gx.errorbar(
+            n, (pred - mean) / mean, yerr=sem / mean, fmt="o-", ms=4, color=f"C{i}", label=label
+        )
     ax.set(xscale="log", yscale="log", xlabel="n", ylabel="excess risk ||f - f*||^2")
     ax.legend(fontsize=7)
     gx.axhline(0.0, color="k", lw=0.8)
     gx.set(xscale="log", xlabel="n", ylabel="(predicted - measured) / measured")
     gx.set_title("error bars: 1 s.e. of the measurement", fontsize=8)
-    fig.suptitle("Kernel ridge regression against the eigenlearning prediction"
-                 + (f"\n{title}" if title else ""), fontsize=9)
+    fig.suptitle(
+        "Kernel ridge regression against the eigenlearning prediction"
+        + (f"\n{title}" if title else ""),
+        fontsize=9,
+    )
     return draw.save(fig, path)
 
 
@@ -77,14 +83,16 @@ def learnability(config: dict, path, ns=None, title: str | None = None) -> str:
         for k in range(7):
             if np.all(np.nan_to_num(L[:, k]) == 0):
                 continue  # a zero level (odd k >= 3 without a bias)
-            ax.plot(ns, L[:, k], style, color=f"C{k}",
-                    label=f"k = {k}" if style == "-" else None)
+            ax.plot(ns, L[:, k], style, color=f"C{k}", label=f"k = {k}" if style == "-" else None)
     ax.plot([], [], "k-", label="ridgeless")
     ax.plot([], [], "k--", label=f"ridge = {max(config['ridges_over_n']):g} n")
     ax.set(xscale="log", xlabel="n", ylabel="learnability L_k", ylim=(-0.02, 1.02))
     ax.legend(fontsize=7, ncol=2)
-    ax.set_title(f"Predicted learnability per degree, {config['kernel']} on S^{config['d'] - 1}"
-                 + (f"\n{title}" if title else ""), fontsize=9)
+    ax.set_title(
+        f"Predicted learnability per degree, {config['kernel']} on S^{config['d'] - 1}"
+        + (f"\n{title}" if title else ""),
+        fontsize=9,
+    )
     return draw.save(fig, path)
 
 
@@ -106,9 +114,15 @@ def tempered_curves(directory) -> dict | None:
     flow = store.load_results(flow_dir) if (flow_dir / store.RESULTS).exists() else []
     if not flow:
         return None
-    cfg = store.load_config(flow_dir)["experiment"]["config"]
-    out = {"n": cfg["n"], "noise_var": cfg["noise"] ** 2 / 3, "kernel": {}, "predicted": {},
-           "network": {}, "limit": {}}
+    cfg = store.load_config(flow_dir)["experiment"]["config"]  # pyright: ignore[reportOptionalSubscript] - flow ran
+    out = {
+        "n": cfg["n"],
+        "noise_var": cfg["noise"] ** 2 / 3,
+        "kernel": {},
+        "predicted": {},
+        "network": {},
+        "limit": {},
+    }
     finite = [r for r in flow if np.isfinite(r["t"])]
     limit = [r for r in flow if np.isinf(r["t"])]
     for col in ("excess_risk", "train_risk"):
@@ -137,15 +151,24 @@ def tempered_table(curves) -> list[str]:
 
     def at(series, t):
         return float(np.interp(np.log(t), np.log(series[0]), series[1]))
-    named = [(f"network M={w}", s["excess_risk"], s["train_risk"])
-             for w, s in sorted(curves["network"].items())]
+
+    named = [
+        (f"network M={w}", s["excess_risk"], s["train_risk"])
+        for w, s in sorted(curves["network"].items())
+    ]
     named.append(("kernel flow", curves["kernel"]["excess_risk"], curves["kernel"]["train_risk"]))
-    named.append(("eigenlearning at ridge n/t", curves["predicted"]["excess_risk"],
-                  curves["predicted"]["train_risk"]))
+    named.append(
+        (
+            "eigenlearning at ridge n/t",
+            curves["predicted"]["excess_risk"],
+            curves["predicted"]["train_risk"],
+        )
+    )
     for name, ex, tr in named:
         i = int(np.argmin(ex[1]))
-        last = (f"{t_last:g},{at(ex, t_last):.4g},{at(tr, t_last):.4g}" if t_last is not None
-                else ",,")
+        last = (
+            f"{t_last:g},{at(ex, t_last):.4g},{at(tr, t_last):.4g}" if t_last is not None else ",,"
+        )
         lines.append(f"{name},{ex[1][i]:.4g},{ex[0][i]:.4g},{last}")
     if "excess_risk" in curves["limit"]:
         m, e, p = curves["limit"]["excess_risk"]
@@ -164,8 +187,9 @@ def tempered(directory, path, title: str | None = None) -> str | None:
         return None
     fig = Figure(figsize=(10, 4.2), layout="constrained")
     axes = fig.subplots(1, 2)
-    for ax, col, label in zip(axes, ("excess_risk", "train_risk"),
-                              ("excess risk ||f_t - f*||^2", "training risk")):
+    for ax, col, label in zip(
+        axes, ("excess_risk", "train_risk"), ("excess risk ||f_t - f*||^2", "training risk")
+    ):
         for i, (width, s) in enumerate(sorted(curves["network"].items())):
             t, m, e = s[col]
             ax.plot(t, m, "-", color=f"C{i + 2}", lw=1.4, label=f"network, M = {width}")
@@ -178,19 +202,33 @@ def tempered(directory, path, title: str | None = None) -> str | None:
             m, e, p = curves["limit"][col]
             if m > 0:
                 ax.axhspan(m - e, m + e, color="C0", alpha=0.15, lw=0)
-                ax.axhline(m, color="C0", ls=":", lw=1,
-                           label=f"ridgeless kernel regression (t = inf): {m:.4f}")
+                ax.axhline(
+                    m,
+                    color="C0",
+                    ls=":",
+                    lw=1,
+                    label=f"ridgeless kernel regression (t = inf): {m:.4f}",
+                )
             if p > 0:
-                ax.axhline(p, color="C1", ls="-.", lw=1,
-                           label=f"eigenlearning ridgeless (E_0): {p:.4f}")
+                ax.axhline(
+                    p, color="C1", ls="-.", lw=1, label=f"eigenlearning ridgeless (E_0): {p:.4f}"
+                )
         if col == "train_risk":
-            ax.axhline(curves["noise_var"], color="k", lw=0.8, ls="--", label="noise variance "
-                       "(t = inf: 0, interpolation)")
+            ax.axhline(
+                curves["noise_var"],
+                color="k",
+                lw=0.8,
+                ls="--",
+                label="noise variance (t = inf: 0, interpolation)",
+            )
         ax.set(xscale="log", yscale="log", xlabel="t", ylabel=label)
         ax.legend(fontsize=6)
     note = f"; {curves['flags']} flagged runs left out" if curves["flags"] else ""
-    fig.suptitle(f"Tempered overfitting at n = {curves['n']}: network, kernel and prediction"
-                 f"{note}" + (f"\n{title}" if title else ""), fontsize=9)
+    fig.suptitle(
+        f"Tempered overfitting at n = {curves['n']}: network, kernel and prediction"
+        f"{note}" + (f"\n{title}" if title else ""),
+        fontsize=9,
+    )
     return draw.save(fig, path)
 
 
@@ -203,11 +241,20 @@ def figures(directory, config, out) -> list[str]:
     rows = draw.results(directory)
     title = f"{experiment.get('name') or Path(directory).name} ({experiment.get('precision')})"
     out = Path(out)
-    paths = [learning_curves(rows, out / "learning_curves.png", title),
-             learnability(experiment["config"], out / "learnability.png", title=title)]
-    network = store.load_config(Path(directory) / "network") if (
-        Path(directory) / "network" / "config.json").exists() else {}
+    paths = [
+        learning_curves(rows, out / "learning_curves.png", title),
+        learnability(experiment["config"], out / "learnability.png", title=title),
+    ]
+    network = (
+        (store.load_config(Path(directory) / "network") or {})
+        if (Path(directory) / "network" / "config.json").exists()
+        else {}
+    )
     precision = network.get("experiment", {}).get("precision", "float32")
-    path = tempered(directory, out / "tempered.png", f"{experiment.get('name') or ''}: kernel "
-                    f"and prediction in float64 on the host; networks in {precision} (the engine)")
+    path = tempered(
+        directory,
+        out / "tempered.png",
+        f"{experiment.get('name') or ''}: kernel "
+        f"and prediction in float64 on the host; networks in {precision} (the engine)",
+    )
     return paths + ([path] if path else [])

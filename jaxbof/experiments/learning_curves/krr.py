@@ -22,12 +22,33 @@ from scipy.special import eval_gegenbauer
 
 from jaxbof import eigenlearning, spectra
 
-__all__ = ["COLUMNS", "Config", "FLOW_KEYS", "FLOW_SCHEMA", "QUICK", "SCHEMA", "TEMPERED_QUICK",
-           "Tempered", "flow_rows", "rows_for", "run", "run_flow"]
+__all__ = [
+    "COLUMNS",
+    "Config",
+    "FLOW_KEYS",
+    "FLOW_SCHEMA",
+    "QUICK",
+    "SCHEMA",
+    "TEMPERED_QUICK",
+    "Tempered",
+    "flow_rows",
+    "rows_for",
+    "run",
+    "run_flow",
+]
 
-SCHEMA = {"n": "int", "ridge_over_n": "float", "seed": "int", "ridge": "float",
-          "excess_risk": "float", "train_risk": "float", "predicted_excess_risk": "float",
-          "predicted_train_risk": "float", "kappa": "float", "e0": "float"}
+SCHEMA = {
+    "n": "int",
+    "ridge_over_n": "float",
+    "seed": "int",
+    "ridge": "float",
+    "excess_risk": "float",
+    "train_risk": "float",
+    "predicted_excess_risk": "float",
+    "predicted_train_risk": "float",
+    "kappa": "float",
+    "e0": "float",
+}
 COLUMNS = tuple(SCHEMA)
 KEYS = ("n", "ridge_over_n", "seed")
 
@@ -92,6 +113,7 @@ def _draw(config, n: int, seed: int) -> _Draw:
 
     def target(x):
         return sum(c * _zonal(k, d, x @ xi) for k, c, xi in xis)
+
     X, Xt = _sphere(rng, n, d), _sphere(rng, config.n_test, d)
     y = target(X) + rng.uniform(-config.noise, config.noise, n)
     lam, Q = np.linalg.eigh(k_fn(np.clip(X @ X.T, -1.0, 1.0)))
@@ -102,9 +124,12 @@ def _draw(config, n: int, seed: int) -> _Draw:
 def rows_for(config: Config, n: int, seed: int, levels=None) -> list[dict]:
     """The rows of one training set (n, seed), one per ridge."""
     dr = _draw(config, n, seed)
-    levels = eigenlearning.sphere_levels(config.kernel, config.d, config.k_max) if levels is None \
+    levels = (
+        eigenlearning.sphere_levels(config.kernel, config.d, config.k_max)
+        if levels is None
         else levels
-    noise_var = config.noise ** 2 / 3
+    )
+    noise_var = config.noise**2 / 3
     rows = []
     for r in config.ridges_over_n:
         ridge = r * n
@@ -112,19 +137,35 @@ def rows_for(config: Config, n: int, seed: int, levels=None) -> list[dict]:
         f_test = dr.Kt_Q @ coef
         f_train = dr.Q @ (dr.lam * coef)
         p = eigenlearning.predict(n, levels, config.energy(), noise_var, ridge)
-        rows.append({"n": n, "ridge_over_n": float(r), "seed": seed, "ridge": float(ridge),
-                     "excess_risk": float(np.mean((f_test - dr.f_star) ** 2)),
-                     "train_risk": float(np.mean((f_train - dr.y) ** 2)),
-                     "predicted_excess_risk": p.excess_risk,
-                     "predicted_train_risk": p.train_risk, "kappa": p.kappa, "e0": p.e0})
+        rows.append(
+            {
+                "n": n,
+                "ridge_over_n": float(r),
+                "seed": seed,
+                "ridge": float(ridge),
+                "excess_risk": float(np.mean((f_test - dr.f_star) ** 2)),
+                "train_risk": float(np.mean((f_train - dr.y) ** 2)),
+                "predicted_excess_risk": p.excess_risk,
+                "predicted_train_risk": p.train_risk,
+                "kappa": p.kappa,
+                "e0": p.e0,
+            }
+        )
     return rows
 
 
 # ------------------------------------------------- tempered overfitting: network, kernel, theory
 
-FLOW_SCHEMA = {"n": "int", "t": "float", "seed": "int", "excess_risk": "float",
-               "train_risk": "float", "predicted_excess_risk": "float",
-               "predicted_train_risk": "float", "e0": "float"}
+FLOW_SCHEMA = {
+    "n": "int",
+    "t": "float",
+    "seed": "int",
+    "excess_risk": "float",
+    "train_risk": "float",
+    "predicted_excess_risk": "float",
+    "predicted_train_risk": "float",
+    "e0": "float",
+}
 FLOW_KEYS = ("n", "t", "seed")
 
 
@@ -160,8 +201,9 @@ class Tempered(NamedTuple):
         return np.append(np.geomspace(1.0, 4 * self.t_max, 2 * self.times), np.inf)
 
 
-TEMPERED_QUICK = Tempered(widths=(1024,), seeds=1, kernel_seeds=8, t_max=5000.0, times=20,
-                          n_test=1000)
+TEMPERED_QUICK = Tempered(
+    widths=(1024,), seeds=1, kernel_seeds=8, t_max=5000.0, times=20, n_test=1000
+)
 
 
 def flow_rows(config: Tempered, seed: int, levels=None) -> list[dict]:
@@ -172,9 +214,12 @@ def flow_rows(config: Tempered, seed: int, levels=None) -> list[dict]:
     with the eigenlearning prediction at ridge n / t."""
     n = config.n
     dr = _draw(config, n, seed)
-    levels = eigenlearning.sphere_levels(config.kernel, config.d, config.k_max) if levels is None \
+    levels = (
+        eigenlearning.sphere_levels(config.kernel, config.d, config.k_max)
+        if levels is None
         else levels
-    noise_var = config.noise ** 2 / 3
+    )
+    noise_var = config.noise**2 / 3
     rows = []
     for t in config.flow_times():
         if np.isinf(t):
@@ -185,13 +230,21 @@ def flow_rows(config: Tempered, seed: int, levels=None) -> list[dict]:
         coef = filt * dr.Qy
         f_test = dr.Kt_Q @ coef
         f_train = dr.Q @ (dr.lam * coef)
-        p = eigenlearning.predict(n, levels, config.energy(), noise_var,
-                                  0.0 if np.isinf(t) else n / t)
-        rows.append({"n": n, "t": float(t), "seed": seed,
-                     "excess_risk": float(np.mean((f_test - dr.f_star) ** 2)),
-                     "train_risk": float(np.mean((f_train - dr.y) ** 2)),
-                     "predicted_excess_risk": p.excess_risk,
-                     "predicted_train_risk": p.train_risk, "e0": p.e0})
+        p = eigenlearning.predict(
+            n, levels, config.energy(), noise_var, 0.0 if np.isinf(t) else n / t
+        )
+        rows.append(
+            {
+                "n": n,
+                "t": float(t),
+                "seed": seed,
+                "excess_risk": float(np.mean((f_test - dr.f_star) ** 2)),
+                "train_risk": float(np.mean((f_train - dr.y) ** 2)),
+                "predicted_excess_risk": p.excess_risk,
+                "predicted_train_risk": p.train_risk,
+                "e0": p.e0,
+            }
+        )
     return rows
 
 
@@ -204,8 +257,9 @@ def run_flow(config: Tempered, on_rows: Callable[[list], None], skip: Iterable =
     for seed in range(config.kernel_seeds):
         if all((config.n, float(t), seed) in skip for t in times):
             continue
-        on_rows([r for r in flow_rows(config, seed, levels)
-                 if (r["n"], r["t"], r["seed"]) not in skip])
+        on_rows(
+            [r for r in flow_rows(config, seed, levels) if (r["n"], r["t"], r["seed"]) not in skip]
+        )
         done += 1
     return done
 
@@ -220,8 +274,11 @@ def run(config: Config, on_rows: Callable[[list], None], skip: Iterable = ()) ->
         for seed in range(config.seeds):
             if all((n, float(r), seed) in skip for r in config.ridges_over_n):
                 continue
-            rows = [r for r in rows_for(config, n, seed, levels)
-                    if (r["n"], r["ridge_over_n"], r["seed"]) not in skip]
+            rows = [
+                r
+                for r in rows_for(config, n, seed, levels)
+                if (r["n"], r["ridge_over_n"], r["seed"]) not in skip
+            ]
             on_rows(rows)
             done += 1
     return done

@@ -21,30 +21,59 @@ def study(quick: bool) -> Suite:
         done = {(r["n"], r["ridge_over_n"], r["seed"]) for r in stored}
         krr.run(config, on_rows=on_rows, skip=done)
 
-    grid = HostStudy("learning-curves", name, f"up to {len(config.ns) * config.seeds} "
-                     "training sets, NumPy", config._asdict(),
-                     Schema(krr.SCHEMA, krr.KEYS, flags={}), curves)
+    grid = HostStudy(
+        "learning-curves",
+        name,
+        f"up to {len(config.ns) * config.seeds} training sets, NumPy",
+        config._asdict(),
+        Schema(krr.SCHEMA, krr.KEYS, flags={}),
+        curves,
+    )
     tempered = krr.TEMPERED_QUICK if quick else krr.Tempered()
 
     def flow(on_rows, stored):
         done = {(r["n"], r["t"], r["seed"]) for r in stored}
         krr.run_flow(tempered, on_rows=on_rows, skip=done)
 
-    kernel_flow = HostStudy("learning-curves", "kernel-flow", f"kernel flow at n = "
-                            f"{tempered.n}, {tempered.kernel_seeds} training sets",
-                            tempered._asdict(), Schema(krr.FLOW_SCHEMA, krr.FLOW_KEYS, flags={}),
-                            flow, part="kernel-flow")
+    kernel_flow = HostStudy(
+        "learning-curves",
+        "kernel-flow",
+        f"kernel flow at n = {tempered.n}, {tempered.kernel_seeds} training sets",
+        tempered._asdict(),
+        Schema(krr.FLOW_SCHEMA, krr.FLOW_KEYS, flags={}),
+        flow,
+        part="kernel-flow",
+    )
     target = R.canonical_target(tempered.target)
-    cells = R.cells(n=tempered.n, d=tempered.d, width=tempered.widths, seeds=tempered.seeds,
-                    target=target, noise=tempered.noise)
-    network = Study("regression", "learning-curves-network", "the regression experiment's long "
-                    "run, beside the kernel flow",
-                    dict(n=tempered.n, d=tempered.d, width=list(tempered.widths),
-                         seeds=tempered.seeds, target=target, noise=tempered.noise),
-                    R.Protocol(t_max=tempered.t_max, times=tempered.times,
-                               n_test=tempered.n_test), tuple(cells))
-    return Suite("learning-curves", name, (("", grid), ("kernel-flow", kernel_flow),
-                                           ("network", network)), table=table)
+    cells = R.cells(
+        n=tempered.n,
+        d=tempered.d,
+        width=tempered.widths,
+        seeds=tempered.seeds,
+        target=target,
+        noise=tempered.noise,
+    )
+    network = Study(
+        "regression",
+        "learning-curves-network",
+        "the regression experiment's long run, beside the kernel flow",
+        dict(
+            n=tempered.n,
+            d=tempered.d,
+            width=list(tempered.widths),
+            seeds=tempered.seeds,
+            target=target,
+            noise=tempered.noise,
+        ),
+        R.Protocol(t_max=tempered.t_max, times=tempered.times, n_test=tempered.n_test),
+        tuple(cells),
+    )
+    return Suite(
+        "learning-curves",
+        name,
+        (("", grid), ("kernel-flow", kernel_flow), ("network", network)),
+        table=table,
+    )
 
 
 def table(root) -> list[str]:

@@ -17,6 +17,10 @@ _figures = deferred("jaxbof.experiments.ntk_concentration.figures:figures")
 PLUGIN = Plugin(
     name="ntk-concentration",
     description="||H_M - H_inf||_op / ||H_inf||_op of the empirical NTK against width",
-    reproduce=(Reproduce("ntk-concentration", "NTK concentration against width (float64)",
-                         study=_study),),
-    table=_table, figures=_figures, claims=_claims.CLAIMS)
+    reproduce=(
+        Reproduce("ntk-concentration", "NTK concentration against width (float64)", study=_study),
+    ),
+    table=_table,
+    figures=_figures,
+    claims=_claims.CLAIMS,
+)

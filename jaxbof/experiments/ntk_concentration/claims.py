@@ -38,8 +38,11 @@ def _pooled_slope(units) -> float:
     for u in units:
         for r in u:
             means.setdefault((r["n"], r["d"], r["width"]), []).append(float(r["rel_op_error"]))
-    return stats.within_slope((key[:2], math.log(key[2]), math.log(np.mean(v)))
-                              for key, v in sorted(means.items()) if np.mean(v) > 0)
+    return stats.within_slope(
+        (key[:2], math.log(key[2]), math.log(np.mean(v)))
+        for key, v in sorted(means.items())
+        if np.mean(v) > 0
+    )
 
 
 def concentration_slope(rows, config, level):
@@ -50,8 +53,14 @@ def concentration_slope(rows, config, level):
 
 
 CLAIMS = (
-    Claim("S1", "at initialisation the empirical NTK concentrates on the infinite-width kernel "
-          "like M^(-1/2): the log-log slope of ||H_M - H_inf||_op / ||H_inf||_op against the "
-          "width M is within [-0.6, -0.4]", SOURCE, "ntk-concentration", concentration_slope,
-          Criterion(-0.6, -0.4)),
+    Claim(
+        "S1",
+        "at initialisation the empirical NTK concentrates on the infinite-width kernel "
+        "like M^(-1/2): the log-log slope of ||H_M - H_inf||_op / ||H_inf||_op against the "
+        "width M is within [-0.6, -0.4]",
+        SOURCE,
+        "ntk-concentration",
+        concentration_slope,
+        Criterion(-0.6, -0.4),
+    ),
 )

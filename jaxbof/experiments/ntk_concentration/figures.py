@@ -28,7 +28,7 @@ def concentration(rows, slopes, path, title: str | None = None) -> str:
         label = f"n={n}, d={d}" + (f": slope {fit.slope:.3f}" if fit else "")
         ax.plot(widths, mean, "o-", color=f"C{i}", ms=4, label=label)
         if fit:
-            ax.plot(widths, fit.prefactor * widths ** fit.slope, ":", color=f"C{i}", lw=1)
+            ax.plot(widths, fit.prefactor * widths**fit.slope, ":", color=f"C{i}", lw=1)
     if rows:
         m = np.unique([float(r["width"]) for r in rows])
         y0 = np.median([float(r["rel_op_error"]) for r in rows if float(r["width"]) == m[0]])
@@ -38,8 +38,9 @@ def concentration(rows, slopes, path, title: str | None = None) -> str:
     ax.set_xlabel("width M")
     ax.set_ylabel("||H_M - H_inf||_op / ||H_inf||_op")
     ax.legend(fontsize=8)
-    ax.set_title("NTK concentration at initialization" + (f"\n{title}" if title else ""),
-                 fontsize=9)
+    ax.set_title(
+        "NTK concentration at initialization" + (f"\n{title}" if title else ""), fontsize=9
+    )
     return draw.save(fig, path)
 
 

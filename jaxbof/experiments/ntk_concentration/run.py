@@ -18,9 +18,15 @@ def study(quick: bool) -> HostStudy:
         done = {(r["n"], r["d"], r["width"], r["seed"]) for r in stored}
         concentration.run(config, on_row=lambda row: on_rows([row]), skip=done)
 
-    return HostStudy("ntk-concentration", "ntk-concentration" + ("-quick" if quick else ""),
-                     f"{total} Grams", config._asdict(), Schema(concentration.SCHEMA), compute,
-                     x64=True)
+    return HostStudy(
+        "ntk-concentration",
+        "ntk-concentration" + ("-quick" if quick else ""),
+        f"{total} Grams",
+        config._asdict(),
+        Schema(concentration.SCHEMA),
+        compute,
+        x64=True,
+    )
 
 
 def table(rows, config=None) -> list[str]:
@@ -29,4 +35,5 @@ def table(rows, config=None) -> list[str]:
 
     return ["n,d,slope,prefactor,widths"] + [
         f"{fit.n},{fit.d},{fit.slope:.4f},{fit.prefactor:.4g},{fit.widths}"
-        for fit in concentration.fit_slopes(rows)]
+        for fit in concentration.fit_slopes(rows)
+    ]

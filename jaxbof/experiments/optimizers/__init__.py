@@ -16,9 +16,11 @@ _figures = deferred("jaxbof.experiments.optimizers.figures:figures")  # matplotl
 PLUGIN = Plugin(
     name="optimizers",
     description="both experiments under GD, momentum and Adam, paired run by run with GD",
-    reproduce=(Reproduce("optimizers", "both experiments under GD, momentum and Adam",
-                         study=_study),),
-    figures=_figures)
+    reproduce=(
+        Reproduce("optimizers", "both experiments under GD, momentum and Adam", study=_study),
+    ),
+    figures=_figures,
+)
 
 
 __getattr__ = lazy_api(__name__, _SUBMODULES, "study")  # the API, on first use

@@ -13,10 +13,18 @@ from matplotlib.figure import Figure
 
 from jaxbof import draw, stats, store
 from jaxbof.experiments.classification.cells import COORDINATES
-from jaxbof.experiments.regression.figures import (BAND_NOTE, _draw, _final, _subset_label,
-                                                  _values, _where, _widest_common,
-                                                  diverged_runs, main_study, mean_curves)
-
+from jaxbof.experiments.regression.figures import (
+    BAND_NOTE,
+    _draw,
+    _final,
+    _subset_label,
+    _values,
+    _where,
+    _widest_common,
+    diverged_runs,
+    main_study,
+    mean_curves,
+)
 
 # ----------------------------------------------------------------------------- optimizer study
 
@@ -50,8 +58,11 @@ def study_parts(directory) -> StudyParts:
 
     def rank(kv):
         part = kv[1]
-        return (order.get(part["optimizer"], len(order)),
-                sig_order.get(part.get("signal", "e1"), len(sig_order)))
+        return (
+            order.get(part["optimizer"], len(order)),
+            sig_order.get(part.get("signal", "e1"), len(sig_order)),
+        )
+
     for sub, part in sorted(exp["parts"].items(), key=rank):
         path = directory / sub
         rows = store.load_results(path) if path.exists() else []
@@ -66,8 +77,7 @@ def study_parts(directory) -> StudyParts:
 
 def _baseline_rows(sp: StudyParts) -> list:
     """The baseline's rows on every signal direction (pairing keys on the signal)."""
-    return [r for (spec, _), rows in sp.classification.items() if spec == sp.baseline
-            for r in rows]
+    return [r for (spec, _), rows in sp.classification.items() if spec == sp.baseline for r in rows]
 
 
 def _reference(sp: StudyParts, signal: str) -> str:
@@ -87,19 +97,27 @@ def optimizer_table(directory) -> list[str]:
     part) and median steps; per regression rule and n, the final-time means."""
     sp = study_parts(directory)
     base = _baseline_rows(sp)
-    lines = ["experiment,optimizer,signal,runs,flagged,mean_test_error,diff_vs_" + sp.baseline
-             + ",sem,pairs,median_steps,reference"]
+    lines = [
+        "experiment,optimizer,signal,runs,flagged,mean_test_error,diff_vs_"
+        + sp.baseline
+        + ",sem,pairs,median_steps,reference"
+    ]
     for (spec, sig), rows in sp.classification.items():
         ok = [r for r in rows if not stats.is_flagged(r)]
-        d = stats.paired_differences(base, rows, CLASSIFICATION_KEYS, by=(),
-                                     value="test_error")[()] if rows \
+        d = (
+            stats.paired_differences(base, rows, CLASSIFICATION_KEYS, by=(), value="test_error")[()]
+            if rows
             else stats.Summary(math.nan, math.nan, 0, 0)
+        )
         err = np.mean([r["test_error"] for r in ok]) if ok else math.nan
         steps = np.median([r["steps"] for r in ok]) if ok else math.nan
-        lines.append(f"classification,{spec},{sig},{len(ok)},{len(rows) - len(ok)},{err:.4f},"
-                     f"{d.mean:+.4f},{d.sem:.4f},{d.count},{steps:g},{_reference(sp, sig)}")
-    lines.append("experiment,optimizer,n,width,t,train_risk,excess_risk,weight_move,ntk_drift,"
-                 "runs,diverged")
+        lines.append(
+            f"classification,{spec},{sig},{len(ok)},{len(rows) - len(ok)},{err:.4f},"
+            f"{d.mean:+.4f},{d.sem:.4f},{d.count},{steps:g},{_reference(sp, sig)}"
+        )
+    lines.append(
+        "experiment,optimizer,n,width,t,train_risk,excess_risk,weight_move,ntk_drift,runs,diverged"
+    )
     for spec, rows in sp.regression.items():
         final = _final(_regression_view(rows)) if rows else []
         for n in _values(final, "n"):
@@ -108,10 +126,13 @@ def optimizer_table(directory) -> list[str]:
 
             def mean(c, ok=ok):
                 return float(np.mean([r[c] for r in ok])) if ok else math.nan
-            lines.append(f"regression,{spec},{n},{g[0]['width']},{mean('t'):.4g},"
-                         f"{mean('train_risk'):.4g},{mean('excess_risk'):.4g},"
-                         f"{mean('weight_move'):.4g},{mean('ntk_drift'):.4g},{len(ok)},"
-                         f"{len(g) - len(ok)}")
+
+            lines.append(
+                f"regression,{spec},{n},{g[0]['width']},{mean('t'):.4g},"
+                f"{mean('train_risk'):.4g},{mean('excess_risk'):.4g},"
+                f"{mean('weight_move'):.4g},{mean('ntk_drift'):.4g},{len(ok)},"
+                f"{len(g) - len(ok)}"
+            )
     return lines
 
 
@@ -126,15 +147,28 @@ def _difference_panel(fig, ax, diff: dict, title: str, vmax: float) -> None:
     for (n, r), sm in diff.items():
         mean[dn_y.index(r), n_x.index(n)] = sm.mean
     norm = TwoSlopeNorm(vcenter=0.0, vmin=-vmax, vmax=vmax)
-    mesh = ax.pcolormesh(np.arange(len(n_x) + 1), np.arange(len(dn_y) + 1),
-                         np.ma.masked_invalid(mean), cmap="RdBu_r", norm=norm,
-                         edgecolors="0.75", linewidth=0.5)
+    mesh = ax.pcolormesh(
+        np.arange(len(n_x) + 1),
+        np.arange(len(dn_y) + 1),
+        np.ma.masked_invalid(mean),
+        cmap="RdBu_r",
+        norm=norm,
+        edgecolors="0.75",
+        linewidth=0.5,
+    )
     for (n, r), sm in diff.items():
         i, j = dn_y.index(r), n_x.index(n)
         text = "n/a" if sm.count == 0 else f"{sm.mean:+.3f}".replace("+0.000", "0")
         dark = np.isfinite(sm.mean) and abs(sm.mean) > 0.6 * vmax  # white on deep colours
-        ax.text(j + 0.5, i + 0.5, text + ("*" if sm.flagged else ""), ha="center",
-                va="center", fontsize=7, color="white" if dark else "black")
+        ax.text(
+            j + 0.5,
+            i + 0.5,
+            text + ("*" if sm.flagged else ""),
+            ha="center",
+            va="center",
+            fontsize=7,
+            color="white" if dark else "black",
+        )
     ax.set_xticks(np.arange(len(n_x)) + 0.5, [f"{n:g}" for n in n_x], fontsize=7)
     ax.set_yticks(np.arange(len(dn_y)) + 0.5, [f"{r:g}" for r in dn_y], fontsize=7)
     ax.set_xlabel("n")
@@ -157,14 +191,21 @@ def optimizer_study(directory, path) -> str:
     specs = list(dict.fromkeys(spec for spec, _ in others))
     sigs = [g for g in SIGNAL_STYLES if any(k[1] == g for k in others)] or ["e1"]
     sigs += sorted({k[1] for k in others} - set(sigs))
-    diffs = {k: stats.paired_differences(base, sp.classification[k], CLASSIFICATION_KEYS,
-                                          by=("n", "d_over_n"), value="test_error")
-             for k in others}
+    diffs = {
+        k: stats.paired_differences(
+            base,
+            sp.classification[k],
+            CLASSIFICATION_KEYS,
+            by=("n", "d_over_n"),
+            value="test_error",
+        )
+        for k in others
+    }
     finite = [abs(sm.mean) for d in diffs.values() for sm in d.values() if np.isfinite(sm.mean)]
     vmax = max(max(finite, default=0.0), 1e-3)
     ncols = len(specs) + 1
     fig = Figure(figsize=(5.0 * max(ncols, 3), 4.3 * len(sigs) + 4.9), layout="constrained")
-    top, bottom = fig.subfigures(2, 1, height_ratios=(4.3 * len(sigs), 4.9))
+    top, bottom = fig.subfigures(2, 1, height_ratios=(4.3 * len(sigs), 4.9))  # pyright: ignore[reportGeneralTypeIssues] - an array of 2
     mosaic = [[f"{spec}|{g}" for spec in specs] + ["line"] for g in sigs]
     axd = top.subplot_mosaic(mosaic)
     notes = []
@@ -173,18 +214,33 @@ def optimizer_study(directory, path) -> str:
             ax = axd[f"{spec}|{g}"]
             if (spec, g) not in diffs:
                 ax.set_axis_off()
-                ax.text(0.5, 0.5, f"{spec}: no {g}-signal part\n(rotation-invariant: the e1 "
-                        "part\nstands for every direction)", ha="center", va="center",
-                        fontsize=8, color="0.4", transform=ax.transAxes)
+                ax.text(
+                    0.5,
+                    0.5,
+                    f"{spec}: no {g}-signal part\n(rotation-invariant: the e1 "
+                    "part\nstands for every direction)",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="0.4",
+                    transform=ax.transAxes,
+                )
                 continue
             k = sum(sm.flagged for sm in diffs[(spec, g)].values())
-            _difference_panel(top, ax, diffs[(spec, g)],
-                              f"test error: {spec} minus {sp.baseline}, {g} signal\npaired by "
-                              f"cell and seed with {_reference(sp, g)}", vmax)
+            _difference_panel(
+                top,
+                ax,
+                diffs[(spec, g)],
+                f"test error: {spec} minus {sp.baseline}, {g} signal\npaired by "
+                f"cell and seed with {_reference(sp, g)}",
+                vmax,
+            )
             if k:
-                notes.append(f"{spec} ({g} signal): {k} runs not converged/diverged (or "
-                             f"without a {sp.baseline} partner on that signal): '*' cells, "
-                             "left out")
+                notes.append(
+                    f"{spec} ({g} signal): {k} runs not converged/diverged (or "
+                    f"without a {sp.baseline} partner on that signal): '*' cells, "
+                    "left out"
+                )
     rules = list(dict.fromkeys(spec for spec, _ in sp.classification))
     colours = {spec: f"C{i}" for i, spec in enumerate(rules)}
     ax = axd["line"]
@@ -194,12 +250,23 @@ def optimizer_study(directory, path) -> str:
             x = np.array(list(agg))
             m = np.array([sm.mean for sm in agg.values()])
             e = np.array([sm.sem for sm in agg.values()])
-            ax.errorbar(x, m, yerr=np.nan_to_num(e), color=colours[spec], marker="o", ms=4,
-                        capsize=3, ls=SIGNAL_STYLES.get(g, ":"), label=f"{spec}, {g} signal")
+            ax.errorbar(
+                x,
+                m,
+                yerr=np.nan_to_num(e),
+                color=colours[spec],
+                marker="o",
+                ms=4,
+                capsize=3,
+                ls=SIGNAL_STYLES.get(g, ":"),
+                label=f"{spec}, {g} signal",
+            )
     ax.set_xlabel("d / n")
     ax.set_ylabel("mean test error (valid runs, pooled over n)")
-    ax.set_title("classification: test error per rule\n(solid: signal e1, dashed: random "
-                 "direction)", fontsize=8)
+    ax.set_title(
+        "classification: test error per rule\n(solid: signal e1, dashed: random direction)",
+        fontsize=8,
+    )
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
     raxes = list(bottom.subplots(1, 3, squeeze=False)[0])
@@ -211,8 +278,7 @@ def optimizer_study(directory, path) -> str:
             for j, n in enumerate(_values(rows, "n")):
                 c = mean_curves(_where(rows, n=n), value, x="t", positive_x=True).get(())
                 if c is not None:
-                    _draw(ax, c, f"{spec}, n = {n}", colour, ls=styles[j % len(styles)],
-                          logy=True)
+                    _draw(ax, c, f"{spec}, n = {n}", colour, ls=styles[j % len(styles)], logy=True)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel(r"$t = \eta_{GD} \cdot$ step (nominal for rules other than sgd)")
@@ -228,14 +294,16 @@ def optimizer_study(directory, path) -> str:
             notes.append(f"regression {spec}: {len(bad)} runs diverged, left out")
     first = next(iter(views.values()), [])
     sub = _subset_label(first) if first else ""
-    top.suptitle("Beyond the theorems' optimizer (the theorems cover GD / gradient flow only)"
-                 "\nclassification: Figure 1 grid, stop at zero training error; signal on e1 "
-                 "(published) and, for rules that are not rotation-invariant, on a random "
-                 "direction, each paired with GD on the same direction and data", fontsize=9)
+    top.suptitle(
+        "Beyond the theorems' optimizer (the theorems cover GD / gradient flow only)"
+        "\nclassification: Figure 1 grid, stop at zero training error; signal on e1 "
+        "(published) and, for rules that are not rotation-invariant, on a random "
+        "direction, each paired with GD on the same direction and data",
+        fontsize=9,
+    )
     bottom.suptitle("regression: " + sub.replace("\n", " ") + "; " + BAND_NOTE, fontsize=8)
     draw.footnote(fig, notes)
     return draw.save(fig, path)
-
 
 
 def figures(directory, config, out) -> list[str]:

@@ -11,9 +11,14 @@ def study(quick: bool) -> Suite:
     from jaxbof.experiments.optimizers import figures
     from jaxbof.experiments.optimizers import study as O
 
-    parts = tuple((p.subdir, Study(p.kind, p.name, p.description, p.grid, p.protocol, p.cells))
-                  for p in O.parts(quick))
-    return Suite("optimizers", "optimizers" + ("-quick" if quick else ""), parts,
-                 table=figures.optimizer_table,
-                 write_root=lambda root, run: O.write_root_config(root,
-                                                                  {**O.config(quick), "run": run}))
+    parts = tuple(
+        (p.subdir, Study(p.kind, p.name, p.description, p.grid, p.protocol, p.cells))
+        for p in O.parts(quick)
+    )
+    return Suite(
+        "optimizers",
+        "optimizers" + ("-quick" if quick else ""),
+        parts,
+        table=figures.optimizer_table,
+        write_root=lambda root, run: O.write_root_config(root, {**O.config(quick), "run": run}),
+    )

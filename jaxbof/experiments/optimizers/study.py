@@ -41,9 +41,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from jaxbof import optim, store
-from jaxbof.experiments.classification.data import Signal
 from jaxbof.experiments import regression
 from jaxbof.experiments.classification import presets
+from jaxbof.experiments.classification.data import Signal
 
 OPTIMIZERS = ("sgd", "momentum:0.9", "adam:0.001", "adam:1e-05")
 KIND = "optimizers"
@@ -94,10 +94,20 @@ def regression_cells(quick: bool = False) -> tuple:
     quick preset without its width and cubic cells); full n in {250, 500, 1000} x M in {256,
     1024, 4096}, 3 seeds (the full preset's main block)."""
     if quick:
-        return tuple(regression.cells(n=(250, 500, 1000), width=1024, seeds=2,
-                                      target="1:0.5,2:0.5,4:0.5", noise=0.5))
-    return tuple(regression.cells(n=(250, 500, 1000), width=(256, 1024, 4096), seeds=3,
-                                  target="1:0.5,2:0.5,4:0.5", noise=0.5))
+        return tuple(
+            regression.cells(
+                n=(250, 500, 1000), width=1024, seeds=2, target="1:0.5,2:0.5,4:0.5", noise=0.5
+            )
+        )
+    return tuple(
+        regression.cells(
+            n=(250, 500, 1000),
+            width=(256, 1024, 4096),
+            seeds=3,
+            target="1:0.5,2:0.5,4:0.5",
+            noise=0.5,
+        )
+    )
 
 
 def parts(quick: bool = False, optimizers=OPTIMIZERS) -> list[Part]:
@@ -112,18 +122,33 @@ def parts(quick: bool = False, optimizers=OPTIMIZERS) -> list[Part]:
         opt = optim.parse(spec)
         for sig in signals(opt, optimizers):
             where = "" if sig == Signal.E1 else f", {signal_name(sig)} signal direction"
-            out.append(Part("classification", opt.spec, subdir("classification", opt.spec, sig),
-                            f"{fig1.name} under {opt.spec}{where}",
-                            f"{fig1.description}; rule {opt.spec}{where}", fig1.grid,
-                            dataclasses.replace(fig1.protocol, optimizer=opt, signal=sig),
-                            tuple(fig1.grid.cells()), sig))
+            out.append(
+                Part(
+                    "classification",
+                    opt.spec,
+                    subdir("classification", opt.spec, sig),
+                    f"{fig1.name} under {opt.spec}{where}",
+                    f"{fig1.description}; rule {opt.spec}{where}",
+                    fig1.grid,
+                    dataclasses.replace(fig1.protocol, optimizer=opt, signal=sig),
+                    tuple(fig1.grid.cells()),
+                    sig,
+                )
+            )
     for spec in optimizers:
         opt = optim.parse(spec)
-        out.append(Part("regression", opt.spec, subdir("regression", opt.spec),
-                        f"{reg_name} under {opt.spec}",
-                        f"Park et al. (2024) preset {reg_name}, main cells; rule {opt.spec}",
-                        {"preset": reg_name, "cells": "main"},
-                        dataclasses.replace(reg_protocol, optimizer=opt), reg_cells))
+        out.append(
+            Part(
+                "regression",
+                opt.spec,
+                subdir("regression", opt.spec),
+                f"{reg_name} under {opt.spec}",
+                f"Park et al. (2024) preset {reg_name}, main cells; rule {opt.spec}",
+                {"preset": reg_name, "cells": "main"},
+                dataclasses.replace(reg_protocol, optimizer=opt),
+                reg_cells,
+            )
+        )
     return out
 
 
@@ -136,12 +161,18 @@ def config(quick: bool, optimizers=OPTIMIZERS) -> dict:
     """What the study's root config.json records: its kind, the rules and the parts (each with
     its kind, rule and, in classification, signal direction 'e1' or 'random')."""
     specs = [optim.parse(s).spec for s in optimizers]
-    return {"experiment": {
-        "kind": KIND, "name": "optimizers" + ("-quick" if quick else ""),
-        "description": "both experiments under " + ", ".join(specs)
-        + " (the theorems cover GD / gradient flow only)",
-        "baseline": optim.GD.spec, "optimizers": specs,
-        "parts": {p.subdir: _entry(p) for p in parts(quick, optimizers)}}}
+    return {
+        "experiment": {
+            "kind": KIND,
+            "name": "optimizers" + ("-quick" if quick else ""),
+            "description": "both experiments under "
+            + ", ".join(specs)
+            + " (the theorems cover GD / gradient flow only)",
+            "baseline": optim.GD.spec,
+            "optimizers": specs,
+            "parts": {p.subdir: _entry(p) for p in parts(quick, optimizers)},
+        }
+    }
 
 
 def _adoptable(old, new) -> bool:
@@ -164,7 +195,6 @@ def write_root_config(directory, config_: dict) -> Path:
     same study (same rules, fewer parts: before the random signal direction), whose part
     directories then resume. Another study is refused (ValueError), as by store.write_config."""
     old = store.load_config(directory)
-    if old is not None and _adoptable(old.get("experiment"),
-                                      store.jsonable(config_)["experiment"]):
+    if old is not None and _adoptable(old.get("experiment"), store.jsonable(config_)["experiment"]):
         (Path(directory) / store.CONFIG).unlink(missing_ok=True)
     return store.write_config(directory, config_)

@@ -17,8 +17,7 @@ from jaxbof.experiments import Plugin, Reproduce, deferred, lazy_api
 from jaxbof.experiments.regression import claims as _claims
 from jaxbof.experiments.regression import cli as _cli
 
-_SUBMODULES = ("program", "grid", "data", "step", "measure", "schema", "figures", "cli",
-               "claims")
+_SUBMODULES = ("program", "grid", "data", "step", "measure", "schema", "figures", "cli", "claims")
 _figures = deferred("jaxbof.experiments.regression.figures:figures")  # matplotlib: on use
 
 
@@ -26,9 +25,15 @@ PLUGIN = Plugin(
     name="regression",
     description="two-layer ReLU networks trained by gradient flow on the square loss, NTK regime",
     paper="Park et al., 2024",
-    add_arguments=_cli.add_arguments, from_args=_cli.from_args, experiment=_cli.experiment,
+    add_arguments=_cli.add_arguments,
+    from_args=_cli.from_args,
+    experiment=_cli.experiment,
     reproduce=(Reproduce("park-regression", _cli.DESCRIPTION, study=_cli.park_study),),
-    table=_cli.table, figures=_figures, engine=_cli.engine, claims=_claims.CLAIMS)
+    table=_cli.table,
+    figures=_figures,
+    engine=_cli.engine,
+    claims=_claims.CLAIMS,
+)
 
 
 __getattr__ = lazy_api(__name__, _SUBMODULES, "program")  # the API, on first use

@@ -38,8 +38,7 @@ from jaxbof.contract import Claim, Criterion, Estimate
 PRESET = "park-regression"
 SOURCE = "Park et al. 2024 (arXiv 2410.06191)"
 # the preset's main study: the cells every claim reads
-MAIN = {"target": "1:0.5,2:0.5,4:0.5", "init": "antisymmetric", "bias": False,
-        "train_outer": False}
+MAIN = {"target": "1:0.5,2:0.5,4:0.5", "init": "antisymmetric", "bias": False, "train_outer": False}
 RUN = ("n", "d", "width", "seed", "target", "noise", "noise_kind", "init", "bias", "train_outer")
 
 P1_DOMINANCE = 10.0  # approx_error > 10 x the final excess risk: the approximation dominates
@@ -84,8 +83,10 @@ class _Study:
             run = dict(zip(RUN, key))
             name = (run["n"], run["width"], run["seed"])
             if name in self.runs:
-                raise ValueError(f"two runs of the main study at n={name[0]}, M={name[1]}, "
-                                 f"seed {name[2]} (another d or noise?): not the preset")
+                raise ValueError(
+                    f"two runs of the main study at n={name[0]}, M={name[1]}, "
+                    f"seed {name[2]} (another d or noise?): not the preset"
+                )
             self.runs[name] = {r["step"]: r for r in sorted(rs, key=lambda r: r["step"])}
         if not self.runs:
             raise ValueError("every run of the main study diverged or is unfinished")
@@ -104,8 +105,11 @@ class _Study:
         return [self.runs[k] for k in sorted(self.runs) if k[:2] == (n, width)]
 
     def note(self) -> str:
-        left = [f"{k} {w} left out" for k, w in ((self.diverged, "diverged runs"),
-                                                  (self.unfinished, "unfinished runs")) if k]
+        left = [
+            f"{k} {w} left out"
+            for k, w in ((self.diverged, "diverged runs"), (self.unfinished, "unfinished runs"))
+            if k
+        ]
         return ("; " + ", ".join(left)) if left else ""
 
 
@@ -113,10 +117,12 @@ def _final(run: Mapping) -> Mapping:
     return run[max(run)]
 
 
-def _estimate(iv: stats.Interval, unit: str, study: _Study, cell: str = "",
-              level: float = 0.95) -> Estimate:
-    return Estimate(iv.value, iv.low, iv.high, f"{iv.method}; unit: {unit}{study.note()}",
-                    cell, level)
+def _estimate(
+    iv: stats.Interval, unit: str, study: _Study, cell: str = "", level: float = 0.95
+) -> Estimate:
+    return Estimate(
+        iv.value, iv.low, iv.high, f"{iv.method}; unit: {unit}{study.note()}", cell, level
+    )
 
 
 # ----------------------------------------------------------------------------- P1
@@ -141,8 +147,10 @@ def p1_estimate(rows, config, level: float = 0.95) -> list[Estimate]:
     steps = sorted(set.intersection(*(set(r) for r in runs)))
     times = [s for s in steps if runs[0][s]["approx_error"] > P1_DOMINANCE * final]
     if not times:
-        raise ValueError(f"no recorded time at n={n}, M={m} where approx_error > "
-                         f"{P1_DOMINANCE:g} x the final excess risk {final:.3g}")
+        raise ValueError(
+            f"no recorded time at n={n}, M={m} where approx_error > "
+            f"{P1_DOMINANCE:g} x the final excess risk {final:.3g}"
+        )
     each = stats.bonferroni(level, len(times))
     out = []
     for s in times:
@@ -150,10 +158,19 @@ def p1_estimate(rows, config, level: float = 0.95) -> list[Estimate]:
 
         def gap(units, s=s, approx=approx):
             return float(np.mean([u[s]["excess_risk"] for u in units])) / approx - 1.0
+
         iv = stats.unit_interval(runs, gap, each)
-        out.append(_estimate(iv, f"a seed's run at n={n}, M={m} ({len(runs)} runs); times "
-                             f"with approx_error > {P1_DOMINANCE:g} x final excess risk "
-                             f"{final:.3g}", study, f"t={runs[0][s]['t']:.4g}", each))
+        out.append(
+            _estimate(
+                iv,
+                f"a seed's run at n={n}, M={m} ({len(runs)} runs); times "
+                f"with approx_error > {P1_DOMINANCE:g} x final excess risk "
+                f"{final:.3g}",
+                study,
+                f"t={runs[0][s]['t']:.4g}",
+                each,
+            )
+        )
     return out
 
 
@@ -181,8 +198,9 @@ def eigenvalue(runs: Sequence[Mapping], k: int, c: float) -> float:
             if r["t"] > 0 and 1e-9 < q < 1 - 1e-9:
                 mus.append(-math.log1p(-q) / r["t"])
     if not mus:
-        raise ValueError(f"mu_{k}: no recorded time where pop_coef_{k} is strictly between 0 "
-                         f"and c_{k}")
+        raise ValueError(
+            f"mu_{k}: no recorded time where pop_coef_{k} is strictly between 0 and c_{k}"
+        )
     return float(np.median(mus))
 
 
@@ -226,16 +244,28 @@ def p2_estimate(rows, config, level: float = 0.95) -> list[Estimate]:
         mu = eigenvalue(runs, k, c)
         steps = fit_window(runs, k, c)
         if len(steps) < P2_MIN_TIMES:
-            raise ValueError(f"k={k}: only {len(steps)} recorded time(s) before the squared "
-                             f"error reaches {P2_FLOOR:g} x its floor (need {P2_MIN_TIMES})")
+            raise ValueError(
+                f"k={k}: only {len(steps)} recorded time(s) before the squared "
+                f"error reaches {P2_FLOOR:g} x its floor (need {P2_MIN_TIMES})"
+            )
         t = [runs[0][s]["t"] for s in steps]
-        iv = stats.unit_interval([squared_errors(r, steps, k, c) for r in runs],
-                                 lambda units, t=t, mu=mu: decay_rate(t, units) / (2 * mu),
-                                 each)
+        iv = stats.unit_interval(
+            [squared_errors(r, steps, k, c) for r in runs],
+            lambda units, t=t, mu=mu: decay_rate(t, units) / (2 * mu),
+            each,
+        )
         t_end = runs[0][steps[-1]]["t"]
-        out.append(_estimate(iv, f"a seed's run at n={n}, M={m} ({len(runs)} runs); rate / "
-                             f"(2 mu_{k}), mu_{k} = {mu:.4g}, fitted over {len(steps)} times "
-                             f"t <= {t_end:.4g}", study, f"k={k}", each))
+        out.append(
+            _estimate(
+                iv,
+                f"a seed's run at n={n}, M={m} ({len(runs)} runs); rate / "
+                f"(2 mu_{k}), mu_{k} = {mu:.4g}, fitted over {len(steps)} times "
+                f"t <= {t_end:.4g}",
+                study,
+                f"k={k}",
+                each,
+            )
+        )
     return out
 
 
@@ -261,16 +291,29 @@ def p3_estimate(rows, config, level: float = 0.95) -> list[Estimate]:
     each = stats.bonferroni(level, len(pairs))
     out = []
     for a, b in pairs:
-        seeds = sorted({s for n, w, s in study.runs if w == m and n == a} &
-                       {s for n, w, s in study.runs if w == m and n == b})
-        units = [(_final(study.runs[(a, m, s)])["excess_risk"],
-                  _final(study.runs[(b, m, s)])["excess_risk"]) for s in seeds]
+        seeds = sorted(
+            {s for n, w, s in study.runs if w == m and n == a}
+            & {s for n, w, s in study.runs if w == m and n == b}
+        )
+        units = [
+            (
+                _final(study.runs[(a, m, s)])["excess_risk"],
+                _final(study.runs[(b, m, s)])["excess_risk"],
+            )
+            for s in seeds
+        ]
         if not units:
             raise ValueError(f"no seed has runs at both n={a} and n={b} (M={m})")
-        iv = stats.unit_interval(units, lambda us: float(np.mean([x - y for x, y in us])),
-                                 each)
-        out.append(_estimate(iv, f"a seed's pair of runs at M={m} ({len(units)} seeds)", study,
-                             f"n={a} - n={b}", each))
+        iv = stats.unit_interval(units, lambda us: float(np.mean([x - y for x, y in us])), each)
+        out.append(
+            _estimate(
+                iv,
+                f"a seed's pair of runs at M={m} ({len(units)} seeds)",
+                study,
+                f"n={a} - n={b}",
+                each,
+            )
+        )
     return out
 
 
@@ -294,8 +337,9 @@ def pooled_slope(units: Sequence[Mapping]) -> float:
     for u in units:
         for key, v in u.items():
             cells.setdefault(key, []).append(v)
-    return stats.within_slope((n, math.log(m), math.log(float(np.mean(vs))))
-                              for (n, m), vs in cells.items())
+    return stats.within_slope(
+        (n, math.log(m), math.log(float(np.mean(vs)))) for (n, m), vs in cells.items()
+    )
 
 
 def p4_estimate(rows, config, level: float = 0.95) -> Estimate:
@@ -319,8 +363,9 @@ def p4_estimate(rows, config, level: float = 0.95) -> Estimate:
     seeds = [units[s] for s in sorted(units)]
     iv = stats.unit_interval(seeds, pooled_slope, level)
     where = ", ".join(f"n={n}: M={'/'.join(str(m) for m in study.widths[n])}" for n in ns)
-    return _estimate(iv, f"a seed with its runs at every (n, M) ({len(seeds)} seeds; {where})",
-                     study, "", level)
+    return _estimate(
+        iv, f"a seed with its runs at every (n, M) ({len(seeds)} seeds; {where})", study, "", level
+    )
 
 
 # ----------------------------------------------------------------------------- the claims
@@ -336,7 +381,10 @@ CLAIMS = (
         "(criterion: excess_risk / approx_error - 1 in [-0.1, 0.1], every such time).",
         f"{SOURCE}: excess risk = approximation + estimation error; approximation error of "
         "the population NTK flow",
-        PRESET, p1_estimate, Criterion(-P1_GAP, P1_GAP)),
+        PRESET,
+        p1_estimate,
+        Criterion(-P1_GAP, P1_GAP),
+    ),
     Claim(
         "P2",
         "Spectral decay: the squared error (c_k - coef_k(t))^2 of the network's degree-k "
@@ -344,21 +392,29 @@ CLAIMS = (
         "times before it reaches the estimation floor (largest n, widest width) within 25% of "
         "2 mu_k (criterion: fitted rate / (2 mu_k) in [0.75, 1.25], each degree).",
         f"{SOURCE}: population NTK flow f_t^pop = sum_k (1 - e^{{-t mu_k}}) c_k Y_k",
-        PRESET, p2_estimate, Criterion(1 - P2_RATE, 1 + P2_RATE)),
+        PRESET,
+        p2_estimate,
+        Criterion(1 - P2_RATE, 1 + P2_RATE),
+    ),
     Claim(
         "P3",
         "The estimation error falls with the sample size: the final excess risk at the widest "
         "width decreases from n = 250 to 500 to 1000 (criterion: each mean paired difference "
         "over seeds, smaller n minus larger n, has its interval above 0).",
         f"{SOURCE}: estimation error ||f_t - f_t^pop||^2, benign overfitting improving with n",
-        PRESET, p3_estimate, Criterion(0.0, None)),
+        PRESET,
+        p3_estimate,
+        Criterion(0.0, None),
+    ),
     Claim(
         "P4",
         "Lazy training: the empirical NTK Gram's relative operator-norm drift "
         "||H_t - H_0||_op / ||H_0||_op at the final time falls with the width M like M^{-1/2} "
         "(criterion: fitted log-log slope against M in [-0.75, -0.25]; the README measured "
         "-0.66 to -0.70, so it may end inconclusive).",
-        f"{SOURCE}, NTK regime (Du et al. 2019; Arora et al. 2019): ||H_t - H_0|| = "
-        "O(M^{-1/2})",
-        PRESET, p4_estimate, Criterion(*P4_SLOPE)),
+        f"{SOURCE}, NTK regime (Du et al. 2019; Arora et al. 2019): ||H_t - H_0|| = O(M^{{-1/2}})",
+        PRESET,
+        p4_estimate,
+        Criterion(*P4_SLOPE),
+    ),
 )

@@ -7,7 +7,7 @@ from jaxbof import stats
 from jaxbof.experiments import Study
 from jaxbof.flags import choice, number, parse_values, positive
 
-DESCRIPTION = ("Park et al. (2024): gradient flow in the NTK regime, excess risk decomposed")
+DESCRIPTION = "Park et al. (2024): gradient flow in the NTK regime, excess risk decomposed"
 
 
 def add_arguments(s) -> None:
@@ -17,8 +17,9 @@ def add_arguments(s) -> None:
     s.add_argument("--seeds", default="3", help="seeds per cell")
     s.add_argument("--seed", default="0", help="base seed of the whole sweep")
     s.add_argument("--n-test", default=None, help="Monte Carlo test points per model")
-    s.add_argument("--target", default="1:0.5,2:0.5,4:0.5",
-                   help="f* = sum c_k Y_k as degree:coefficient pairs")
+    s.add_argument(
+        "--target", default="1:0.5,2:0.5,4:0.5", help="f* = sum c_k Y_k as degree:coefficient pairs"
+    )
     s.add_argument("--noise", default="0.5", help="label noise level s")
     s.add_argument("--noise-kind", default="uniform", help="uniform (on [-s, s]) or rademacher")
     s.add_argument("--init", default="antisymmetric", help="antisymmetric or gaussian")
@@ -39,12 +40,18 @@ def from_args(args) -> Study:
     noise = number(args.noise, float, "noise")
     if noise < 0:
         raise ValueError(f"--noise: {args.noise} must be >= 0")
-    axes = dict(n=parse_values(args.n, int, "n"), d=parse_values(args.d, int, "d"),
-                width=parse_values(args.width, int, "width"),
-                seeds=number(args.seeds, int, "seeds"), target=(target,), noise=(noise,),
-                noise_kind=(choice(args.noise_kind, R.NOISE_KINDS, "noise-kind"),),
-                init=(choice(args.init, R.INITS, "init"),),
-                bias=(bool(args.bias),), train_outer=(bool(args.train_outer),))
+    axes = dict(
+        n=parse_values(args.n, int, "n"),
+        d=parse_values(args.d, int, "d"),
+        width=parse_values(args.width, int, "width"),
+        seeds=number(args.seeds, int, "seeds"),
+        target=(target,),
+        noise=(noise,),
+        noise_kind=(choice(args.noise_kind, R.NOISE_KINDS, "noise-kind"),),
+        init=(choice(args.init, R.INITS, "init"),),
+        bias=(bool(args.bias),),
+        train_outer=(bool(args.train_outer),),
+    )
     kw = {}
     for name, kind in (("eta", float), ("t_max", float), ("times", int), ("n_test", int)):
         v = positive(getattr(args, name), kind, name.replace("_", "-"))
@@ -52,16 +59,23 @@ def from_args(args) -> Study:
             kw[name] = v
     protocol = R.Protocol(seed=number(args.seed, int, "seed"), **kw)
     cells = R.cells(**axes)
-    return Study("regression", "regression-sweep", "custom regression sweep", axes, protocol,
-                 tuple(cells))
+    return Study(
+        "regression", "regression-sweep", "custom regression sweep", axes, protocol, tuple(cells)
+    )
 
 
 def park_study(quick: bool) -> Study:
     from jaxbof.experiments.regression import program as R
 
     name = "park-regression" + ("-quick" if quick else "")
-    return Study("regression", name, DESCRIPTION, {"preset": name}, R.preset_protocol(quick),
-                 tuple(R.presets(quick)))
+    return Study(
+        "regression",
+        name,
+        DESCRIPTION,
+        {"preset": name},
+        R.preset_protocol(quick),
+        tuple(R.presets(quick)),
+    )
 
 
 def table(rows, config=None) -> list[str]:
@@ -71,18 +85,21 @@ def table(rows, config=None) -> list[str]:
         if r["final"]:
             key = (r["target"], r["init"], r["bias"], r["train_outer"], r["n"], r["width"])
             groups.setdefault(key, []).append(r)
-    lines = ["target,init,bias,train_outer,n,width,t,train_risk,excess_risk,approx_error,"
-             "estimation_error,kernel_gap,runs,diverged"]
+    lines = [
+        "target,init,bias,train_outer,n,width,t,train_risk,excess_risk,approx_error,"
+        "estimation_error,kernel_gap,runs,diverged"
+    ]
     for key in sorted(groups):
         g = groups[key]
         ok = [r for r in g if not r["diverged"]]
-        mean = lambda c: stats.mean_sem([r[c] for r in ok])[0]  # noqa: E731
+        mean = lambda c: stats.mean_sem([r[c] for r in ok])[0]
         target, init, bias, outer, n, width = key
         lines.append(
-            f"\"{target}\",{init},{int(bias)},{int(outer)},{n},{width},{mean('t'):.4g},"
+            f'"{target}",{init},{int(bias)},{int(outer)},{n},{width},{mean("t"):.4g},'
             f"{mean('train_risk'):.4g},{mean('excess_risk'):.4g},{mean('approx_error'):.4g},"
             f"{mean('estimation_error'):.4g},{mean('kernel_gap'):.4g},{len(ok)},"
-            f"{len(g) - len(ok)}")
+            f"{len(g) - len(ok)}"
+        )
     return lines
 
 

@@ -4,13 +4,12 @@ cropped exactly (`prep_shapes`, `crop`)."""
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 
 from jaxbof import optim, sphere
-from jaxbof.model import TwoLayerParams, init_two_layer
 from jaxbof.experiments.regression.step import Data, Inputs, Shape, Slot, State, Static, _trained
+from jaxbof.model import TwoLayerParams, init_two_layer
 
 
 def _antisymmetric(raw: TwoLayerParams, antisymmetric) -> TwoLayerParams:
@@ -24,13 +23,32 @@ def _antisymmetric(raw: TwoLayerParams, antisymmetric) -> TwoLayerParams:
     h = M // 2
 
     def anti(x, sign):
-        return None if x is None else jnp.where(
-            antisymmetric, jnp.concatenate([x[:h], sign * x[:h]]), x)
+        return (
+            None
+            if x is None
+            else jnp.where(antisymmetric, jnp.concatenate([x[:h], sign * x[:h]]), x)
+        )
+
     return TwoLayerParams(anti(raw.W_mxd, 1.0), anti(raw.a_m, -1.0), anti(raw.b_m, 1.0))
 
 
-def _finish(X, u, X_test, Y_test, xi, raw, eta, noise, rademacher, antisymmetric, coef,
-            rec_steps, sh: Shape, degrees, optimizer: optim.Optimizer = optim.GD) -> Slot:
+def _finish(
+    X,
+    u,
+    X_test,
+    Y_test,
+    xi,
+    raw,
+    eta,
+    noise,
+    rademacher,
+    antisymmetric,
+    coef,
+    rec_steps,
+    sh: Shape,
+    degrees,
+    optimizer: optim.Optimizer = optim.GD,
+) -> Slot:
     """The slot of one cell from its random draws at the bucket's own shape: labels
     y = f*(X) + s * noise (f* = Y(X) coef), theta_0, the initial state (f_n = 0 until the
     record at step 0 sets it; the rule's state from theta_0's trained parameters)."""
@@ -40,15 +58,45 @@ def _finish(X, u, X_test, Y_test, xi, raw, eta, noise, rademacher, antisymmetric
     y = fstar + noise * jnp.where(rademacher, sign, u)
     init = _antisymmetric(raw, antisymmetric)
     opt = optim.init(optimizer, eta, _trained(init.W_mxd, init.b_m, init.a_m, sh.train_outer))
-    state = State(init.W_mxd, init.b_m, init.a_m, jnp.zeros((), jnp.int32), jnp.zeros((), bool),
-                  jnp.zeros((), jnp.int32), jnp.zeros((), bool), jnp.zeros((sh.n,), dt), opt)
-    data = Data(X, u, y, X_test, Y_test, xi, raw, init, eta, noise, rademacher, antisymmetric,
-                coef, rec_steps, Static(bool(sh.train_outer)))
+    state = State(
+        init.W_mxd,
+        init.b_m,
+        init.a_m,
+        jnp.zeros((), jnp.int32),
+        jnp.zeros((), bool),
+        jnp.zeros((), jnp.int32),
+        jnp.zeros((), bool),
+        jnp.zeros((sh.n,), dt),
+        opt,
+    )
+    data = Data(
+        X,
+        u,
+        y,
+        X_test,
+        Y_test,
+        xi,
+        raw,
+        init,
+        eta,
+        noise,
+        rademacher,
+        antisymmetric,
+        coef,
+        rec_steps,
+        Static(bool(sh.train_outer)),
+    )
     return Slot(state, data)
 
 
-def prepare(inp: Inputs, sh: Shape, *, n_test: int, degrees: tuple[int, ...],
-            optimizer: optim.Optimizer = optim.GD) -> Slot:
+def prepare(
+    inp: Inputs,
+    sh: Shape,
+    *,
+    n_test: int,
+    degrees: tuple[int, ...],
+    optimizer: optim.Optimizer = optim.GD,
+) -> Slot:
     """Sample one cell at shape `sh` (device): n training points (point i from fold_in, so a
     larger draw holds a smaller one as a prefix), one uniform [-1, 1) noise draw per point,
     n_test test points and their zonal features, one direction per degree, a Gaussian init of
@@ -59,26 +107,60 @@ def prepare(inp: Inputs, sh: Shape, *, n_test: int, degrees: tuple[int, ...],
     x_key, dir_key = jax.random.fold_in(data_key, 0), jax.random.fold_in(data_key, 1)
     X = sphere.uniform(x_key, sh.n, sh.d, dtype=dt)
     xi = sphere.directions(dir_key, degrees, sh.d, dtype=dt)
-    u = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(noise_key, i), (), dt,
-                                              -1.0, 1.0))(jnp.arange(sh.n))
+    u = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(noise_key, i), (), dt, -1.0, 1.0))(
+        jnp.arange(sh.n)
+    )
     X_test = sphere.uniform(test_key, n_test, sh.d, dtype=dt)
     Y_test = sphere.zonal_features(X_test, xi, degrees, sh.d)
     raw = init_two_layer(init_key, sh.width, sh.d, bias=sh.bias, antisymmetric=False, dtype=dt)
-    return _finish(X, u, X_test, Y_test, xi, raw, inp.eta, inp.noise, inp.rademacher,
-                   inp.antisymmetric, inp.coef, jnp.asarray(inp.rec_steps, jnp.int32), sh,
-                   degrees, optimizer)
+    return _finish(
+        X,
+        u,
+        X_test,
+        Y_test,
+        xi,
+        raw,
+        inp.eta,
+        inp.noise,
+        inp.rademacher,
+        inp.antisymmetric,
+        inp.coef,
+        jnp.asarray(inp.rec_steps, jnp.int32),
+        sh,
+        degrees,
+        optimizer,
+    )
 
 
-def crop(slot: Slot, b: Shape, degrees: tuple[int, ...],
-         optimizer: optim.Optimizer = optim.GD) -> Slot:
+def crop(
+    slot: Slot, b: Shape, degrees: tuple[int, ...], optimizer: optim.Optimizer = optim.GD
+) -> Slot:
     """Cut a slot prepared at a larger shape (n_pad >= n, M_pad >= M, with a bias draw) down to
     bucket b, exactly: the first n points and noise draws, the first M Gaussian neurons (b
     dropped without a bias), then labels, theta_0 and state rebuilt at b's shape (`_finish`)."""
     d = slot.data
-    raw = TwoLayerParams(d.raw.W_mxd[:b.width], d.raw.a_m[:b.width],
-                         d.raw.b_m[:b.width] if b.bias else None)
-    return _finish(d.X[:b.n], d.u[:b.n], d.X_test, d.Y_test, d.xi, raw, d.eta, d.noise,
-                   d.rademacher, d.antisymmetric, d.coef, d.rec_steps, b, degrees, optimizer)
+    raw = TwoLayerParams(
+        d.raw.W_mxd[: b.width],
+        d.raw.a_m[: b.width],
+        d.raw.b_m[: b.width] if b.bias else None,  # pyright: ignore[reportOptionalSubscript] - bias: set
+    )
+    return _finish(
+        d.X[: b.n],
+        d.u[: b.n],
+        d.X_test,
+        d.Y_test,
+        d.xi,
+        raw,
+        d.eta,
+        d.noise,
+        d.rademacher,
+        d.antisymmetric,
+        d.coef,
+        d.rec_steps,
+        b,
+        degrees,
+        optimizer,
+    )
 
 
 def prep_shapes(groups) -> dict:

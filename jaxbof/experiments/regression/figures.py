@@ -19,16 +19,22 @@ from matplotlib.figure import Figure
 from jaxbof import draw, stats
 from jaxbof.experiments.regression.schema import COORDINATES
 
-
 # ----------------------------------------------------------------------------- regression
-# Park et al. 2024 (spec/regression_ntk.md, "What to measure"): rows are one per (cell,
+# Park et al. 2024: rows are one per (cell,
 # recorded time). A run is one cell (the coordinates below); a run that diverged anywhere is
 # left out of every mean, all its rows, and counted in the figure's footnote.
 
 REG_COORDS = COORDINATES  # the columns that name a run
 # The main study, column by column: the preferred value where present, else the most common.
-MAIN_STUDY = (("init", "antisymmetric"), ("bias", False), ("train_outer", False),
-              ("target", None), ("d", None), ("noise", None), ("noise_kind", None))
+MAIN_STUDY = (
+    ("init", "antisymmetric"),
+    ("bias", False),
+    ("train_outer", False),
+    ("target", None),
+    ("d", None),
+    ("noise", None),
+    ("noise_kind", None),
+)
 BAND_NOTE = "lines: mean over seeds; shaded: ± 1 s.e.m. (where >= 2 seeds)"
 
 
@@ -50,8 +56,9 @@ def diverged_runs(rows) -> set:
     return {run_key(r) for r in rows if r.get("diverged")}
 
 
-def mean_curves(rows, value: str, by: Sequence[str] = (), x: str = "t",
-                positive_x: bool = False) -> dict:
+def mean_curves(
+    rows, value: str, by: Sequence[str] = (), x: str = "t", positive_x: bool = False
+) -> dict:
     """{key: Curve} of `value` against `x`, one Curve per value of the columns `by` (key: the
     tuple of their values), averaged over the runs at each x.
 
@@ -70,8 +77,12 @@ def mean_curves(rows, value: str, by: Sequence[str] = (), x: str = "t",
     for key in sorted(groups):
         pts = sorted(groups[key].items())
         ms = [stats.mean_sem(v) for _, v in pts]
-        out[key] = Curve(np.array([p[0] for p in pts]), np.array([m for m, _ in ms]),
-                         np.array([s for _, s in ms]), np.array([len(v) for _, v in pts]))
+        out[key] = Curve(
+            np.array([p[0] for p in pts]),
+            np.array([m for m, _ in ms]),
+            np.array([s for _, s in ms]),
+            np.array([len(v) for _, v in pts]),
+        )
     return out
 
 
@@ -90,9 +101,14 @@ def target_coefs(target: str) -> dict[int, float]:
 def _degrees(rows) -> list[int]:
     """Degrees K with a coef_K column whose pop_coef_K is measured somewhere in rows."""
     cols = rows[0] if rows else {}
-    return sorted(int(c[5:]) for c in cols if c.startswith("coef_") and c[5:].isdigit()
-                  and f"pop_{c}" in cols
-                  and any(math.isfinite(float(r[f"pop_{c}"])) for r in rows))
+    return sorted(
+        int(c[5:])
+        for c in cols
+        if c.startswith("coef_")
+        and c[5:].isdigit()
+        and f"pop_{c}" in cols
+        and any(math.isfinite(float(r[f"pop_{c}"])) for r in rows)
+    )
 
 
 def _where(rows, **values) -> list:
@@ -144,8 +160,11 @@ def _final(rows) -> list:
         if math.isfinite(float(r.get("ntk_drift", math.nan))):
             drift[run_key(r)] = r["ntk_drift"]
     bad = diverged_runs(rows)
-    return [{**r, "ntk_drift": drift.get(run_key(r), math.nan), "diverged": run_key(r) in bad}
-            for r in rows if r["final"]]
+    return [
+        {**r, "ntk_drift": drift.get(run_key(r), math.nan), "diverged": run_key(r) in bad}
+        for r in rows
+        if r["final"]
+    ]
 
 
 def _kernel(bias: bool, train_outer: bool) -> str:
@@ -156,11 +175,17 @@ def _values(rows, column: str) -> list:
     return sorted({r[column] for r in rows})
 
 
-_SUBSET = (("target", "f* = {}", "f* in {{{}}}"), ("init", "{} init", "init in {{{}}}"),
-           ("bias", None, "with and without bias"), ("train_outer", None, "kernels differ"),
-           ("d", "d = {}", "d in {{{}}}"), ("n", "n = {}", "n in {{{}}}"),
-           ("width", "M = {}", "M in {{{}}}"), ("noise_kind", None, None),
-           ("noise", "noise level {}", "noise levels {{{}}}"))
+_SUBSET = (
+    ("target", "f* = {}", "f* in {{{}}}"),
+    ("init", "{} init", "init in {{{}}}"),
+    ("bias", None, "with and without bias"),
+    ("train_outer", None, "kernels differ"),
+    ("d", "d = {}", "d in {{{}}}"),
+    ("n", "n = {}", "n in {{{}}}"),
+    ("width", "M = {}", "M in {{{}}}"),
+    ("noise_kind", None, None),
+    ("noise", "noise level {}", "noise levels {{{}}}"),
+)
 
 
 def _subset_label(rows) -> str:
@@ -179,8 +204,11 @@ def _subset_label(rows) -> str:
         elif column == "noise_kind":
             parts.append(f"{vals[0]} noise")
     seeds = _values(rows, "seed")
-    parts.append(f"seed{'s' * (len(seeds) != 1)} " + ", ".join(map(str, seeds)) if len(seeds) <= 6
-                 else f"{len(seeds)} seeds")
+    parts.append(
+        f"seed{'s' * (len(seeds) != 1)} " + ", ".join(map(str, seeds))
+        if len(seeds) <= 6
+        else f"{len(seeds)} seeds"
+    )
     return "\n".join(textwrap.wrap("; ".join(filter(None, parts)), 110))
 
 
@@ -189,13 +217,22 @@ def _diverged_note(rows) -> str | None:
     if not bad:
         return None
     col = {c: REG_COORDS.index(c) for c in ("n", "width", "seed", "init", "bias")}
-    where = ", ".join(f"(n={k[col['n']]}, M={k[col['width']]}, seed={k[col['seed']]})"
-                      for k in bad[:6]) + (", ..." if len(bad) > 6 else "")
+    where = ", ".join(
+        f"(n={k[col['n']]}, M={k[col['width']]}, seed={k[col['seed']]})" for k in bad[:6]
+    ) + (", ..." if len(bad) > 6 else "")
     return f"{len(bad)} of {_n_runs(rows)} runs diverged, left out of every mean: {where}"
 
 
-def _draw(ax, curve: Curve, label: str | None, color, ls: str = "-", logy: bool = True,
-          bars: bool = False, marker: str | None = None):
+def _draw(
+    ax,
+    curve: Curve,
+    label: str | None,
+    color,
+    ls: str = "-",
+    logy: bool = True,
+    bars: bool = False,
+    marker: str | None = None,
+):
     """A mean curve with its s.e.m. as a band (bars=False) or error bars; on a log y axis
     means <= 0 are not drawn. Returns whether anything was."""
     ok = np.isfinite(curve.mean) & ((curve.mean > 0) if logy else True)
@@ -203,8 +240,17 @@ def _draw(ax, curve: Curve, label: str | None, color, ls: str = "-", logy: bool 
         return False
     x, m, e = curve.x[ok], curve.mean[ok], curve.sem[ok]
     if bars:
-        ax.errorbar(x, m, yerr=np.nan_to_num(e), color=color, ls=ls, marker=marker or "o",
-                    ms=4, capsize=3, label=label)
+        ax.errorbar(
+            x,
+            m,
+            yerr=np.nan_to_num(e),
+            color=color,
+            ls=ls,
+            marker=marker or "o",
+            ms=4,
+            capsize=3,
+            label=label,
+        )
     else:
         ax.plot(x, m, color=color, ls=ls, marker=marker, ms=3, label=label)
         band = np.isfinite(e) & ((m - e > 0) if logy else True)
@@ -218,9 +264,20 @@ def _seeds(curve: Curve) -> str:
     return f"{k} seed{'s' * (k != 1)}"
 
 
-def _curves_on(ax, rows, value: str, by: Sequence[str], label: Callable, *, x: str = "t",
-               ls: str = "-", logy: bool = True, bars: bool = False, colors=None,
-               seeds: bool = True) -> dict:
+def _curves_on(
+    ax,
+    rows,
+    value: str,
+    by: Sequence[str],
+    label: Callable,
+    *,
+    x: str = "t",
+    ls: str = "-",
+    logy: bool = True,
+    bars: bool = False,
+    colors=None,
+    seeds: bool = True,
+) -> dict:
     """Draw mean_curves(rows, value, by, x) on ax, one colour per key (colors: {key: colour},
     default C0, C1, ... in key order); label(key) names a curve, with its seed count unless
     seeds=False. Log x for t; returns the curves drawn."""
@@ -268,18 +325,40 @@ def approx_error(rows, path, title: str | None = None) -> str:
     for i, (d, target, bias, outer) in enumerate(kernels):
         grp = _where(rows, d=d, target=target, bias=bias, train_outer=outer)
         name = f"f* = {target}, d = {d}, {_kernel(bias, outer)}"
-        _curves_on(ax, grp, "approx_error", (), lambda: f"exact approx. error: {name}",
-                   colors={(): f"C{i}"}, seeds=False)
+        _curves_on(
+            ax,
+            grp,
+            "approx_error",
+            (),
+            lambda: f"exact approx. error: {name}",
+            colors={(): f"C{i}"},
+            seeds=False,
+        )
         big = _biggest(main_study(grp))
-        _curves_on(ax, big, "excess_risk", ("n", "width"),
-                   lambda n, m: f"measured excess risk, n = {n}, M = {m}", ls="--",
-                   colors={(big[0]["n"], big[0]["width"]): f"C{i}"})
+        _curves_on(
+            ax,
+            big,
+            "excess_risk",
+            ("n", "width"),
+            lambda n, m: f"measured excess risk, n = {n}, M = {m}",
+            ls="--",
+            colors={(big[0]["n"], big[0]["width"]): f"C{i}"},
+        )
         shown += grp
     ax.set_ylabel("squared L2 error on the sphere (log scale)")
-    return _finish(fig, [ax], "Approximation error of the population flow (exact) vs the "
-                   "trained net's excess risk", title, shown, path,
-                   ["exact: sum_k exp(-2 t mu_k) c_k^2; measured (dashed): Monte Carlo on "
-                    "fresh test points", BAND_NOTE])
+    return _finish(
+        fig,
+        [ax],
+        "Approximation error of the population flow (exact) vs the trained net's excess risk",
+        title,
+        shown,
+        path,
+        [
+            "exact: sum_k exp(-2 t mu_k) c_k^2; measured (dashed): Monte Carlo on "
+            "fresh test points",
+            BAND_NOTE,
+        ],
+    )
 
 
 def estimation_error(rows, path, title: str | None = None) -> str:
@@ -293,12 +372,25 @@ def estimation_error(rows, path, title: str | None = None) -> str:
     _curves_on(axes[0], at_m, "estimation_error", ("n",), "n = {}".format)
     axes[0].set_title(f"per n at M = {at_m[0]['width']}", fontsize=8)
     if two:
-        _curves_on(axes[1], at_n, "estimation_error", ("width",), "M = {}".format,
-                   colors={(m,): f"C{j}" for j, m in enumerate(_values(main, "width"), 3)})
+        _curves_on(
+            axes[1],
+            at_n,
+            "estimation_error",
+            ("width",),
+            "M = {}".format,
+            colors={(m,): f"C{j}" for j, m in enumerate(_values(main, "width"), 3)},
+        )
         axes[1].set_title(f"per M at n = {at_n[0]['n']}", fontsize=8)
     axes[0].set_ylabel(r"estimation error $\|f_t - f_t^{pop}\|^2$ (log scale)")
-    return _finish(fig, axes, "Estimation error: should shrink as n grows (large M) and grow "
-                   "as M shrinks", title, at_m + at_n if two else at_m, path, [BAND_NOTE])
+    return _finish(
+        fig,
+        axes,
+        "Estimation error: should shrink as n grows (large M) and grow as M shrinks",
+        title,
+        at_m + at_n if two else at_m,
+        path,
+        [BAND_NOTE],
+    )
 
 
 def risks(rows, path, title: str | None = None) -> str:
@@ -308,15 +400,23 @@ def risks(rows, path, title: str | None = None) -> str:
     sub = _widest_common(main_study(rows))
     fig, (ax,) = _panels()
     _curves_on(ax, sub, "excess_risk", ("n",), "excess risk, n = {}".format)
-    _curves_on(ax, sub, "train_risk", ("n",), "training risk, n = {}".format, ls="--",
-               seeds=False)
+    _curves_on(ax, sub, "train_risk", ("n",), "training risk, n = {}".format, ls="--", seeds=False)
     for v in _values(sub, "noise_var"):
         ax.axhline(v, color="black", lw=0.8, ls=":", label=f"noise variance {v:.3g}")
     ax.set_ylabel("risk (log scale)")
-    return _finish(fig, [ax], "Benign overfitting: training risk (dashed) vs excess risk "
-                   "(solid)", title, sub, path,
-                   ["training risk below the noise variance = the noise is being fitted; "
-                    "excess risk on fresh noise-free points", BAND_NOTE])
+    return _finish(
+        fig,
+        [ax],
+        "Benign overfitting: training risk (dashed) vs excess risk (solid)",
+        title,
+        sub,
+        path,
+        [
+            "training risk below the noise variance = the noise is being fitted; "
+            "excess risk on fresh noise-free points",
+            BAND_NOTE,
+        ],
+    )
 
 
 def _rate(rows, K: int, c: float) -> float:
@@ -338,20 +438,36 @@ def staircase(rows, path, title: str | None = None) -> str:
     fig, (ax,) = _panels()
     for i, K in enumerate(_degrees(sub)):
         col = {(): f"C{i}"}
-        _curves_on(ax, sub, f"coef_{K}", (), lambda: f"coef_{K} (network)", logy=False,
-                   colors=col)
-        _curves_on(ax, sub, f"pop_coef_{K}", (), lambda: f"pop_coef_{K} (population flow)",
-                   ls="--", logy=False, colors=col, seeds=False)
+        _curves_on(ax, sub, f"coef_{K}", (), lambda: f"coef_{K} (network)", logy=False, colors=col)
+        _curves_on(
+            ax,
+            sub,
+            f"pop_coef_{K}",
+            (),
+            lambda: f"pop_coef_{K} (population flow)",
+            ls="--",
+            logy=False,
+            colors=col,
+            seeds=False,
+        )
         c = coefs.get(K, math.nan)
         if math.isfinite(c) and c:
             ax.axhline(c, color=f"C{i}", lw=0.6, ls=":")
             mu = _rate(sub, K, c)
             if math.isfinite(mu) and mu > 0:
-                ax.axvline(1 / mu, color=f"C{i}", lw=0.8, ls=":",
-                           label=f"t = 1/mu_{K} = {1 / mu:.3g}")
+                ax.axvline(
+                    1 / mu, color=f"C{i}", lw=0.8, ls=":", label=f"t = 1/mu_{K} = {1 / mu:.3g}"
+                )
     ax.set_ylabel(r"coefficient on $Y_K(\cdot\,; \xi_K)$")
-    return _finish(fig, [ax], "Spectral bias: degree K is learned at t ~ 1/mu_K", title, sub,
-                   path, ["dotted horizontals: target coefficients c_K", BAND_NOTE])
+    return _finish(
+        fig,
+        [ax],
+        "Spectral bias: degree K is learned at t ~ 1/mu_K",
+        title,
+        sub,
+        path,
+        ["dotted horizontals: target coefficients c_K", BAND_NOTE],
+    )
 
 
 def final_excess(rows, path, title: str | None = None) -> str:
@@ -361,23 +477,39 @@ def final_excess(rows, path, title: str | None = None) -> str:
     sub = _final(main_study(rows))
     fig, (ax,) = _panels()
     excess = _curves_on(ax, sub, "excess_risk", ("width",), "M = {}".format, x="n", bars=True)
-    floor = _curves_on(ax, sub, "approx_error", (), lambda: "approx. error at the final t",
-                       x="n", ls=":", colors={(): "black"}, seeds=False)
+    floor = _curves_on(
+        ax,
+        sub,
+        "approx_error",
+        (),
+        lambda: "approx. error at the final t",
+        x="n",
+        ls=":",
+        colors={(): "black"},
+        seeds=False,
+    )
     notes = ["error bars: ± 1 s.e.m. over seeds (where >= 2)"]
-    low = min((c.mean[c.mean > 0].min() for c in excess.values() if (c.mean > 0).any()),
-              default=math.nan)
+    low = min(
+        (c.mean[c.mean > 0].min() for c in excess.values() if (c.mean > 0).any()), default=math.nan
+    )
     approx = [v for c in floor.values() for v in c.mean if v > 0]
     if approx and min(approx) < low / 100:  # would squash the excess risks into a line
         ax.set_ylim(bottom=low / 30)
         span = " to ".join(dict.fromkeys(f"{v:.2g}" for v in (min(approx), max(approx))))
-        notes.append(f"approximation error at the final t: {span} (below the axis where not "
-                     "drawn)")
+        notes.append(f"approximation error at the final t: {span} (below the axis where not drawn)")
     ax.set_xscale("log")
     ax.set_xlabel("n (training samples, log scale)")
     ax.set_ylabel("final excess risk (log scale)")
-    return _finish(fig, [ax], "Final excess risk over (n, M): near the approximation error "
-                   "where the mechanism holds, far above it where M is too small", title, sub,
-                   path, notes)
+    return _finish(
+        fig,
+        [ax],
+        "Final excess risk over (n, M): near the approximation error "
+        "where the mechanism holds, far above it where M is too small",
+        title,
+        sub,
+        path,
+        notes,
+    )
 
 
 def ntk_regime(rows, path, title: str | None = None) -> str:
@@ -386,15 +518,18 @@ def ntk_regime(rows, path, title: str | None = None) -> str:
     main study; the NTK regime predicts slope -1/2."""
     sub = _final(main_study(rows))
     fig, axes = _panels(2)
-    for ax, value, name in zip(axes, ("weight_move", "ntk_drift"),
-                               (r"$\max_j \|w_j(t) - w_j(0)\|$", r"$\|H_t - H_0\| / \|H_0\|$")):
+    for ax, value, name in zip(
+        axes,
+        ("weight_move", "ntk_drift"),
+        (r"$\max_j \|w_j(t) - w_j(0)\|$", r"$\|H_t - H_0\| / \|H_0\|$"),
+    ):
         curves = mean_curves(sub, value, ("n",), x="width")
         for i, ((n,), c) in enumerate(curves.items()):
             fit = stats.fit_loglog_slope(c.x, c.mean)
             slope = f"slope {fit.slope:.3f}" if math.isfinite(fit.slope) else "no fit"
             _draw(ax, c, f"n = {n} ({_seeds(c)}): {slope}", f"C{i}", bars=True)
             if math.isfinite(fit.slope):
-                ax.plot(c.x, fit.prefactor * c.x ** fit.slope, ":", color=f"C{i}", lw=1)
+                ax.plot(c.x, fit.prefactor * c.x**fit.slope, ":", color=f"C{i}", lw=1)
         if curves:
             m = np.unique(np.concatenate([c.x for c in curves.values()]))
             y0 = np.nanmedian([c.mean[0] for c in curves.values()])
@@ -408,9 +543,15 @@ def ntk_regime(rows, path, title: str | None = None) -> str:
         ax.set_ylabel(name + " (log scale)")
     axes[0].set_title("final weight movement", fontsize=8)
     axes[1].set_title("NTK drift at the last drift record", fontsize=8)
-    return _finish(fig, axes, "NTK regime checks against width (least-squares slopes in the "
-                   "legend; expect about -1/2)", title, sub, path,
-                   ["error bars: ± 1 s.e.m. over seeds (where >= 2)"])
+    return _finish(
+        fig,
+        axes,
+        "NTK regime checks against width (least-squares slopes in the legend; expect about -1/2)",
+        title,
+        sub,
+        path,
+        ["error bars: ± 1 s.e.m. over seeds (where >= 2)"],
+    )
 
 
 def _cubic_rows(rows) -> list:
@@ -426,15 +567,32 @@ def cubic_bias(rows, path, title: str | None = None) -> str:
     fig, (ax,) = _panels()
     colors = {(False,): "C3", (True,): "C0"}
     name = {False: "no bias", True: "with bias"}.__getitem__
-    _curves_on(ax, sub, "coef_3", ("bias",), lambda b: f"coef_3, {name(b)}", logy=False,
-               colors=colors)
-    _curves_on(ax, sub, "pop_coef_3", ("bias",), lambda b: f"pop_coef_3, {name(b)}", ls="--",
-               logy=False, colors=colors, seeds=False)
+    _curves_on(
+        ax, sub, "coef_3", ("bias",), lambda b: f"coef_3, {name(b)}", logy=False, colors=colors
+    )
+    _curves_on(
+        ax,
+        sub,
+        "pop_coef_3",
+        ("bias",),
+        lambda b: f"pop_coef_3, {name(b)}",
+        ls="--",
+        logy=False,
+        colors=colors,
+        seeds=False,
+    )
     c3 = target_coefs(sub[0]["target"])[3]
     ax.axhline(c3, color="black", lw=0.6, ls=":", label=f"c_3 = {c3:g}")
     ax.set_ylabel(r"coefficient on $Y_3(\cdot\,; \xi_3)$")
-    return _finish(fig, [ax], "Degree 3 with and without bias (no bias: mu_3 = 0, never "
-                   "learned)", title, sub, path, [BAND_NOTE])
+    return _finish(
+        fig,
+        [ax],
+        "Degree 3 with and without bias (no bias: mu_3 = 0, never learned)",
+        title,
+        sub,
+        path,
+        [BAND_NOTE],
+    )
 
 
 def _init_rows(rows) -> list:
@@ -452,12 +610,20 @@ def init_compare(rows, path, title: str | None = None) -> str:
     sub = _biggest(main_study(_init_rows(rows), free=("init",)))
     fig, axes = _panels(2)
     colors = {(v,): f"C{i}" for i, v in enumerate(("antisymmetric", "gaussian"))}
-    for ax, value, name in zip(axes, ("excess_risk", "kernel_gap"),
-                               ("excess risk", r"kernel gap $\|f_t - f_t^{lin}\|^2$")):
+    for ax, value, name in zip(
+        axes, ("excess_risk", "kernel_gap"), ("excess risk", r"kernel gap $\|f_t - f_t^{lin}\|^2$")
+    ):
         _curves_on(ax, sub, value, ("init",), "{} init".format, colors=colors)
         ax.set_ylabel(name + " (log scale)")
-    return _finish(fig, axes, "Initialization: antisymmetric (f_0 = 0) vs Gaussian", title,
-                   sub, path, [BAND_NOTE])
+    return _finish(
+        fig,
+        axes,
+        "Initialization: antisymmetric (f_0 = 0) vs Gaussian",
+        title,
+        sub,
+        path,
+        [BAND_NOTE],
+    )
 
 
 def _positive_t(rows) -> bool:
@@ -467,25 +633,42 @@ def _positive_t(rows) -> bool:
 # (file name, function, does the rows' data support the picture)
 REGRESSION_FIGURES = (
     ("approx_error.png", approx_error, _positive_t),
-    ("estimation_error.png", estimation_error,
-     lambda rows: len(_values(_widest_common(main_study(rows)), "n")) >= 2),
+    (
+        "estimation_error.png",
+        estimation_error,
+        lambda rows: len(_values(_widest_common(main_study(rows)), "n")) >= 2,
+    ),
     ("risks.png", risks, lambda rows: _positive_t(main_study(rows))),
     ("staircase.png", staircase, lambda rows: bool(_degrees(_biggest(main_study(rows))))),
-    ("final_excess.png", final_excess,
-     lambda rows: len(_values(_final(main_study(rows)), "n")) >= 2),
-    ("ntk_regime.png", ntk_regime,
-     lambda rows: any(len(_values(_where(f, n=n), "width")) >= 2
-                      for f in [_final(main_study(rows))] for n in _values(f, "n"))),
-    ("cubic_bias.png", cubic_bias,
-     lambda rows: len(_values(main_study(_cubic_rows(rows), free=("bias",)), "bias")) == 2),
+    (
+        "final_excess.png",
+        final_excess,
+        lambda rows: len(_values(_final(main_study(rows)), "n")) >= 2,
+    ),
+    (
+        "ntk_regime.png",
+        ntk_regime,
+        lambda rows: any(
+            len(_values(_where(f, n=n), "width")) >= 2
+            for f in [_final(main_study(rows))]
+            for n in _values(f, "n")
+        ),
+    ),
+    (
+        "cubic_bias.png",
+        cubic_bias,
+        lambda rows: len(_values(main_study(_cubic_rows(rows), free=("bias",)), "bias")) == 2,
+    ),
     ("init.png", init_compare, lambda rows: bool(_init_rows(rows))),
 )
-
 
 
 def figures(directory, config, out) -> list[str]:
     """Each entry of REGRESSION_FIGURES whose test the rows pass."""
     rows = draw.results(directory)
     title = draw.describe(config.get("experiment"), Path(directory).name)
-    return [fn(rows, Path(out) / name, title=title)
-            for name, fn, supported in REGRESSION_FIGURES if supported(rows)]
+    return [
+        fn(rows, Path(out) / name, title=title)
+        for name, fn, supported in REGRESSION_FIGURES
+        if supported(rows)
+    ]

@@ -45,19 +45,22 @@ def parse_target(text: str) -> tuple[tuple[int, float], ...]:
             k_float = None
             k = None
         if k is None or k_float != k:
-            raise ValueError(f"target piece {piece!r} of {text!r}: degree {parts[0]!r} is not "
-                             "an integer")
+            raise ValueError(
+                f"target piece {piece!r} of {text!r}: degree {parts[0]!r} is not an integer"
+            )
         if k < 0:
-            raise ValueError(f"target piece {piece!r} of {text!r}: degree {k} is negative "
-                             "(degrees are integers >= 0)")
+            raise ValueError(
+                f"target piece {piece!r} of {text!r}: degree {k} is negative "
+                "(degrees are integers >= 0)"
+            )
         try:
             c = float(parts[1])
         except ValueError:
-            raise ValueError(f"target piece {piece!r} of {text!r}: coefficient {parts[1]!r} "
-                             "is not a number") from None
+            raise ValueError(
+                f"target piece {piece!r} of {text!r}: coefficient {parts[1]!r} is not a number"
+            ) from None
         if not math.isfinite(c):
-            raise ValueError(f"target piece {piece!r} of {text!r}: coefficient {c!r} is not "
-                             "finite")
+            raise ValueError(f"target piece {piece!r} of {text!r}: coefficient {c!r} is not finite")
         if k in pairs:
             raise ValueError(f"target piece {piece!r} of {text!r}: degree {k} appears twice")
         pairs[k] = c
@@ -110,17 +113,19 @@ class Protocol:
 
     def __post_init__(self):
         object.__setattr__(self, "optimizer", optim.as_optimizer(self.optimizer))
-        if self.eta is not None and not (isinstance(self.eta, (int, float))
-                                          and math.isfinite(self.eta) and self.eta > 0):
+        if self.eta is not None and not (
+            isinstance(self.eta, (int, float)) and math.isfinite(self.eta) and self.eta > 0
+        ):
             raise ValueError(f"eta={self.eta!r} must be None or a finite float > 0")
-        if not (isinstance(self.t_max, (int, float)) and math.isfinite(self.t_max)
-                and self.t_max > 0):
+        if not (
+            isinstance(self.t_max, (int, float)) and math.isfinite(self.t_max) and self.t_max > 0
+        ):
             raise ValueError(f"t_max={self.t_max!r} must be a finite float > 0")
         for name in ("times", "n_test", "drift_every"):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name}={v!r} must be an integer >= 1")
-        if not isinstance(self.seed, (int, np.integer)) or not 0 <= self.seed < 2 ** 32:
+        if not isinstance(self.seed, (int, np.integer)) or not 0 <= self.seed < 2**32:
             raise ValueError(f"seed={self.seed!r} must be an integer in [0, 2^32)")
         if self.eta is not None and self.t_max < self.eta:
             raise ValueError(f"t_max={self.t_max!r} must be >= eta={self.eta!r}")
@@ -138,9 +143,18 @@ def _check_int(name, v, lo):
     return int(v)
 
 
-def cells(n, d=3, width=1024, seeds=1, target="1:0.5,2:0.5,4:0.5", noise=0.5,
-          noise_kind="uniform", init="antisymmetric", bias=False,
-          train_outer=False) -> list[Cell]:
+def cells(
+    n,
+    d=3,
+    width=1024,
+    seeds=1,
+    target="1:0.5,2:0.5,4:0.5",
+    noise=0.5,
+    noise_kind="uniform",
+    init="antisymmetric",
+    bias=False,
+    train_outer=False,
+) -> list[Cell]:
     """The cartesian product of the given values (scalars or sequences) as Cells, in Cell field
     order. seeds: a count (seeds 0..seeds-1) or a sequence of seeds. Validates n >= 1, d >= 2,
     width >= 1 (even for the antisymmetric init), seeds >= 1, noise >= 0, noise_kind and init
@@ -154,13 +168,17 @@ def cells(n, d=3, width=1024, seeds=1, target="1:0.5,2:0.5,4:0.5", noise=0.5,
         seed_list = [_check_int("seed", v, 0) for v in _seq(seeds)]
         if not seed_list:
             raise ValueError(f"seeds={seeds!r}: need at least one seed")
-    if any(s >= 2 ** 32 for s in seed_list):
+    if any(s >= 2**32 for s in seed_list):
         raise ValueError(f"seeds={seeds!r}: seeds must be < 2^32")
     targets = [canonical_target(t) for t in _seq(target)]
     noises = []
     for v in _seq(noise):
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) \
-                or not math.isfinite(v) or v < 0:
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, (int, float, np.floating, np.integer))
+            or not math.isfinite(v)
+            or v < 0
+        ):
             raise ValueError(f"noise={v!r} must be a finite float >= 0")
         noises.append(float(v))
     kinds = list(_seq(noise_kind))
@@ -174,8 +192,9 @@ def cells(n, d=3, width=1024, seeds=1, target="1:0.5,2:0.5,4:0.5", noise=0.5,
     biases = [bool(v) for v in _seq(bias)]
     outers = [bool(v) for v in _seq(train_outer)]
     out = []
-    for c in itertools.product(ns, ds, ws, seed_list, targets, noises, kinds, inits, biases,
-                               outers):
+    for c in itertools.product(
+        ns, ds, ws, seed_list, targets, noises, kinds, inits, biases, outers
+    ):
         cell = Cell(*c)
         if cell.init == "antisymmetric" and cell.width % 2:
             raise ValueError(f"width={cell.width} must be even for the antisymmetric init")
@@ -232,16 +251,27 @@ def _eta(cell: Cell, protocol: Protocol) -> float:
 
 
 def _noise_var(cell: Cell) -> float:
-    return cell.noise ** 2 / 3.0 if cell.noise_kind == "uniform" else cell.noise ** 2
+    return cell.noise**2 / 3.0 if cell.noise_kind == "uniform" else cell.noise**2
 
 
 def coords(cell: Cell) -> np.ndarray:
     """uint32[10] folded into the keys: d, seed, n, width, crc32(target), bits(noise),
     noise_kind, init, bias, train_outer."""
-    return np.array([cell.d, cell.seed, cell.n, cell.width,
-                     zlib.crc32(cell.target.encode()), float32_bits(cell.noise),
-                     NOISE_KINDS.index(cell.noise_kind), INITS.index(cell.init), int(cell.bias),
-                     int(cell.train_outer)], np.uint32)
+    return np.array(
+        [
+            cell.d,
+            cell.seed,
+            cell.n,
+            cell.width,
+            zlib.crc32(cell.target.encode()),
+            float32_bits(cell.noise),
+            NOISE_KINDS.index(cell.noise_kind),
+            INITS.index(cell.init),
+            int(cell.bias),
+            int(cell.train_outer),
+        ],
+        np.uint32,
+    )
 
 
 def cell_keys(base_key, c):
@@ -253,15 +283,31 @@ def cell_keys(base_key, c):
         for i in idx:
             key = jax.random.fold_in(key, c[i])
         return key
-    return jnp.stack([fold(data, (0, 1)), fold(noise, (0, 1, 5, 6)), fold(init, (0, 3, 1, 7, 8)),
-                      fold(test, (0, 1))])
+
+    return jnp.stack(
+        [
+            fold(data, (0, 1)),
+            fold(noise, (0, 1, 5, 6)),
+            fold(init, (0, 3, 1, 7, 8)),
+            fold(test, (0, 1)),
+        ]
+    )
 
 
 def cell_of(row: Mapping) -> Cell:
     """The Cell of a stored row, typed exactly like `cells` builds it (equality holds)."""
-    return Cell(int(row["n"]), int(row["d"]), int(row["width"]), int(row["seed"]),
-                str(row["target"]), float(row["noise"]), str(row["noise_kind"]),
-                str(row["init"]), bool(row["bias"]), bool(row["train_outer"]))
+    return Cell(
+        int(row["n"]),
+        int(row["d"]),
+        int(row["width"]),
+        int(row["seed"]),
+        str(row["target"]),
+        float(row["noise"]),
+        str(row["noise_kind"]),
+        str(row["init"]),
+        bool(row["bias"]),
+        bool(row["train_outer"]),
+    )
 
 
 def degrees_of(cells_: Iterable[Cell]) -> tuple[int, ...]:
@@ -271,12 +317,32 @@ def degrees_of(cells_: Iterable[Cell]) -> tuple[int, ...]:
 
 def columns(degrees: Sequence[int]) -> dict:
     """The result schema {column: type} in CSV order for an experiment with these degrees."""
-    cols = dict(n="int", d="int", width="int", seed="int", target="str", noise="float",
-                noise_kind="str", init="str", bias="bool", train_outer="bool", eta="float",
-                step="int", t="float", final="bool", diverged="bool", train_risk="float",
-                excess_risk="float", approx_error="float", estimation_error="float",
-                kernel_gap="float", weight_move="float", ntk_drift="float",
-                target_norm2="float", noise_var="float")
+    cols = dict(
+        n="int",
+        d="int",
+        width="int",
+        seed="int",
+        target="str",
+        noise="float",
+        noise_kind="str",
+        init="str",
+        bias="bool",
+        train_outer="bool",
+        eta="float",
+        step="int",
+        t="float",
+        final="bool",
+        diverged="bool",
+        train_risk="float",
+        excess_risk="float",
+        approx_error="float",
+        estimation_error="float",
+        kernel_gap="float",
+        weight_move="float",
+        ntk_drift="float",
+        target_norm2="float",
+        noise_var="float",
+    )
     for k in degrees:
         cols[f"coef_{k}"] = "float"
         cols[f"pop_coef_{k}"] = "float"

@@ -14,10 +14,17 @@ from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, eigsh
 
 from jaxbof import engine as _engine
 from jaxbof import ntk
-from jaxbof.model import TwoLayerParams, two_layer_apply
 from jaxbof.experiments.regression.grid import (
-    Cell, Protocol, _eta, _noise_var, eigenvalues_for, parse_target, record_steps)
+    Cell,
+    Protocol,
+    _eta,
+    _noise_var,
+    eigenvalues_for,
+    parse_target,
+    record_steps,
+)
 from jaxbof.experiments.regression.step import Shape, Slot, _layers
+from jaxbof.model import TwoLayerParams, two_layer_apply
 
 _EIGSH_ABOVE = 300  # ntk_drift: dense eigvalsh up to this n, scipy eigsh above
 
@@ -33,8 +40,9 @@ def measure_fn(W, b, a, W0, Xt):
 
 def ntk_fn(W, b, a, X, *, train_outer: bool):
     """H_t (n, n): empirical NTK Gram of the trained layers at one slot's params (device)."""
-    return ntk.structured_ntk(TwoLayerParams(W, a, b), X, layers=_layers(train_outer),
-                              train_bias=True)
+    return ntk.structured_ntk(
+        TwoLayerParams(W, a, b), X, layers=_layers(train_outer), train_bias=True
+    )
 
 
 def init_fn(p: TwoLayerParams, X, Xt, *, train_outer: bool):
@@ -42,9 +50,12 @@ def init_fn(p: TwoLayerParams, X, Xt, *, train_outer: bool):
     empirical NTK of the trained layers at theta_0 (ntk.structured_ntk) on the training points
     and test x train, and the initial outputs (0 under the antisymmetric init). Device."""
     layers = _layers(train_outer)
-    return (ntk.structured_ntk(p, X, layers=layers, train_bias=True),
-            ntk.structured_ntk(p, Xt, X, layers=layers, train_bias=True),
-            two_layer_apply(p, X), two_layer_apply(p, Xt))
+    return (
+        ntk.structured_ntk(p, X, layers=layers, train_bias=True),
+        ntk.structured_ntk(p, Xt, X, layers=layers, train_bias=True),
+        two_layer_apply(p, X),
+        two_layer_apply(p, Xt),
+    )
 
 
 # ----------------------------------------------------------------------------- host side
@@ -68,7 +79,7 @@ def linear_prediction(t: float, n: int, lam, P_test, z, f0_test) -> np.ndarray:
 def approx_error(t: float, mu_K, c_K) -> float:
     """sum_k exp(-2 t mu_k) c_k^2: ||f_t^pop - f*||^2 of the population flow from f_0 = 0."""
     mu_K, c_K = np.asarray(mu_K, np.float64), np.asarray(c_K, np.float64)
-    return float(np.sum(np.exp(-2.0 * t * mu_K) * c_K ** 2))
+    return float(np.sum(np.exp(-2.0 * t * mu_K) * c_K**2))
 
 
 def _op_norm(D) -> float:
@@ -80,8 +91,9 @@ def _op_norm(D) -> float:
         return 0.0
     if n > _EIGSH_ABOVE:
         try:
-            ev = eigsh(D, k=1, which="LM", v0=np.full(n, 1.0 / math.sqrt(n)),
-                       return_eigenvectors=False)
+            ev = eigsh(
+                D, k=1, which="LM", v0=np.full(n, 1.0 / math.sqrt(n)), return_eigenvectors=False
+            )
             return float(np.max(np.abs(ev)))
         except (ArpackNoConvergence, ArpackError):  # the dense route
             pass
@@ -107,13 +119,15 @@ class _HostCell(NamedTuple):
     eta: float
 
 
-def _host_cell(cell: Cell, slots: Slot, s: int, degrees, protocol: Protocol,
-               init_prog) -> _HostCell:
+def _host_cell(
+    cell: Cell, slots: Slot, s: int, degrees, protocol: Protocol, init_prog
+) -> _HostCell:
     """Host data of the cell in slot s: its labels and test features, and the eigendecomposition
     K0 = U diag(lam) U^T (float64) of the empirical NTK at init (device program `init_prog`)."""
     d = slots.data
-    K0, K_test, f0_train, f0_test = (np.asarray(x, np.float64) for x in init_prog(
-        *_engine.take((d.init, d.X, d.X_test), s)))
+    K0, K_test, f0_train, f0_test = (
+        np.asarray(x, np.float64) for x in init_prog(*_engine.take((d.init, d.X, d.X_test), s))
+    )
     y, Y_test = np.asarray(d.y[s], np.float64), np.asarray(d.Y_test[s], np.float64)
     K0 = 0.5 * (K0 + K0.T)
     lam, U = scipy.linalg.eigh(K0, driver="evr")  # MRRR: several times faster than evd here
@@ -122,13 +136,37 @@ def _host_cell(cell: Cell, slots: Slot, s: int, degrees, protocol: Protocol,
     present = np.array([k in tgt for k in degrees])
     mu = eigenvalues_for(cell, max(degrees))[list(degrees)]
     eta = _eta(cell, protocol)
-    return _HostCell(y, Y_test, Y_test @ c, f0_test, c, present, mu, lam, K_test @ U,
-                     U.T @ (y - f0_train), K0, float(np.max(np.abs(lam))),
-                     record_steps(eta, protocol.t_max, protocol.times), eta)
+    return _HostCell(
+        y,
+        Y_test,
+        Y_test @ c,
+        f0_test,
+        c,
+        present,
+        mu,
+        lam,
+        K_test @ U,
+        U.T @ (y - f0_train),
+        K0,
+        float(np.max(np.abs(lam))),
+        record_steps(eta, protocol.t_max, protocol.times),
+        eta,
+    )
 
 
-def _row(cell: Cell, hc: _HostCell, degrees, *, step: int, final: bool, diverged: bool,
-         f_n, f_test, weight_move: float, ntk_drift: float) -> dict:
+def _row(
+    cell: Cell,
+    hc: _HostCell,
+    degrees,
+    *,
+    step: int,
+    final: bool,
+    diverged: bool,
+    f_n,
+    f_test,
+    weight_move: float,
+    ntk_drift: float,
+) -> dict:
     """One row (float64): the cell's coordinates, its time t = eta * step, and the module
     docstring's measurements from the training outputs f_n and the test outputs f_test."""
     t = hc.eta * step
@@ -139,14 +177,21 @@ def _row(cell: Cell, hc: _HostCell, degrees, *, step: int, final: bool, diverged
     coef = hc.Y_test.T @ f_test / len(f_test)
     row = dict(cell._asdict())
     row.update(
-        eta=hc.eta, step=int(step), t=float(t), final=bool(final), diverged=bool(diverged),
+        eta=hc.eta,
+        step=int(step),
+        t=float(t),
+        final=bool(final),
+        diverged=bool(diverged),
         train_risk=float(np.mean((f_n - hc.y) ** 2)),
         excess_risk=float(np.mean((f_test - hc.fstar_test) ** 2)),
         approx_error=approx_error(t, hc.mu[hc.present], hc.c[hc.present]),
         estimation_error=float(np.mean((f_test - f_pop) ** 2)),
         kernel_gap=float(np.mean((f_test - f_lin) ** 2)),
-        weight_move=float(weight_move), ntk_drift=float(ntk_drift),
-        target_norm2=float(np.sum(hc.c ** 2)), noise_var=_noise_var(cell))
+        weight_move=float(weight_move),
+        ntk_drift=float(ntk_drift),
+        target_norm2=float(np.sum(hc.c**2)),
+        noise_var=_noise_var(cell),
+    )
     for j, k in enumerate(degrees):
         row[f"coef_{k}"] = float(coef[j])
         row[f"pop_coef_{k}"] = float(decay[j] * hc.c[j]) if hc.present[j] else math.nan
@@ -158,13 +203,16 @@ def _measure_name(b: Shape, n_test: int, dtype) -> str:
 
 
 def _init_name(b: Shape, n_test: int, dtype) -> str:
-    return (f"reg_init_{b.n}_{b.d}_{b.width}_{int(b.bias)}_{int(b.train_outer)}_{n_test}_"
-            f"{jnp.dtype(dtype).name}")
+    return (
+        f"reg_init_{b.n}_{b.d}_{b.width}_{int(b.bias)}_{int(b.train_outer)}_{n_test}_"
+        f"{jnp.dtype(dtype).name}"
+    )
 
 
 def _ntk_name(b: Shape, dtype) -> str:
-    return (f"reg_ntk_{b.n}_{b.d}_{b.width}_{int(b.bias)}_{int(b.train_outer)}_"
-            f"{jnp.dtype(dtype).name}")
+    return (
+        f"reg_ntk_{b.n}_{b.d}_{b.width}_{int(b.bias)}_{int(b.train_outer)}_{jnp.dtype(dtype).name}"
+    )
 
 
 def step_flops(bucket: Shape, cell: Cell | None = None) -> float:

@@ -12,7 +12,7 @@ Only W is trained by default; b is trained with W when the cell has a bias, a wh
 Data: x_i uniform on S^{d-1} (`sphere.uniform`), y_i = f*(x_i) + noise with
 f* = sum_k c_k Y_k(x; xi_k), Y_k(x; xi) = sqrt(N(d, k)) P_k(<x, xi>) unit-norm zonal harmonics
 (`sphere.zonal_features`), noise uniform on [-s, s] or +-s (Rademacher); labels are NOT clipped
-(|y| may exceed 1; the spec's boundedness holds for the noise, which is what the theory uses).
+(|y| may exceed 1; the theory's boundedness assumption is on the noise, which is what it uses).
 
 Each run is recorded on a log-spaced set of times (one row per cell and time) and measured
 against the closed forms of the population flow df/dt = -(K_inf)(f - f*):
@@ -54,25 +54,95 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbof import engine as _engine
-from jaxbof.experiments.regression.schema import COORDINATES, INITS, KIND, NOISE_KINDS
-from jaxbof.experiments.regression.grid import (
-    Cell, Protocol, _eta, canonical_target, cell_keys, cell_of, cells, columns, coords,
-    default_eta, degrees_of, eigenvalues_for, parse_target, record_steps, _SENTINEL)
-from jaxbof.experiments.regression.step import (
-    Data, Inputs, Shape, Slot, State, forward, gd_step, gradients, resume_slot, train_step)
 from jaxbof.experiments.regression.data import crop, prep_shapes, prepare
+from jaxbof.experiments.regression.grid import (
+    _SENTINEL,
+    Cell,
+    Protocol,
+    _eta,
+    canonical_target,
+    cell_keys,
+    cell_of,
+    cells,
+    columns,
+    coords,
+    default_eta,
+    degrees_of,
+    eigenvalues_for,
+    parse_target,
+    record_steps,
+)
 from jaxbof.experiments.regression.measure import (
-    _host_cell, _init_name, _measure_name, _ntk_name, _op_norm, _row, approx_error, init_fn,
-    linear_prediction, measure_fn, ntk_fn, step_bytes, step_flops)
+    _host_cell,
+    _init_name,
+    _measure_name,
+    _ntk_name,
+    _op_norm,
+    _row,
+    approx_error,
+    init_fn,
+    linear_prediction,
+    measure_fn,
+    ntk_fn,
+    step_bytes,
+    step_flops,
+)
+from jaxbof.experiments.regression.schema import COORDINATES, INITS, KIND, NOISE_KINDS
+from jaxbof.experiments.regression.step import (
+    Data,
+    Inputs,
+    Shape,
+    Slot,
+    State,
+    forward,
+    gd_step,
+    gradients,
+    resume_slot,
+    train_step,
+)
 
 __all__ = [
-    "COORDINATES", "INITS", "KIND", "NOISE_KINDS", "PROTOCOL_FULL", "PROTOCOL_QUICK", "Cell",
-    "Data", "Inputs", "Protocol", "Shape", "Slot", "State", "approx_error", "canonical_target",
-    "cell_keys", "cell_of", "cells", "columns", "coords", "crop", "default_engine",
-    "default_eta", "degrees_of", "eigenvalues_for", "experiment", "forward", "gd_step",
-    "gradients", "linear_prediction", "parse_target", "prep_shapes", "prepare",
-    "preset_protocol", "presets", "record_steps", "resume_slot", "run_cells", "step_bytes",
-    "step_flops", "train_step",
+    "COORDINATES",
+    "INITS",
+    "KIND",
+    "NOISE_KINDS",
+    "PROTOCOL_FULL",
+    "PROTOCOL_QUICK",
+    "Cell",
+    "Data",
+    "Inputs",
+    "Protocol",
+    "Shape",
+    "Slot",
+    "State",
+    "approx_error",
+    "canonical_target",
+    "cell_keys",
+    "cell_of",
+    "cells",
+    "columns",
+    "coords",
+    "crop",
+    "default_engine",
+    "default_eta",
+    "degrees_of",
+    "eigenvalues_for",
+    "experiment",
+    "forward",
+    "gd_step",
+    "gradients",
+    "linear_prediction",
+    "parse_target",
+    "prep_shapes",
+    "prepare",
+    "preset_protocol",
+    "presets",
+    "record_steps",
+    "resume_slot",
+    "run_cells",
+    "step_bytes",
+    "step_flops",
+    "train_step",
 ]
 
 
@@ -104,11 +174,13 @@ def experiment(protocol: Protocol = Protocol(), cells: Iterable[Cell] = ()) -> _
         coef = np.zeros((B, len(degrees)), dtype)
         for i, c in enumerate(cs):
             st = record_steps(_eta(c, protocol), protocol.t_max, times)
-            rec[i, :len(st)] = st
+            rec[i, : len(st)] = st
             tgt = dict(parse_target(c.target))
             if not set(tgt) <= set(degrees):
-                raise ValueError(f"cell target {c.target!r} has degrees outside this "
-                                 f"experiment's {degrees}: build it with all cells to be run")
+                raise ValueError(
+                    f"cell target {c.target!r} has degrees outside this "
+                    f"experiment's {degrees}: build it with all cells to be run"
+                )
             coef[i] = [tgt.get(k, 0.0) for k in degrees]
         return Inputs(
             keys=np.asarray(keys),
@@ -116,7 +188,9 @@ def experiment(protocol: Protocol = Protocol(), cells: Iterable[Cell] = ()) -> _
             noise=np.array([c.noise for c in cs], dtype),
             rademacher=np.array([c.noise_kind == "rademacher" for c in cs]),
             antisymmetric=np.array([c.init == "antisymmetric" for c in cs]),
-            coef=coef, rec_steps=rec)
+            coef=coef,
+            rec_steps=rec,
+        )
 
     opt = protocol.optimizer
 
@@ -130,23 +204,41 @@ def experiment(protocol: Protocol = Protocol(), cells: Iterable[Cell] = ()) -> _
         return train_step(slot, st, opt)
 
     def example_cell(sh: Shape) -> Cell:
-        return Cell(sh.n, sh.d, sh.width, 0, ",".join(f"{k}:1.0" for k in degrees), 0.1,
-                    "uniform", "antisymmetric" if sh.width % 2 == 0 else "gaussian", sh.bias,
-                    sh.train_outer)
+        return Cell(
+            sh.n,
+            sh.d,
+            sh.width,
+            0,
+            ",".join(f"{k}:1.0" for k in degrees),
+            0.1,
+            "uniform",
+            "antisymmetric" if sh.width % 2 == 0 else "gaussian",
+            sh.bias,
+            sh.train_outer,
+        )
 
     def programs(b: Shape, shapes: Slot, B: int):
         st, dt = shapes.state, shapes.data
         dtype = st.W.dtype
 
         def one(*args):  # one slot's arguments: measured one slot at a time (engine.take)
-            return _engine.Program(args[0], jax.tree.map(
-                lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), args[1:]), batched=False)
-        out = {_measure_name(b, n_test, dtype): one(
-            measure_fn, st.W, st.b, st.a, dt.init.W_mxd, dt.X_test)}
+            return _engine.Program(
+                args[0],
+                jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), args[1:]),
+                batched=False,
+            )
+
+        out = {
+            _measure_name(b, n_test, dtype): one(
+                measure_fn, st.W, st.b, st.a, dt.init.W_mxd, dt.X_test
+            )
+        }
         out[_ntk_name(b, dtype)] = one(
-            functools.partial(ntk_fn, train_outer=b.train_outer), st.W, st.b, st.a, dt.X)
+            functools.partial(ntk_fn, train_outer=b.train_outer), st.W, st.b, st.a, dt.X
+        )
         out[_init_name(b, n_test, dtype)] = one(
-            functools.partial(init_fn, train_outer=b.train_outer), dt.init, dt.X, dt.X_test)
+            functools.partial(init_fn, train_outer=b.train_outer), dt.init, dt.X, dt.X_test
+        )
         return out
 
     def report(b: Shape, slots: Slot, idx, cells_, progs):
@@ -168,31 +260,61 @@ def experiment(protocol: Protocol = Protocol(), cells: Iterable[Cell] = ()) -> _
             last = rec == len(hc.steps) - 1
             finished = diverged or last
             W, b_, a, W0, Xt, X = _engine.take(
-                (st.W, st.b, st.a, slots.data.init.W_mxd, slots.data.X_test, slots.data.X), s)
+                (st.W, st.b, st.a, slots.data.init.W_mxd, slots.data.X_test, slots.data.X), s
+            )
             f_test, move = measure(W, b_, a, W0, Xt)
             drift = math.nan
             if not diverged and (rec % protocol.drift_every == 0 or last):
                 H = np.asarray(ntk_prog(W, b_, a, X), np.float64)
                 drift = _op_norm(H - hc.K0) / hc.h0_norm
-            out.append(_engine.Report([_row(
-                cell, hc, degrees, step=int(steps_all[s]), final=finished, diverged=diverged,
-                f_n=f_n, f_test=np.asarray(f_test, np.float64), weight_move=float(move),
-                ntk_drift=drift)], finished))
+            out.append(
+                _engine.Report(
+                    [
+                        _row(
+                            cell,
+                            hc,
+                            degrees,
+                            step=int(steps_all[s]),
+                            final=finished,
+                            diverged=diverged,
+                            f_n=f_n,
+                            f_test=np.asarray(f_test, np.float64),
+                            weight_move=float(move),
+                            ntk_drift=drift,
+                        )
+                    ],
+                    finished,
+                )
+            )
             if finished:
                 cache.pop(cell, None)
         return out
 
     return _engine.Experiment(
-        init=prepare_, step=step,
+        init=prepare_,
+        step=step,
         report=lambda h: report(h.bucket, h.slots, h.index, h.cells, h.programs),
-        schema=_engine.Schema(columns(degrees), COORDINATES + ("step",), final="final",
-                              flags={"diverged": True}),
-        protocol=(n_test, times, degrees, opt), seed=int(protocol.seed),
-        batching=_engine.Batching(shape=shape, prep_shapes=prep_shapes, crop=crop_,
-                                  resume=resume_slot, programs=programs, step_flops=step_flops),
-        cells=_engine.Cells(coords=coords, keys=cell_keys, cell_of=cell_of,
-                            example_cell=example_cell,
-                            inputs=lambda cs, keys, dtype: (inputs(cs, keys, dtype),)))
+        schema=_engine.Schema(
+            columns(degrees), COORDINATES + ("step",), final="final", flags={"diverged": True}
+        ),
+        protocol=(n_test, times, degrees, opt),
+        seed=int(protocol.seed),
+        batching=_engine.Batching(
+            shape=shape,
+            prep_shapes=prep_shapes,
+            crop=crop_,
+            resume=resume_slot,
+            programs=programs,
+            step_flops=step_flops,
+        ),
+        cells=_engine.Cells(
+            coords=coords,
+            keys=cell_keys,
+            cell_of=cell_of,
+            example_cell=example_cell,
+            inputs=lambda cs, keys, dtype: (inputs(cs, keys, dtype),),
+        ),
+    )
 
 
 # ----------------------------------------------------------------------------- entry points
@@ -206,23 +328,29 @@ def default_engine() -> _engine.Engine:
     return _engine.Engine(slots=1) if jax.default_backend() == "cpu" else _engine.Engine()
 
 
-def run_cells(cells: Sequence[Cell], protocol: Protocol = Protocol(),
-              engine: _engine.Engine | None = None, *, on_rows=None,
-              dtype=jnp.float32) -> tuple[list[dict], _engine.SweepStats]:
+def run_cells(
+    cells: Sequence[Cell],
+    protocol: Protocol = Protocol(),
+    engine: _engine.Engine | None = None,
+    *,
+    on_rows=None,
+    dtype=jnp.float32,
+) -> tuple[list[dict], _engine.SweepStats]:
     """Train every cell once, recording its trajectory (engine.run; engine None:
     `default_engine()`). Returns (rows, stats): one row per cell and recorded time, in
     completion order."""
     cells = list(cells)
     exp = experiment(protocol, cells)
-    return _engine.run(exp, cells, default_engine() if engine is None else engine,
-                       on_rows=on_rows, dtype=dtype)
+    return _engine.run(
+        exp, cells, default_engine() if engine is None else engine, on_rows=on_rows, dtype=dtype
+    )
 
 
 def _unique(cs: Iterable[Cell]) -> list[Cell]:
     return list(dict.fromkeys(cs))
 
 
-# Preset `park-regression` (d = 3, first layer, no bias, antisymmetric; /work/shared/spec):
+# Preset `park-regression` (d = 3, first layer, no bias, antisymmetric):
 # full (42 runs): target 1:0.5,2:0.5,4:0.5 with uniform noise 0.5, n in {250, 500, 1000} x
 # M in {256, 1024, 4096} x 3 seeds; Gaussian init at n = 500, M in {1024, 4096}; the cubic
 # 3:1.0 (noise 0.1) with and without a bias at n = 500, M = 4096 (with a bias eta = 0.133, so
@@ -236,22 +364,24 @@ PROTOCOL_QUICK = Protocol(t_max=2500.0, times=30)
 
 
 def presets(quick: bool = False) -> list[Cell]:
-    """The cells of the `park-regression` preset (quick: 41 s on the 2-core CPU on a fast day,
-    80 s on 2026-12-03 at 60 GFLOP/s dense matmul; full: about 5 minutes on the fast day). Run
+    """The cells of the `park-regression` preset (quick: 40 s to 80 s on a 2-core CPU, as its
+    dense-matmul speed varies; full: about 5 minutes). Run
     them under `preset_protocol(quick)` with `default_engine()` (the engine's CPU default of 8
     slots pads the 3-run buckets with idle slots: 1.8x the work measured on the quick preset,
     41 s against 28 s)."""
     main = "1:0.5,2:0.5,4:0.5"
     if quick:
-        return _unique(cells(n=(250, 500, 1000), width=1024, seeds=2, target=main, noise=0.5)
-                       + cells(n=250, width=(256, 4096), seeds=2, target=main, noise=0.5)
-                       + cells(n=250, width=1024, seeds=1, target="3:1.0", noise=0.1,
-                               bias=(False, True)))
+        return _unique(
+            cells(n=(250, 500, 1000), width=1024, seeds=2, target=main, noise=0.5)
+            + cells(n=250, width=(256, 4096), seeds=2, target=main, noise=0.5)
+            + cells(n=250, width=1024, seeds=1, target="3:1.0", noise=0.1, bias=(False, True))
+        )
     return _unique(
         cells(n=(250, 500, 1000), width=(256, 1024, 4096), seeds=3, target=main, noise=0.5)
         + cells(n=500, width=(1024, 4096), seeds=3, target=main, noise=0.5, init="gaussian")
         + cells(n=500, width=4096, seeds=3, target="3:1.0", noise=0.1, bias=(False, True))
-        + cells(n=250, width=(256, 1024, 4096, 16384), seeds=3, target=main, noise=0.5))
+        + cells(n=250, width=(256, 1024, 4096, 16384), seeds=3, target=main, noise=0.5)
+    )
 
 
 def preset_protocol(quick: bool = False) -> Protocol:

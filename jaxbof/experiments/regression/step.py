@@ -15,7 +15,6 @@ import numpy as np
 from jaxbof import ntk, optim, train
 from jaxbof.model import TwoLayerParams, leaky_relu, readout
 
-
 # ----------------------------------------------------------------------------- device side
 
 
@@ -127,8 +126,9 @@ def gradients(params: TwoLayerParams, X_nxd, y_n, Ht, At, f) -> TwoLayerParams:
     Returns TwoLayerParams of gradients (gb None without a bias)."""
     M, n = Ht.shape
     r = (f - y_n) / n
-    dHt = jnp.where(Ht >= 0, (params.a_m / _sqrt_width(M))[:, None] * r[None, :],
-                    jnp.zeros((), Ht.dtype))
+    dHt = jnp.where(
+        Ht >= 0, (params.a_m / _sqrt_width(M))[:, None] * r[None, :], jnp.zeros((), Ht.dtype)
+    )
     gW = dHt @ X_nxd
     gb = None if params.b_m is None else jnp.sum(dHt, axis=1)
     ga = (At @ r) / _sqrt_width(M)
@@ -149,7 +149,9 @@ def _advance(st: State, new: TwoLayerParams, opt, f, bad, halt) -> State:
     """The state after a step to the params `new` (a None: a untrained): counters and f_n
     frozen once halted."""
     return State(
-        W=new.W_mxd, b=new.b_m, a=st.a if new.a_m is None else new.a_m,
+        W=new.W_mxd,
+        b=new.b_m,
+        a=st.a if new.a_m is None else new.a_m,
         steps=st.steps + jnp.where(halt, 0, 1).astype(st.steps.dtype),
         done=halt,
         rec=st.rec,
@@ -174,16 +176,17 @@ def gd_step(slot: Slot, st: State) -> State:
 
     def upd(x, gx):
         return None if x is None else jnp.where(halt, x, x - eta * gx)
-    new = _trained(upd(st.W, g.W_mxd), upd(st.b, g.b_m), upd(st.a, g.a_m) if outer else None,
-                   outer)
+
+    new = _trained(upd(st.W, g.W_mxd), upd(st.b, g.b_m), upd(st.a, g.a_m) if outer else None, outer)
     return _advance(st, new, st.opt, f, bad, halt)
 
 
 def _train_check(slot: Slot, st: State) -> train.Check:
     g, f, bad, halt = _halt_check(slot, st)
     outer = slot.data.train_outer.value
-    return train.Check(_trained(st.W, st.b, st.a, outer), _trained(g.W_mxd, g.b_m, g.a_m, outer),
-                       halt, (f, bad))
+    return train.Check(
+        _trained(st.W, st.b, st.a, outer), _trained(g.W_mxd, g.b_m, g.a_m, outer), halt, (f, bad)
+    )
 
 
 def train_step(slot: Slot, st: State, optimizer: optim.Optimizer = optim.GD) -> State:
@@ -192,8 +195,11 @@ def train_step(slot: Slot, st: State, optimizer: optim.Optimizer = optim.GD) -> 
     `jaxbof.train.step`; equal to `gd_step` bit for bit for the default plain GD. A halted
     state (and its rule's state) is returned unchanged."""
     return train.step(
-        _train_check, lambda st, c, new, opt: _advance(st, new, opt, *c.aux, c.halt),
-        lambda slot, c: slot.data.eta, optimizer)(slot, st)
+        _train_check,
+        lambda st, c, new, opt: _advance(st, new, opt, *c.aux, c.halt),
+        lambda slot, c: slot.data.eta,
+        optimizer,
+    )(slot, st)
 
 
 def resume_slot(slot: Slot) -> Slot:

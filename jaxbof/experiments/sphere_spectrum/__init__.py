@@ -18,7 +18,15 @@ PLUGIN = Plugin(
     name="sphere-spectrum",
     description="degree clusters of an analytic kernel's Gram / n on the sphere against mu_k",
     paper="the addition theorem of spherical harmonics; Koltchinskii and Gine 2000",
-    reproduce=(Reproduce("sphere-spectrum", "degree clusters of the first-layer NTK's Gram / n "
-                         "on S^2 against mu_k, n from 250 to 4000, 10 seeds (float64)",
-                         study=_study),),
-    table=_table, figures=_figures, claims=_claims.CLAIMS)
+    reproduce=(
+        Reproduce(
+            "sphere-spectrum",
+            "degree clusters of the first-layer NTK's Gram / n "
+            "on S^2 against mu_k, n from 250 to 4000, 10 seeds (float64)",
+            study=_study,
+        ),
+    ),
+    table=_table,
+    figures=_figures,
+    claims=_claims.CLAIMS,
+)

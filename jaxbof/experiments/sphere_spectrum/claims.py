@@ -27,9 +27,11 @@ import numpy as np
 from jaxbof import stats
 from jaxbof.contract import Claim, Criterion, Estimate
 
-SOURCE = ("Koltchinskii and Gine 2000 (the spectrum of Gram / n converges to the kernel's); the "
-          "1/n rate of a degree cluster's mean from the addition theorem of spherical harmonics; "
-          "mu_k in closed form after Bach 2017 and Bietti and Mairal 2019")
+SOURCE = (
+    "Koltchinskii and Gine 2000 (the spectrum of Gram / n converges to the kernel's); the "
+    "1/n rate of a degree cluster's mean from the addition theorem of spherical harmonics; "
+    "mu_k in closed form after Bach 2017 and Bietti and Mairal 2019"
+)
 
 
 def _means(units) -> dict:
@@ -38,35 +40,50 @@ def _means(units) -> dict:
     for u in units:
         for r in u:
             got.setdefault((r["d"], r["kernel"], r["k"]), {}).setdefault(r["n"], []).append(
-                float(r["rel_error"]))
-    return {g: {n: float(np.mean(v)) for n, v in sorted(by_n.items())}
-            for g, by_n in sorted(got.items())}
+                float(r["rel_error"])
+            )
+    return {
+        g: {n: float(np.mean(v)) for n, v in sorted(by_n.items())}
+        for g, by_n in sorted(got.items())
+    }
 
 
 def per_level(rows) -> list:
     """[((d, kernel, k), stats.LogSlope of mean rel_error against n, {n: mean}), ...]."""
-    return [(g, stats.fit_loglog_slope(list(m), list(m.values())), m)
-            for g, m in _means([rows]).items()]
+    return [
+        (g, stats.fit_loglog_slope(list(m), list(m.values())), m) for g, m in _means([rows]).items()
+    ]
 
 
 def pooled_slope(units) -> float:
     """Slope of log(mean rel_error) against log n, one intercept per (d, kernel, k) (least
     squares over the positive means); nan where fewer than two n are left."""
-    return stats.within_slope((g, math.log(n), math.log(e)) for g, m in _means(units).items()
-                              for n, e in m.items() if e > 0)
+    return stats.within_slope(
+        (g, math.log(n), math.log(e))
+        for g, m in _means(units).items()
+        for n, e in m.items()
+        if e > 0
+    )
 
 
 def cluster_mean_slope(rows, config, level):
     """S2: the log-log slope of the cluster means' relative error against n, pooled over the
     levels."""
     got = stats.unit_interval(stats.units_by(rows, ("seed",)), pooled_slope, level)
-    return Estimate(got.value, got.low, got.high, got.method + " (unit: a seed's points)", "",
-                    level)
+    return Estimate(
+        got.value, got.low, got.high, got.method + " (unit: a seed's points)", "", level
+    )
 
 
 CLAIMS = (
-    Claim("S2", "the degree clusters of an analytic kernel's Gram / n on uniform points of "
-          "the sphere approach mu_k at rate 1/n: the log-log slope of the cluster mean's "
-          "relative error against n is within [-1.25, -0.75]", SOURCE, "sphere-spectrum",
-          cluster_mean_slope, Criterion(-1.25, -0.75)),
+    Claim(
+        "S2",
+        "the degree clusters of an analytic kernel's Gram / n on uniform points of "
+        "the sphere approach mu_k at rate 1/n: the log-log slope of the cluster mean's "
+        "relative error against n is within [-1.25, -0.75]",
+        SOURCE,
+        "sphere-spectrum",
+        cluster_mean_slope,
+        Criterion(-1.25, -0.75),
+    ),
 )

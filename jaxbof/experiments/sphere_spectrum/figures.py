@@ -27,8 +27,14 @@ def cluster_errors(rows, path, title: str | None = None) -> str:
         n = np.array([r["n"] for r in mine], float)
         label = (f"d={d} {kernel}, " if several else "") + f"k={k}"
         ax.plot(n, [r["rel_error"] for r in mine], ".", color=f"C{i % 10}", alpha=0.3, ms=3)
-        ax.plot(list(means), list(means.values()), "o-", color=f"C{i % 10}", ms=4,
-                label=f"{label}: slope {fit.slope:.2f}")
+        ax.plot(
+            list(means),
+            list(means.values()),
+            "o-",
+            color=f"C{i % 10}",
+            ms=4,
+            label=f"{label}: slope {fit.slope:.2f}",
+        )
         if mine[0]["multiplicity"] > 1:
             ns = sorted(set(n))
             spread = [np.mean([r["spread"] for r in mine if r["n"] == v]) for v in ns]
@@ -43,12 +49,15 @@ def cluster_errors(rows, path, title: str | None = None) -> str:
         a.xaxis.set_minor_formatter(NullFormatter())  # n is read off the decades and the points
         a.legend(fontsize=7)
     ax.set_ylabel("|cluster mean - mu_k| / mu_k")
-    ax.set_title(f"cluster means: slope pooled over k {claims.pooled_slope([rows]):.3f} "
-                 "(theory -1)", fontsize=8)
+    ax.set_title(
+        f"cluster means: slope pooled over k {claims.pooled_slope([rows]):.3f} (theory -1)",
+        fontsize=8,
+    )
     sx.set_ylabel("cluster spread (max - min) / mu_k")
     sx.set_title("single eigenvalues spread like n^(-1/2)", fontsize=8)
-    fig.suptitle("Degree clusters of Gram / n against mu_k" + (f"\n{title}" if title else ""),
-                 fontsize=9)
+    fig.suptitle(
+        "Degree clusters of Gram / n against mu_k" + (f"\n{title}" if title else ""), fontsize=9
+    )
     return draw.save(fig, path)
 
 

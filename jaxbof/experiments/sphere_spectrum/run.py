@@ -47,9 +47,18 @@ import numpy as np
 
 from jaxbof.contract import HostStudy, Schema
 
-SCHEMA = {"n": "int", "d": "int", "kernel": "str", "seed": "int", "k": "int",
-          "multiplicity": "int", "mu_k": "float", "cluster_mean": "float", "rel_error": "float",
-          "spread": "float"}
+SCHEMA = {
+    "n": "int",
+    "d": "int",
+    "kernel": "str",
+    "seed": "int",
+    "k": "int",
+    "multiplicity": "int",
+    "mu_k": "float",
+    "cluster_mean": "float",
+    "rel_error": "float",
+    "spread": "float",
+}
 KEYS = ("n", "d", "kernel", "seed", "k")
 
 
@@ -85,10 +94,13 @@ def levels(config: Config, d: int, kernel: str):
     from jaxbof import spectra
 
     mu = spectra.eigenvalues(kernel, d, 4 * config.k_max + 16, bias=config.bias).eigenvalue
-    if np.any(mu[4 * config.k_max + 1:] > min((m for m in mu[:config.k_max + 1] if m > 0),
-                                              default=0.0)):
-        raise ValueError(f"{kernel} on S^{d - 1}: a level past {4 * config.k_max} outweighs a "
-                         f"recorded one; lower k_max")
+    if np.any(
+        mu[4 * config.k_max + 1 :] > min((m for m in mu[: config.k_max + 1] if m > 0), default=0.0)
+    ):
+        raise ValueError(
+            f"{kernel} on S^{d - 1}: a level past {4 * config.k_max} outweighs a "
+            f"recorded one; lower k_max"
+        )
     return mu, [k for k in range(config.k_max + 1) if mu[k] > 0]
 
 
@@ -106,8 +118,7 @@ def points(config: Config, d: int, seed: int, n: int):
     return np.asarray(x)
 
 
-def rows_for(config: Config, d: int, kernel: str, seed: int, n: int, mu=None,
-             x=None) -> list[dict]:
+def rows_for(config: Config, d: int, kernel: str, seed: int, n: int, mu=None, x=None) -> list[dict]:
     """The rows of one Gram: (d, kernel, seed) at n points, one per recorded level. x: the
     seed's points at n or more (`points`; None: drawn here), of which the first n are used."""
     from jaxbof import gram, spectra
@@ -118,18 +129,29 @@ def rows_for(config: Config, d: int, kernel: str, seed: int, n: int, mu=None,
     fit = spectra.levels_of(lam, mu, d)
     missing = sorted(set(recorded) - {int(k) for k in fit.k})
     if missing:
-        raise ValueError(f"n = {n} points on S^{d - 1}: the levels {missing} do not fit among "
-                         f"the {n} eigenvalues; raise n or lower k_max")
+        raise ValueError(
+            f"n = {n} points on S^{d - 1}: the levels {missing} do not fit among "
+            f"the {n} eigenvalues; raise n or lower k_max"
+        )
     out, start = [], 0
     for k, m, target, mean in zip(fit.k, fit.multiplicity, fit.eigenvalue, fit.empirical_mean):
-        cluster = fit.sorted_empirical[start:start + m]
+        cluster = fit.sorted_empirical[start : start + m]
         start += m
         if int(k) in recorded:
-            out.append({"n": n, "d": d, "kernel": kernel, "seed": seed, "k": int(k),
-                        "multiplicity": int(m), "mu_k": float(target),
-                        "cluster_mean": float(mean),
-                        "rel_error": float(abs(mean - target) / target),
-                        "spread": float((cluster.max() - cluster.min()) / target)})
+            out.append(
+                {
+                    "n": n,
+                    "d": d,
+                    "kernel": kernel,
+                    "seed": seed,
+                    "k": int(k),
+                    "multiplicity": int(m),
+                    "mu_k": float(target),
+                    "cluster_mean": float(mean),
+                    "rel_error": float(abs(mean - target) / target),
+                    "spread": float((cluster.max() - cluster.min()) / target),
+                }
+            )
     return sorted(out, key=lambda r: r["k"])
 
 
@@ -150,8 +172,13 @@ def run(config: Config, on_rows: Callable[[list], None], skip: Iterable = ()) ->
                         continue
                     if seed not in drawn:
                         drawn[seed] = points(config, d, seed, max(config.ns))
-                    on_rows([r for r in rows_for(config, d, kernel, seed, n, mu, drawn[seed])
-                             if (n, d, kernel, seed, r["k"]) not in skip])
+                    on_rows(
+                        [
+                            r
+                            for r in rows_for(config, d, kernel, seed, n, mu, drawn[seed])
+                            if (n, d, kernel, seed, r["k"]) not in skip
+                        ]
+                    )
                     done += 1
     return done
 
@@ -164,9 +191,15 @@ def study(quick: bool) -> HostStudy:
     def compute(on_rows, stored):
         run(config, on_rows, skip={tuple(r[c] for c in KEYS) for r in stored})
 
-    return HostStudy("sphere-spectrum", "sphere-spectrum" + ("-quick" if quick else ""),
-                     f"{grams} Grams, n up to {max(config.ns)}, dense eigh", config._asdict(),
-                     Schema(SCHEMA, KEYS, flags={}), compute, x64=True)
+    return HostStudy(
+        "sphere-spectrum",
+        "sphere-spectrum" + ("-quick" if quick else ""),
+        f"{grams} Grams, n up to {max(config.ns)}, dense eigh",
+        config._asdict(),
+        Schema(SCHEMA, KEYS, flags={}),
+        compute,
+        x64=True,
+    )
 
 
 def table(rows, config=None) -> list[str]:
@@ -177,10 +210,13 @@ def table(rows, config=None) -> list[str]:
     ns = sorted({r["n"] for r in rows})
     lines = ["d,kernel,k,multiplicity,slope," + ",".join(f"rel_error_n={n}" for n in ns)]
     for (d, kernel, k), fit, means in claims.per_level(rows):
-        m = next(r["multiplicity"] for r in rows if (r["d"], r["kernel"], r["k"]) == (d, kernel,
-                                                                                     k))
-        lines.append(f"{d},{kernel},{k},{m},{fit.slope:.3f}," + ",".join(
-            f"{means[n]:.3g}" if n in means else "" for n in ns))
-    lines.append(f"slope pooled over the levels (one intercept each): "
-                 f"{claims.pooled_slope([rows]):.3f} (theory -1)")
+        m = next(r["multiplicity"] for r in rows if (r["d"], r["kernel"], r["k"]) == (d, kernel, k))
+        lines.append(
+            f"{d},{kernel},{k},{m},{fit.slope:.3f},"
+            + ",".join(f"{means[n]:.3g}" if n in means else "" for n in ns)
+        )
+    lines.append(
+        f"slope pooled over the levels (one intercept each): "
+        f"{claims.pooled_slope([rows]):.3f} (theory -1)"
+    )
     return lines
