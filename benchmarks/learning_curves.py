@@ -4,8 +4,8 @@
 f* = (Y_1 + Y_2 + Y_4) / 2 along random directions (the regression experiment's default),
 uniform noise on [-0.5, 0.5]) at
 n from 25 to 1600, ridgeless and with ridge / n = 1e-4, 40 training sets per point, excess risk
-on 2000 fresh points. Prints the README's table: the gap between prediction and measurement in
-standard errors and relative.
+on 2000 fresh points. Prints the table of docs/learning-curves.md: the gap between prediction
+and measurement in standard errors and relative.
 
     python benchmarks/learning_curves.py [--draws 40] [--k-max 8000] [--seed 3]
 """

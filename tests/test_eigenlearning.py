@@ -127,7 +127,7 @@ def test_prediction_equals_kernel_ridge_regression_on_the_sphere_with_a_ridge(ri
     [-0.5, 0.5]; kernel ridge regression K(X, X) + ridge I at n = 200 (ridge 0.02 and 2), its
     excess risk on 2000 fresh points, averaged over 40 training sets, against the prediction
     within 3 standard errors. (Without a ridge the prediction misses on this degenerate
-    spectrum: README, "Predicted learning curves".)"""
+    spectrum: docs/learning-curves.md.)"""
     from jaxbof.experiments.learning_curves import krr
 
     config = krr.Config(ns=(200,), ridges_over_n=(ridge_over_n,), seeds=40, k_max=8000, seed=7)

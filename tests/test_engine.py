@@ -168,7 +168,7 @@ def test_toy_halting_at_the_last_step_off_the_period():
 
 
 # ----------------------------------------------------------------------------- the defaults the
-# engine derives for the minimal experiment (tests/toy_plugin: the README's example)
+# engine derives for the minimal experiment (tests/toy_plugin: docs/adding-a-theorem.md's example)
 
 sys.path.insert(0, str(Path(__file__).parent / "toy_plugin"))
 import jaxbof_toy as minimal  # noqa: E402 - importable once sys.path has it

@@ -136,8 +136,8 @@ def test_an_installed_plugin_runs_through_sweep_and_plot(installed, tmp_path):
 
 
 def test_the_minimal_plugin_stays_minimal():
-    """The README's example: at most 80 lines in all, comments included, and at most 15 more
-    for its claim."""
+    """The docs' example (docs/adding-a-theorem.md): at most 80 lines in all, comments
+    included, and at most 15 more for its claim."""
     files = [
         p
         for p in TOY.rglob("*")

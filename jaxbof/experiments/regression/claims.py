@@ -410,7 +410,7 @@ CLAIMS = (
         "P4",
         "Lazy training: the empirical NTK Gram's relative operator-norm drift "
         "||H_t - H_0||_op / ||H_0||_op at the final time falls with the width M like M^{-1/2} "
-        "(criterion: fitted log-log slope against M in [-0.75, -0.25]; the README measured "
+        "(criterion: fitted log-log slope against M in [-0.75, -0.25]; docs/regression.md measured "
         "-0.66 to -0.70, so it may end inconclusive).",
         f"{SOURCE}, NTK regime (Du et al. 2019; Arora et al. 2019): ||H_t - H_0|| = O(M^{{-1/2}})",
         PRESET,
