@@ -109,11 +109,7 @@ def table(rows, config=None) -> list[str]:
             continue
         cols = []
         for c in ("train_rmse", "test_rmse", "signal_test_rmse"):
-            vals = (
-                [r[c] for r in ok if not math.isnan(r[c])]
-                if act != "relu" or c != "signal_test_rmse"
-                else [r[c] for r in ok]
-            )
+            vals = [r[c] for r in ok if not math.isnan(r[c])]
             m, s = stats.mean_sem(vals) if vals else (math.nan, math.nan)
             cols.append(f"{m:.4f},{s:.2g}")
         lines.append(

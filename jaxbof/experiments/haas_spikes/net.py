@@ -83,6 +83,14 @@ class State(NamedTuple):
     diverged: jax.Array  # bool: a non-finite output was seen
 
 
+@jax.tree_util.register_static
+@dataclasses.dataclass(frozen=True)
+class _Static:
+    """A compile-time value in a slot (no leaves): the activation of the bucket."""
+
+    value: object
+
+
 class Data(NamedTuple):
     X: jax.Array  # (n, 2) training points on the circle
     y: jax.Array  # (n,) noisy labels
@@ -90,20 +98,12 @@ class Data(NamedTuple):
     y_test: jax.Array  # (n_test,) noisy labels
     order_key: jax.Array  # the SGD orders: epoch e uses fold_in(order_key, e)
     rec_epochs: jax.Array  # (R,) int32 recorded epochs, increasing, the last = epochs
-    kind: object = None  # _Static(activation), set by the experiment
+    kind: _Static  # the activation (the bucket), static: the step compiles for it
 
 
 class Slot(NamedTuple):
     state: State
     data: Data
-
-
-@jax.tree_util.register_static
-@dataclasses.dataclass(frozen=True)
-class _Static:
-    """A compile-time value in a slot (no leaves): the activation of the bucket."""
-
-    value: object
 
 
 _PI_HI = np.float32(3.140625)  # pi in two parts: k * _PI_HI is exact for |k| < 2^16
@@ -231,7 +231,7 @@ def init(key, shape, *, protocol: Protocol, dtype) -> Slot:
     rec = jnp.asarray(record_epochs(protocol.epochs, protocol.records), jnp.int32)
     zero = jnp.zeros((), jnp.int32)
     state = State(params, zero, zero, jnp.asarray(rec[0] == 0), zero, jnp.zeros((), bool))
-    return Slot(state, Data(X, y, X_test, y_test, k_order, rec))
+    return Slot(state, Data(X, y, X_test, y_test, k_order, rec, _Static(shape)))
 
 
 def predict(params: Params, X_mxd, kind: str, frequency: float, block: int = 2048):
@@ -312,8 +312,7 @@ def experiment(protocol: Protocol = Protocol(), cells: Sequence[Cell] = ()) -> _
         return np.asarray(keys), np.zeros((len(cs),), dtype)
 
     def init_(key, zero, kind):
-        slot = init(key, kind, protocol=protocol, dtype=zero.dtype)
-        return slot._replace(data=slot.data._replace(kind=_Static(kind)))
+        return init(key, kind, protocol=protocol, dtype=zero.dtype)
 
     def step(slot, state):
         return epoch_step(
